@@ -1,0 +1,305 @@
+"""The Ledger service: record, record many, reverse, totals.
+
+A thin eventsourcing ``Application``: it validates, loads the account, calls
+the aggregate, saves (events and charge-id index rows in one transaction),
+and turns library errors into domain errors. Races between writers of one
+account surface as integrity errors on save; they are retried here, with
+jitter, so callers never see them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from ledger.charges import Charge, ChargeValidator, ProfileResolver
+from ledger.domain import Account, Totals, account_uuid
+from ledger.errors import (
+    BusyAccount,
+    ChargeConflict,
+    InvalidCharge,
+    LedgerError,
+    UnknownAccount,
+    UnknownCharge,
+)
+from ledger.persistence import APPLICATION_NAME, LedgerRecorder, stored_payload
+from ledger.settings import Settings
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof a charge is stored: returned only after its transaction committed."""
+
+    charge_id: str
+    account_id: str
+    duplicate: bool = False
+    recorded_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one item of a batch: a receipt, or the error that kept it out."""
+
+    index: int
+    receipt: Receipt | None = None
+    error: LedgerError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Ledger(Application):
+    """The write side of the usage ledger."""
+
+    name = APPLICATION_NAME
+    is_snapshotting_enabled = True
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        resolver: ProfileResolver | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.validate = ChargeValidator(self.settings, resolver)
+        base_env = {
+            "PERSISTENCE_MODULE": "ledger.persistence:LedgerFactory",
+            "SQLALCHEMY_URL": self.settings.database_url,
+            "AGGREGATE_CACHE_MAXSIZE": str(self.settings.aggregate_cache_size),
+            "AGGREGATE_CACHE_FASTFORWARD": "y",
+            "IS_SNAPSHOTTING_ENABLED": "y",
+        }
+        base_env.update(env or {})
+        super().__init__(base_env)
+        type(self).snapshotting_intervals = {Account: self.settings.snapshot_interval}
+
+    @classmethod
+    def from_url(cls, url: str, **settings: Any) -> "Ledger":
+        """A ledger on ``sqlite:///path`` or ``postgresql+psycopg2://…``."""
+        return cls(Settings(database_url=url, **settings))
+
+    @property
+    def store(self) -> LedgerRecorder:
+        assert isinstance(self.recorder, LedgerRecorder)
+        return self.recorder
+
+    def close(self) -> None:
+        super().close()
+        self.factory.close()
+
+    # -- recording -----------------------------------------------------------
+
+    def record_charge(self, **fields: Any) -> Receipt:
+        """Record one charge; durable when this returns.
+
+        Raises :class:`InvalidCharge` (nothing stored) or :class:`ChargeConflict`
+        (the id was recorded with other facts). A repeated id with the same
+        facts returns the original receipt with ``duplicate=True``.
+        """
+        charge = self.validate(fields)
+        return self._record_valid([charge])[0]
+
+    def record_charges(self, items: Iterable[Mapping[str, Any]]) -> list[Outcome]:
+        """Record many charges in as few transactions as the store allows.
+
+        Every item gets an outcome in input order; an invalid or conflicting
+        item never keeps a valid neighbour out.
+        """
+        outcomes: dict[int, Outcome] = {}
+        valid: list[tuple[int, Charge]] = []
+        for index, item in enumerate(items):
+            try:
+                valid.append((index, self.validate(item)))
+            except InvalidCharge as exc:
+                outcomes[index] = Outcome(index, error=exc)
+        if valid:
+            results = self._record_valid([charge for _, charge in valid], tolerate=True)
+            for (index, _), result in zip(valid, results):
+                if isinstance(result, Receipt):
+                    outcomes[index] = Outcome(index, receipt=result)
+                else:
+                    outcomes[index] = Outcome(index, error=result)
+        return [outcomes[i] for i in sorted(outcomes)]
+
+    def _record_valid(
+        self, charges: Sequence[Charge], *, tolerate: bool = False
+    ) -> list[Receipt | LedgerError]:
+        """Store validated charges exactly once; results in input order.
+
+        Each attempt first answers every id already in the index (duplicate or
+        conflict), then saves the rest in one transaction. A lost race (another
+        writer took an account version or a charge id) rolls the whole attempt
+        back, and the next attempt sees the winner's rows.
+        """
+        for attempt in range(self.settings.retry_attempts):
+            results: list[Receipt | LedgerError | None] = [None] * len(charges)
+            pending = self._answer_known(charges, results)
+            if not pending:
+                break
+            try:
+                self._save_new(charges, pending, results)
+                break
+            except IntegrityError:
+                _backoff(attempt)
+        else:
+            raise BusyAccount(
+                f"gave up after {self.settings.retry_attempts} attempts: concurrent "
+                "writers kept conflicting; nothing was stored, retry the same call"
+            )
+        if not tolerate:
+            for result in results:
+                if isinstance(result, LedgerError):
+                    raise result
+        return results  # type: ignore[return-value]
+
+    def _answer_known(
+        self, charges: Sequence[Charge], results: list[Receipt | LedgerError | None]
+    ) -> list[int]:
+        """Fill in results for ids already stored or repeated in the batch; return the rest."""
+        known = self.store.find_charges(c.charge_id for c in charges)
+        first_in_batch: dict[str, int] = {}
+        pending: list[int] = []
+        for i, charge in enumerate(charges):
+            if results[i] is not None:
+                continue
+            row = known.get(charge.charge_id)
+            if row is not None:
+                results[i] = _compare(charge, stored_payload(row), row.recorded_at)
+            elif charge.charge_id in first_in_batch:
+                first = charges[first_in_batch[charge.charge_id]]
+                results[i] = _compare(charge, first.payload(), None)
+            else:
+                first_in_batch[charge.charge_id] = i
+                pending.append(i)
+        return pending
+
+    def _save_new(
+        self,
+        charges: Sequence[Charge],
+        pending: list[int],
+        results: list[Receipt | LedgerError | None],
+    ) -> None:
+        recorded_at = datetime.now(timezone.utc)
+        accounts: dict[str, Account] = {}
+        rows = []
+        for i in pending:
+            charge = charges[i]
+            account = accounts.get(charge.account_id) or self._load_or_open(charge.account_id)
+            accounts[charge.account_id] = account
+            account.record_charge(**_event_fields(charge), recorded_at=recorded_at)
+            rows.append(_index_row(charge, recorded_at))
+        self.save(*accounts.values(), charge_rows=rows)
+        for i in pending:
+            charge = charges[i]
+            results[i] = Receipt(charge.charge_id, charge.account_id, False, recorded_at)
+
+    def _load_or_open(self, account_id: str) -> Account:
+        try:
+            return self.repository.get(account_uuid(account_id))
+        except AggregateNotFoundError:
+            return Account(account_id=account_id)
+
+    # -- corrections ---------------------------------------------------------
+
+    def reverse_charge(self, charge_id: str, reason: str = "") -> Receipt:
+        """Cancel a recorded charge with a new event (the original stays).
+
+        Raises :class:`UnknownCharge` or :class:`AlreadyReversed`.
+        """
+        for attempt in range(self.settings.retry_attempts):
+            row = self.store.find_charge(charge_id)
+            if row is None:
+                raise UnknownCharge(charge_id)
+            facts = stored_payload(row)
+            account = self._load_or_open(row.account_id)
+            now = datetime.now(timezone.utc)
+            account.reverse_charge(
+                charge_id=charge_id,
+                reason=str(reason)[: self.settings.max_reference_length],
+                account_id=row.account_id,
+                user_id=facts["user_id"],
+                charge_type=facts["charge_type"],
+                provider=facts["provider"],
+                model=facts["model"],
+                prompt_tokens=facts["prompt_tokens"],
+                completion_tokens=facts["completion_tokens"],
+                total_tokens=facts["total_tokens"],
+                occurred_at=datetime.fromisoformat(facts["occurred_at"]),
+                recorded_at=now,
+            )
+            try:
+                self.save(account, reversed_charges=[charge_id], reversed_at=now)
+            except IntegrityError:
+                _backoff(attempt)
+                continue
+            return Receipt(charge_id, row.account_id, False, now)
+        raise BusyAccount(f"could not reverse {charge_id!r}: concurrent writers kept conflicting")
+
+    # -- reading -------------------------------------------------------------
+
+    def account_totals(self, account_id: str) -> Totals:
+        """Running totals net of reversals, from the cached or snapshotted aggregate."""
+        try:
+            account: Account = self.repository.get(account_uuid(account_id))
+        except AggregateNotFoundError:
+            raise UnknownAccount(account_id) from None
+        return account.totals
+
+    def get_account(self, account_id: str) -> Account:
+        try:
+            return self.repository.get(account_uuid(account_id))
+        except AggregateNotFoundError:
+            raise UnknownAccount(account_id) from None
+
+
+def _event_fields(charge: Charge) -> dict[str, Any]:
+    return {
+        "charge_id": charge.charge_id,
+        "account_id": charge.account_id,
+        "user_id": charge.user_id,
+        "charge_type": charge.charge_type,
+        "provider": charge.provider,
+        "model": charge.model,
+        "prompt_tokens": charge.prompt_tokens,
+        "completion_tokens": charge.completion_tokens,
+        "total_tokens": charge.total_tokens,
+        "occurred_at": charge.occurred_at,
+        "user_profile_id": charge.user_profile_id,
+        "session_key": charge.session_key,
+        "reference": charge.reference,
+    }
+
+
+def _index_row(charge: Charge, recorded_at: datetime) -> dict[str, Any]:
+    return {
+        "charge_id": charge.charge_id,
+        "account_id": charge.account_id,
+        "payload_hash": charge.payload_hash(),
+        "payload": json.dumps(charge.payload(), sort_keys=True, separators=(",", ":")),
+        "recorded_at": recorded_at,
+        "reversed_at": None,
+    }
+
+
+def _compare(charge: Charge, stored: Mapping[str, Any], recorded_at: datetime | None) -> Receipt | LedgerError:
+    """The original receipt for a true duplicate; a conflict naming what differs."""
+    differences = charge.differences(stored)
+    if differences:
+        return ChargeConflict(charge.charge_id, differences)
+    if recorded_at is not None and recorded_at.tzinfo is None:
+        recorded_at = recorded_at.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+    return Receipt(charge.charge_id, stored["account_id"], True, recorded_at)
+
+
+def _backoff(attempt: int) -> None:
+    """Full jitter, capped: spreads racing writers so one of them wins quickly."""
+    time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))

@@ -1,0 +1,317 @@
+"""The charge as a value: its fields, their defaults and their validation.
+
+Validation happens here and only here, before anything is stored, so that bad
+input never enters the log (invariant 7). Every bad field is reported at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import unicodedata
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+from eventsourcing.utils import resolve_topic
+
+from ledger.errors import InvalidCharge
+from ledger.settings import Settings
+
+#: Fields a caller may give, in the seed's order, then what billing adds.
+SEED_FIELDS = (
+    "user_profile_id",
+    "session_key",
+    "provider",
+    "charge_type",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "model",
+    "reference",
+)
+INPUT_FIELDS = SEED_FIELDS + ("account_id", "user_id", "charge_id", "occurred_at")
+TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+#: (account_id, user_id) for a user profile id.
+ProfileResolver = Callable[[int], tuple[str, str]]
+
+
+def default_profile_resolver(user_profile_id: int) -> tuple[str, str]:
+    """Profile N belongs to account ``profile-N`` as user ``N``."""
+    return f"profile-{user_profile_id}", str(user_profile_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One metered model call, validated and normalised."""
+
+    charge_id: str
+    account_id: str
+    user_id: str
+    charge_type: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    occurred_at: datetime
+    provider: str | None = None
+    model: str | None = None
+    user_profile_id: int | None = None
+    session_key: str | None = None
+    reference: str | None = None
+    #: False when ``occurred_at`` defaulted to "now": a retry may differ in it.
+    occurred_at_given: bool = field(default=True, compare=False)
+
+    def payload(self) -> dict[str, Any]:
+        """The charge's facts as JSON-ready values, for the index and diffs."""
+        data = asdict(self)
+        del data["occurred_at_given"]
+        data["occurred_at"] = self.occurred_at.isoformat()
+        return data
+
+    def payload_hash(self) -> str:
+        """SHA-256 over what identifies the call (not its defaulted time)."""
+        data = self.payload()
+        if not self.occurred_at_given:
+            data.pop("occurred_at")
+        return payload_hash(data)
+
+    def differences(self, stored: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """Fields whose stored value differs from this charge's: name -> (stored, new)."""
+        mine = self.payload()
+        diffs = {}
+        for name, value in mine.items():
+            if name == "occurred_at":
+                if not self.occurred_at_given:
+                    continue
+                if _parse_iso(stored.get(name)) == self.occurred_at:
+                    continue
+            if stored.get(name) != value:
+                diffs[name] = (stored.get(name), value)
+        return diffs
+
+
+def payload_hash(data: Mapping[str, Any]) -> str:
+    """A stable digest of a JSON-ready mapping, ignoring ``occurred_at`` when absent."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _parse_iso(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class ChargeValidator:
+    """Turns a caller's mapping into a :class:`Charge` or raises :class:`InvalidCharge`."""
+
+    def __init__(self, settings: Settings, resolver: ProfileResolver | None = None) -> None:
+        self.settings = settings
+        self.charge_types = frozenset(settings.charge_types)
+        self.resolver: ProfileResolver = resolver or resolve_topic(settings.profile_resolver)
+
+    def __call__(self, raw: Mapping[str, Any], *, now: datetime | None = None) -> Charge:
+        if not isinstance(raw, Mapping):
+            raise InvalidCharge({"charge": f"expected an object of fields, got {type(raw).__name__}"})
+        errors: dict[str, str] = {}
+        unknown = sorted(str(k) for k in raw if k not in INPUT_FIELDS)
+        for name in unknown:
+            errors[name[:64]] = "unknown field"
+        values: dict[str, Any] = {}
+
+        profile = self._optional_int(raw, "user_profile_id", errors, minimum=0)
+        for name in ("session_key", "provider", "model", "user_id", "account_id", "charge_id"):
+            values[name] = self._optional_str(raw, name, errors, self.settings.max_string_length)
+        values["reference"] = self._optional_str(
+            raw, "reference", errors, self.settings.max_reference_length
+        )
+        values["user_profile_id"] = profile
+        self._resolve_account(values, profile, errors)
+        self._charge_type(raw, values, errors)
+        self._tokens(raw, values, errors)
+        occurred_at, given = self._occurred_at(raw, errors, now)
+
+        if errors:
+            raise InvalidCharge(errors)
+        return Charge(
+            charge_id=values["charge_id"] or str(uuid.uuid4()),
+            account_id=values["account_id"],
+            user_id=values["user_id"],
+            charge_type=values["charge_type"],
+            prompt_tokens=values["prompt_tokens"],
+            completion_tokens=values["completion_tokens"],
+            total_tokens=values["total_tokens"],
+            occurred_at=occurred_at,  # type: ignore[arg-type]
+            provider=values["provider"],
+            model=values["model"],
+            user_profile_id=profile,
+            session_key=values["session_key"],
+            reference=values["reference"],
+            occurred_at_given=given,
+        )
+
+    # -- one rule each -------------------------------------------------------
+
+    def _resolve_account(
+        self, values: dict[str, Any], profile: int | None, errors: dict[str, str]
+    ) -> None:
+        """An account is required: given, or resolved from the user profile."""
+        if values["account_id"] is None and "account_id" not in errors:
+            if profile is None:
+                if "user_profile_id" not in errors:
+                    errors["account_id"] = "required (or give user_profile_id to resolve it)"
+                return
+            try:
+                account_id, user_id = self.resolver(profile)
+            except Exception as exc:  # a resolver's own lookup error names the cause
+                errors["user_profile_id"] = f"no account for user profile {profile}: {exc}"
+                return
+            values["account_id"] = account_id
+            if values["user_id"] is None:
+                values["user_id"] = user_id
+        if values["user_id"] is None and "user_id" not in errors:
+            values["user_id"] = str(profile) if profile is not None else ""
+
+    def _charge_type(self, raw: Mapping[str, Any], values: dict[str, Any], errors: dict[str, str]) -> None:
+        charge_type = self._optional_str(raw, "charge_type", errors, self.settings.max_string_length)
+        if "charge_type" in errors:
+            return
+        if charge_type is None:
+            errors["charge_type"] = f"required; one of {', '.join(sorted(self.charge_types))}"
+        elif charge_type not in self.charge_types:
+            errors["charge_type"] = (
+                f"unknown charge type {charge_type!r}; expected one of "
+                f"{', '.join(sorted(self.charge_types))}"
+            )
+        values["charge_type"] = charge_type
+
+    def _tokens(self, raw: Mapping[str, Any], values: dict[str, Any], errors: dict[str, str]) -> None:
+        """Tokens are bounded non-negative integers; total = prompt + completion."""
+        bound = self.settings.max_tokens
+        prompt = self._optional_int(raw, "prompt_tokens", errors, minimum=0, maximum=bound)
+        completion = self._optional_int(raw, "completion_tokens", errors, minimum=0, maximum=bound)
+        total = self._optional_int(raw, "total_tokens", errors, minimum=0, maximum=2 * bound)
+        if any(name in errors for name in TOKEN_FIELDS):
+            return
+        if total is not None and (prompt is None) != (completion is None):
+            # Two of three given: the third follows, and must not be negative.
+            known = prompt if prompt is not None else completion
+            missing = "completion_tokens" if prompt is not None else "prompt_tokens"
+            if known > total:  # type: ignore[operator]
+                errors["total_tokens"] = (
+                    f"smaller than the {'prompt' if prompt is not None else 'completion'}"
+                    f"_tokens given ({total} < {known}), so {missing} would be negative"
+                )
+                return
+            if prompt is None:
+                prompt = total - known  # type: ignore[operator]
+            else:
+                completion = total - known  # type: ignore[operator]
+        if prompt is None and completion is None and total is not None:
+            # Only a total (e.g. a subscription): kept as given.
+            values.update(prompt_tokens=0, completion_tokens=0, total_tokens=total)
+            return
+        prompt = prompt or 0
+        completion = completion or 0
+        if total is None:
+            total = prompt + completion
+        elif total != prompt + completion:
+            errors["total_tokens"] = (
+                f"must equal prompt_tokens + completion_tokens ({prompt} + {completion} = "
+                f"{prompt + completion}), got {total}"
+            )
+            return
+        values.update(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+    def _occurred_at(
+        self, raw: Mapping[str, Any], errors: dict[str, str], now: datetime | None
+    ) -> tuple[datetime | None, bool]:
+        """A timezone-aware instant, kept in UTC; absent means now."""
+        value = raw.get("occurred_at")
+        if value is None:
+            return (now or datetime.now(timezone.utc)).astimezone(timezone.utc), False
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+            except ValueError:
+                errors["occurred_at"] = f"not an ISO 8601 date-time: {_shown(text)}"
+                return None, True
+        if not isinstance(value, datetime):
+            errors["occurred_at"] = f"expected an ISO 8601 date-time, got {type(value).__name__}"
+            return None, True
+        if value.tzinfo is None or value.utcoffset() is None:
+            errors["occurred_at"] = "must carry a time zone (e.g. 2026-01-31T12:00:00Z)"
+            return None, True
+        if not 2000 <= value.astimezone(timezone.utc).year <= 9998:
+            errors["occurred_at"] = f"out of range: {value.isoformat()}"
+            return None, True
+        return value.astimezone(timezone.utc), True
+
+    @staticmethod
+    def _optional_int(
+        raw: Mapping[str, Any],
+        name: str,
+        errors: dict[str, str],
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int | None:
+        value = raw.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            errors[name] = "expected an integer, got a boolean"
+            return None
+        if isinstance(value, float):
+            if not math.isfinite(value) or not value.is_integer():
+                errors[name] = f"expected an integer, got {value!r}"
+                return None
+            value = int(value)
+        elif isinstance(value, str):
+            text = value.strip()
+            if not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 40:
+                errors[name] = f"expected an integer, got {_shown(value)}"
+                return None
+            value = int(text)
+        elif not isinstance(value, int):
+            errors[name] = f"expected an integer, got {type(value).__name__}"
+            return None
+        if minimum is not None and value < minimum:
+            errors[name] = f"must be >= {minimum}, got {value}"
+            return None
+        if maximum is not None and value > maximum:
+            errors[name] = f"must be <= {maximum}, got {value}"
+            return None
+        return value
+
+    @staticmethod
+    def _optional_str(
+        raw: Mapping[str, Any], name: str, errors: dict[str, str], max_length: int
+    ) -> str | None:
+        value = raw.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            errors[name] = f"expected a string, got {type(value).__name__}"
+            return None
+        text = str(value).strip()
+        if not text:
+            return None
+        if len(text) > max_length:
+            errors[name] = f"longer than {max_length} characters ({len(text)})"
+            return None
+        if any(unicodedata.category(ch) in ("Cc", "Cs", "Cn") for ch in text):
+            errors[name] = "contains control or invalid characters"
+            return None
+        return text
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A bad value, shortened and made printable, for an error message."""
+    text = value if len(value) <= limit else value[:limit] + "…"
+    return repr(text)

@@ -1,0 +1,143 @@
+"""The Account aggregate and its events: the ledger's only source of truth.
+
+One event stream per account. The aggregate keeps just its running totals, so
+loading, copying and snapshotting it costs the same on day one and day 1,000;
+which charge ids exist is the charge-id index's business (see persistence).
+
+Each event carries everything a projection needs (account, user, date, keys,
+tokens) so read models can be rebuilt from the log alone, even after
+compaction pruned the charges a rollup stands for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+#: Namespace of account ids; changing it would orphan every stream.
+ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "urn:llm-usage-ledger:account")
+
+
+def account_uuid(account_id: str) -> UUID:
+    """The stream id of an account key, the same in every process."""
+    return uuid5(ACCOUNT_NAMESPACE, account_id)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Counted charges and tokens, net of reversals."""
+
+    charges: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: "Totals") -> "Totals":
+        return Totals(
+            self.charges + other.charges,
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.total_tokens + other.total_tokens,
+        )
+
+    def __neg__(self) -> "Totals":
+        return Totals(-self.charges, -self.prompt_tokens, -self.completion_tokens, -self.total_tokens)
+
+
+class Account(Aggregate):
+    """An account: who is billed. Its events are the charges made to it."""
+
+    @staticmethod
+    def create_id(account_id: str) -> UUID:
+        return account_uuid(account_id)
+
+    @event("Opened")
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        self.charges = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.total_tokens = 0
+
+    @property
+    def totals(self) -> Totals:
+        return Totals(self.charges, self.prompt_tokens, self.completion_tokens, self.total_tokens)
+
+    def _add(self, sign: int, prompt_tokens: int, completion_tokens: int, total_tokens: int) -> None:
+        self.charges += sign
+        self.prompt_tokens += sign * prompt_tokens
+        self.completion_tokens += sign * completion_tokens
+        self.total_tokens += sign * total_tokens
+
+    @event("ChargeRecorded")
+    def record_charge(
+        self,
+        charge_id: str,
+        account_id: str,
+        user_id: str,
+        charge_type: str,
+        provider: str | None,
+        model: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        total_tokens: int,
+        occurred_at: datetime,
+        recorded_at: datetime,
+        user_profile_id: int | None,
+        session_key: str | None,
+        reference: str | None,
+    ) -> None:
+        """An accepted charge: immutable once stored (invariant 5)."""
+        self._add(1, prompt_tokens, completion_tokens, total_tokens)
+
+    @event("ChargeReversed")
+    def reverse_charge(
+        self,
+        charge_id: str,
+        reason: str,
+        account_id: str,
+        user_id: str,
+        charge_type: str,
+        provider: str | None,
+        model: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        total_tokens: int,
+        occurred_at: datetime,
+        recorded_at: datetime,
+    ) -> None:
+        """Cancels a recorded charge by a new event; the original stays in the log."""
+        self._add(-1, prompt_tokens, completion_tokens, total_tokens)
+
+    @event("DayRolledUp")
+    def roll_up_day(
+        self,
+        account_id: str,
+        billing_date: str,
+        time_zone: str,
+        groups: list[dict[str, Any]],
+        charges: int,
+        events: int,
+        digest: str,
+        first_position: int | None,
+        last_position: int | None,
+        recorded_at: datetime,
+    ) -> None:
+        """A closed day's totals, standing for the raw events compaction prunes.
+
+        ``groups`` holds one dict per (user_id, charge_type, provider, model) with
+        ``charges``, ``prompt_tokens``, ``completion_tokens`` and ``total_tokens``:
+        projections *set* the day to these values. It changes no running total:
+        the events it summarises were counted when they were recorded.
+        """
+
+
+#: Topics of the events projections must understand: the log's contract.
+CHARGE_RECORDED_TOPIC = "ledger.domain:Account.ChargeRecorded"
+CHARGE_REVERSED_TOPIC = "ledger.domain:Account.ChargeReversed"
+DAY_ROLLED_UP_TOPIC = "ledger.domain:Account.DayRolledUp"
+ACCOUNT_OPENED_TOPIC = "ledger.domain:Account.Opened"

@@ -1,0 +1,72 @@
+"""The ledger's domain errors: what a caller can act on, with the field named."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises on purpose."""
+
+
+class InvalidCharge(LedgerError, ValueError):
+    """A charge failed validation; ``errors`` maps each bad field to why."""
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        self.errors = dict(errors)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        listed = "; ".join(f"{name}: {message}" for name, message in sorted(self.errors.items()))
+        return f"invalid charge: {listed}"
+
+
+class ChargeConflict(LedgerError):
+    """A charge id already recorded arrived again with different facts."""
+
+    def __init__(self, charge_id: str, differences: Mapping[str, tuple[Any, Any]]) -> None:
+        self.charge_id = charge_id
+        self.differences = dict(differences)
+        super().__init__(str(self))
+
+    @property
+    def fields(self) -> list[str]:
+        return sorted(self.differences)
+
+    def __str__(self) -> str:
+        listed = "; ".join(
+            f"{name}: recorded {old!r}, now {new!r}"
+            for name, (old, new) in sorted(self.differences.items())
+        )
+        return f"charge {self.charge_id!r} was already recorded with different fields: {listed}"
+
+
+class UnknownCharge(LedgerError, LookupError):
+    """No charge with this id was ever recorded."""
+
+    def __init__(self, charge_id: str) -> None:
+        self.charge_id = charge_id
+        super().__init__(f"unknown charge {charge_id!r}: no charge with this id was recorded")
+
+
+class AlreadyReversed(LedgerError):
+    """A charge can be reversed once; a second reversal would count it twice."""
+
+    def __init__(self, charge_id: str) -> None:
+        self.charge_id = charge_id
+        super().__init__(f"charge {charge_id!r} is already reversed")
+
+
+class UnknownAccount(LedgerError, LookupError):
+    """No charge was ever recorded for this account."""
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        super().__init__(f"unknown account {account_id!r}: no charge was recorded for it")
+
+
+class BusyAccount(LedgerError):
+    """Concurrent writers kept winning the race for one account; the charge was not stored.
+
+    Transient: the same call may be retried (it is idempotent by charge id).
+    """

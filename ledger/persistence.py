@@ -1,0 +1,150 @@
+"""Store set-up from a URL, and the charge-id index in the event transaction.
+
+The recorder subclasses eventsourcing-sqlalchemy's application recorder and
+uses its ``_insert_events`` hook, which runs in the same SQLAlchemy session
+and transaction as the events: an index row exists exactly when its event
+does (invariant 3), whatever crashes when.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+from eventsourcing.persistence import StoredEvent
+from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore, transactions
+from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
+from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
+from sqlalchemy.orm import Session
+
+from ledger.errors import AlreadyReversed
+
+#: Application name: tables are ``ledger_events``, ``ledger_snapshots``.
+APPLICATION_NAME = "Ledger"
+
+metadata = sa.MetaData()
+
+#: Charge id -> the account and facts it was recorded with. Never pruned by
+#: compaction, so idempotency (and reversal) outlives the raw events.
+charge_ids = sa.Table(
+    "ledger_charge_ids",
+    metadata,
+    sa.Column("charge_id", sa.String(256), primary_key=True),
+    sa.Column("account_id", sa.String(256), nullable=False, index=True),
+    sa.Column("payload_hash", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reversed_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+
+def _sqlite_engine_hooks(engine: sa.engine.Engine) -> None:
+    """WAL, a generous busy timeout, and write transactions that lock up front.
+
+    ``BEGIN IMMEDIATE`` for writing transactions means two processes never both
+    read and then fail to upgrade to a write lock (SQLITE_BUSY without waiting);
+    read-only transactions stay deferred so readers do not queue behind writers.
+    """
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 60000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.engine.Connection) -> None:
+        transaction = transactions.get(None)
+        writing = transaction is None or transaction.commit
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+def make_datastore(url: str) -> SQLAlchemyDatastore:
+    """A datastore for ``sqlite:///file`` or ``postgresql+psycopg2://…``."""
+    if url.startswith("sqlite"):
+        datastore = SQLAlchemyDatastore(url=url, connect_args={"timeout": 60})
+        assert isinstance(datastore.engine, sa.engine.Engine)
+        _sqlite_engine_hooks(datastore.engine)
+        datastore._tried_init_sqlite_wal_mode = True  # done per connection above
+        datastore.is_sqlite_wal_mode = True
+    else:
+        datastore = SQLAlchemyDatastore(
+            url=url, pool_pre_ping=True, pool_size=10, max_overflow=20
+        )
+    return datastore
+
+
+class LedgerRecorder(SQLAlchemyApplicationRecorder):
+    """Events plus the charge-id index, committed together."""
+
+    def create_table(self) -> None:
+        super().create_table()
+        assert self.datastore.engine is not None
+        metadata.create_all(self.datastore.engine, checkfirst=True)
+
+    def _insert_events(
+        self,
+        session: Session,
+        stored_events: Sequence[StoredEvent],
+        *,
+        charge_rows: Sequence[dict[str, Any]] = (),
+        reversed_charges: Sequence[str] = (),
+        reversed_at: datetime | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if charge_rows:
+            session.execute(charge_ids.insert(), list(charge_rows))
+        for charge_id in reversed_charges:
+            result = session.execute(
+                charge_ids.update()
+                .where(charge_ids.c.charge_id == charge_id, charge_ids.c.reversed_at.is_(None))
+                .values(reversed_at=reversed_at)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise AlreadyReversed(charge_id)
+        super()._insert_events(session, stored_events, **kwargs)
+
+    def find_charges(self, charge_ids_wanted: Iterable[str]) -> dict[str, sa.Row[Any]]:
+        """Index rows for the given charge ids (those that exist)."""
+        wanted = list(dict.fromkeys(charge_ids_wanted))
+        found: dict[str, sa.Row[Any]] = {}
+        with self.transaction(commit=False) as session:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows = session.execute(
+                    sa.select(charge_ids).where(charge_ids.c.charge_id.in_(chunk))
+                )
+                found.update({row.charge_id: row for row in rows})
+        return found
+
+    def find_charge(self, charge_id: str) -> sa.Row[Any] | None:
+        with self.transaction(commit=False) as session:
+            return session.execute(
+                sa.select(charge_ids).where(charge_ids.c.charge_id == charge_id)
+            ).first()
+
+
+def stored_payload(row: sa.Row[Any]) -> dict[str, Any]:
+    """The facts an index row recorded, as the charge's JSON-ready payload."""
+    return json.loads(row.payload)
+
+
+class LedgerFactory(SQLAlchemyFactory):
+    """eventsourcing-sqlalchemy's factory, with our datastore and recorder."""
+
+    application_recorder_class = LedgerRecorder
+
+    def __init__(self, env: Any) -> None:  # noqa: D107 - set-up only
+        url = env.get(self.SQLALCHEMY_URL)
+        super(SQLAlchemyFactory, self).__init__(env)
+        self._schema_name = self.env.get(self.SQLALCHEMY_SCHEMA)
+        self.datastore = make_datastore(url)
+
+    def close(self) -> None:
+        if self.datastore.engine is not None:
+            self.datastore.engine.dispose()  # type: ignore[union-attr]
