@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.persistence import IntegrityError
 
 from ledger.charges import Charge, ChargeValidator, ProfileResolver
+from ledger.compaction import CompactedRepository
 from ledger.domain import Account, Totals, account_uuid
 from ledger.errors import (
     BusyAccount,
@@ -86,6 +87,10 @@ class Ledger(Application):
     def from_url(cls, url: str, **settings: Any) -> "Ledger":
         """A ledger on ``sqlite:///path`` or ``postgresql+psycopg2://…``."""
         return cls(Settings(database_url=url, **settings))
+
+    def construct_repository(self) -> Repository:
+        """Cached accounts reload from their snapshot when compaction pruned past them."""
+        return CompactedRepository.like(super().construct_repository())
 
     @property
     def store(self) -> LedgerRecorder:

@@ -1,0 +1,576 @@
+"""Compaction: roll up closed days, snapshot the account, prune the raw events.
+
+For each account with raw charge events on closed billing days, one
+transaction appends a ``DayRolledUp`` event per day (its totals per user,
+charge type, provider and model), snapshots the account at its new version,
+and deletes the charge and reversal events the rollups stand for (and any
+earlier rollup of the same day they supersede). Totals never change: the
+rollup events change no running total, the aggregate loads from the snapshot
+so the version gap is never replayed, and projections apply a rollup as "set
+this day to these totals" (equal to what they already hold in a live run; the
+only source of the day's totals in a rebuild).
+
+A day D of account A is rolled up only when all of these hold:
+
+* D < ``before`` and D is closed: its end in the billing time zone is older
+  than ``now - grace``;
+* every event to prune (raw events of D and a superseded rollup of D) has a
+  notification id <= ``projected_position``: the projector has applied it,
+  so deleting it cannot hide it from the live read model;
+* every event to prune was recorded before ``now - grace``: a writer holding
+  an aggregate older than that is long gone, so no stale writer can re-insert
+  a pruned version (the unique version index no longer guards a gap).
+
+The rollup is appended after everything it prunes, so the newest row of the
+events table is never deleted (SQLite reuses the highest free rowid).
+
+Digest format
+-------------
+A rollup's ``digest`` is the SHA-256 hex digest of UTF-8 text built as:
+
+* if it supersedes an earlier rollup of the day: the line
+  ``previous:<that rollup's digest>``;
+* then one line per covered raw event, sorted as strings, each the compact
+  JSON array ``[charge_id, sign, prompt_tokens, completion_tokens,
+  total_tokens]`` (``sign`` is 1 for a charge, -1 for a reversal; tokens are
+  the event's positive figures; ``json.dumps(..., separators=(",", ":"),
+  ensure_ascii=False)``);
+
+every line ending in ``\\n``. :func:`digest_of` computes it and
+:func:`digest_item` turns a stored event's state into its item, so an audit
+can recompute a digest wherever the raw events are still present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from eventsourcing.application import Repository
+from eventsourcing.domain import OriginatorVersionError
+from eventsourcing.persistence import IntegrityError
+from sqlalchemy.orm import Session
+
+from ledger.domain import (
+    CHARGE_RECORDED_TOPIC,
+    CHARGE_REVERSED_TOPIC,
+    DAY_ROLLED_UP_TOPIC,
+    Account,
+)
+from ledger.errors import BusyAccount, LedgerError
+
+if TYPE_CHECKING:  # the application imports nothing from here; avoid a cycle anyway
+    from ledger.application import Ledger
+
+log = logging.getLogger(__name__)
+
+RAW_TOPICS = (CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC)
+COMPACTION_TOPICS = RAW_TOPICS + (DAY_ROLLED_UP_TOPIC,)
+
+#: Bytes a row costs beyond its topic and state: id, originator id, version,
+#: tuple header and two index entries. An estimate, the same on both stores.
+ROW_OVERHEAD_BYTES = 96
+
+#: Raw events one account transaction may cover; more days wait for the next one.
+MAX_EVENTS_PER_TRANSACTION = 100_000
+
+SCAN_BATCH_SIZE = 5_000
+
+#: (charge_id, sign, prompt_tokens, completion_tokens, total_tokens)
+DigestItem = tuple[str, int, int, int, int]
+GroupKey = tuple[str, str, "str | None", "str | None"]
+Progress = Callable[[int, int], None]
+StepHook = Callable[[str, UUID], None]
+
+
+class CompactionError(LedgerError):
+    """The log holds something compaction must not paper over."""
+
+
+@dataclass(frozen=True)
+class CompactionResult:
+    """What a run did (or, with ``dry_run``, would do)."""
+
+    accounts: int = 0
+    days: int = 0
+    events_pruned: int = 0
+    bytes_pruned: int = 0
+    rollups_written: int = 0
+    rollups_superseded: int = 0
+    skipped: int = 0
+    retries: int = 0
+    dry_run: bool = False
+
+
+# -- digest ------------------------------------------------------------------
+
+
+def digest_item(topic: str, state: Mapping[str, Any]) -> DigestItem:
+    """The digest item of a stored charge or reversal (its decoded state)."""
+    if topic not in RAW_TOPICS:
+        raise ValueError(f"not a charge or reversal topic: {topic!r}")
+    sign = 1 if topic == CHARGE_RECORDED_TOPIC else -1
+    return (
+        str(state["charge_id"]),
+        sign,
+        int(state["prompt_tokens"]),
+        int(state["completion_tokens"]),
+        int(state["total_tokens"]),
+    )
+
+
+def digest_of(items: Iterable[DigestItem], previous: str | None = None) -> str:
+    """SHA-256 of the covered events (and a superseded rollup's digest); see module doc."""
+    lines = sorted(
+        json.dumps(list(item), separators=(",", ":"), ensure_ascii=False) for item in items
+    )
+    hasher = hashlib.sha256()
+    if previous is not None:
+        hasher.update(f"previous:{previous}\n".encode())
+    for line in lines:
+        hasher.update(line.encode("utf-8") + b"\n")
+    return hasher.hexdigest()
+
+
+# -- decoding stored events ----------------------------------------------------
+
+
+def decode_state(state: bytes) -> dict[str, Any]:
+    """An event's JSON state with datetimes decoded (JSONTranscoder's format)."""
+    return json.loads(state, object_hook=_decode_datetime)
+
+
+def _decode_datetime(obj: dict[str, Any]) -> Any:
+    if obj.get("_type_") == "datetime_iso":
+        return datetime.fromisoformat(obj["_data_"])
+    return obj
+
+
+def billing_date(occurred_at: datetime, zone: ZoneInfo) -> date:
+    """The billing date of a moment: its calendar date in the billing time zone."""
+    return occurred_at.astimezone(zone).date()
+
+
+def day_end(day: date, zone: ZoneInfo) -> datetime:
+    """The first instant after ``day`` in ``zone`` (DST-correct), in UTC."""
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), zone).astimezone(
+        timezone.utc
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+# -- the rules ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """Which days and events a run may touch, fixed at its start."""
+
+    before: date
+    projected_position: int
+    cutoff: datetime  # now - grace
+    zone: ZoneInfo
+    time_zone: str
+
+    def day_is_due(self, day: date) -> bool:
+        return day < self.before and day_end(day, self.zone) <= self.cutoff
+
+    def may_prune(self, position: int, recorded_at: datetime) -> bool:
+        return position <= self.projected_position and _aware(recorded_at) <= self.cutoff
+
+
+# -- per-day accumulation ----------------------------------------------------
+
+
+@dataclass
+class _Day:
+    """One account's day as read from its stream: what a rollup would cover."""
+
+    day: date
+    previous: dict[str, Any] | None = None
+    previous_id: int | None = None
+    previous_bytes: int = 0
+    raw_ids: list[int] = field(default_factory=list)
+    items: list[DigestItem] = field(default_factory=list)
+    groups: dict[GroupKey, list[int]] = field(default_factory=dict)
+    raw_bytes: int = 0
+    blocked: bool = False
+
+    def add_rollup(self, notification_id: int, state: dict[str, Any], size: int, rules: _Rules) -> None:
+        if self.raw_ids:
+            # Raw events of the day stored before its latest rollup: never
+            # written by compaction; leave the day for a human to look at.
+            log.warning("account %s day %s: raw events precede a rollup", state["account_id"], self.day)
+            self.blocked = True
+        if state["time_zone"] != rules.time_zone:
+            raise CompactionError(
+                f"rollup of {state['account_id']} {self.day} was made in time zone "
+                f"{state['time_zone']!r}, the ledger now bills in {rules.time_zone!r}"
+            )
+        self.previous, self.previous_id, self.previous_bytes = state, notification_id, size
+        self.groups = {
+            (g["user_id"], g["charge_type"], g["provider"], g["model"]): [
+                g["charges"], g["prompt_tokens"], g["completion_tokens"], g["total_tokens"],
+            ]
+            for g in state["groups"]
+        }
+        if not rules.may_prune(notification_id, state["recorded_at"]):
+            self.blocked = True
+
+    def add_raw(self, notification_id: int, topic: str, state: dict[str, Any], size: int, rules: _Rules) -> None:
+        item = digest_item(topic, state)
+        self.raw_ids.append(notification_id)
+        self.items.append(item)
+        self.raw_bytes += size
+        key = (state["user_id"], state["charge_type"], state["provider"], state["model"])
+        totals = self.groups.setdefault(key, [0, 0, 0, 0])
+        sign = item[1]
+        totals[0] += sign
+        totals[1] += sign * item[2]
+        totals[2] += sign * item[3]
+        totals[3] += sign * item[4]
+        if not rules.may_prune(notification_id, state["recorded_at"]):
+            self.blocked = True
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.raw_ids) and not self.blocked
+
+    @property
+    def pruned_ids(self) -> list[int]:
+        return self.raw_ids + ([self.previous_id] if self.previous_id is not None else [])
+
+    @property
+    def pruned_bytes(self) -> int:
+        return self.raw_bytes + self.previous_bytes
+
+    def rollup_fields(self, account_id: str, rules: _Rules, now: datetime) -> dict[str, Any]:
+        """Arguments of ``Account.roll_up_day`` for this day."""
+        previous = self.previous or {}
+        groups = [
+            {
+                "user_id": key[0],
+                "charge_type": key[1],
+                "provider": key[2],
+                "model": key[3],
+                "charges": totals[0],
+                "prompt_tokens": totals[1],
+                "completion_tokens": totals[2],
+                "total_tokens": totals[3],
+            }
+            for key, totals in sorted(self.groups.items(), key=lambda kv: _sort_key(kv[0]))
+        ]
+        positions = list(self.raw_ids)
+        for name in ("first_position", "last_position"):
+            if previous.get(name) is not None:
+                positions.append(previous[name])
+        return {
+            "account_id": account_id,
+            "billing_date": self.day.isoformat(),
+            "time_zone": rules.time_zone,
+            "groups": groups,
+            "charges": sum(g["charges"] for g in groups),
+            "events": int(previous.get("events", 0)) + len(self.raw_ids),
+            "digest": digest_of(self.items, previous.get("digest")),
+            "first_position": min(positions),
+            "last_position": max(positions),
+            "recorded_at": now,
+        }
+
+
+def _sort_key(key: GroupKey) -> tuple[tuple[bool, str], ...]:
+    return tuple((part is None, part or "") for part in key)
+
+
+# -- planning: which accounts have work --------------------------------------
+
+
+@dataclass
+class _Plan:
+    """Candidate (account, day) pairs from one pass over the log."""
+
+    days: dict[UUID, dict[date, int]] = field(default_factory=dict)
+    skipped: int = 0
+
+    def chunks(self, limit: int) -> Iterator[tuple[UUID, frozenset[date]]]:
+        """Per account, groups of days whose raw events fit in one transaction."""
+        for aggregate_id, counts in self.days.items():
+            chunk: list[date] = []
+            size = 0
+            for day in sorted(counts):
+                if chunk and size + counts[day] > limit:
+                    yield aggregate_id, frozenset(chunk)
+                    chunk, size = [], 0
+                chunk.append(day)
+                size += counts[day]
+            if chunk:
+                yield aggregate_id, frozenset(chunk)
+
+
+def _plan(ledger: "Ledger", rules: _Rules, batch_size: int) -> _Plan:
+    """Stream the log's charges and reversals; memory grows with accounts x days only."""
+    counts: dict[tuple[UUID, date], int] = {}
+    blocked: set[tuple[UUID, date]] = set()
+    position = 0
+    while True:
+        batch = ledger.recorder.select_notifications(
+            position, batch_size, topics=RAW_TOPICS, inclusive_of_start=False
+        )
+        for notification in batch:
+            state = decode_state(notification.state)
+            day = billing_date(state["occurred_at"], rules.zone)
+            if not rules.day_is_due(day):
+                continue
+            key = (notification.originator_id, day)
+            counts[key] = counts.get(key, 0) + 1
+            if not rules.may_prune(notification.id, state["recorded_at"]):
+                blocked.add(key)
+        if len(batch) < batch_size:
+            break
+        position = batch[-1].id
+    plan = _Plan(skipped=len(blocked))
+    for (aggregate_id, day), count in counts.items():
+        if (aggregate_id, day) not in blocked:
+            plan.days.setdefault(aggregate_id, {})[day] = count
+    return plan
+
+
+# -- one account, one transaction --------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    days: int = 0
+    events_pruned: int = 0
+    bytes_pruned: int = 0
+    rollups_superseded: int = 0
+    skipped: int = 0
+    retries: int = 0
+
+
+def _load_account(ledger: "Ledger", aggregate_id: UUID) -> Account:
+    """The account as writers see it (reloaded from its snapshot past a pruned gap)."""
+    try:
+        return ledger.repository.get(aggregate_id)
+    except OriginatorVersionError:
+        _evict(ledger.repository, aggregate_id)
+        return ledger.repository.get(aggregate_id)
+
+
+def _evict(repository: Repository[Any], aggregate_id: UUID) -> None:
+    if repository.cache is not None:
+        try:
+            repository.cache.get(aggregate_id, evict=True)
+        except KeyError:
+            pass
+
+
+class CompactedRepository(Repository[UUID]):
+    """A repository whose cached aggregates survive compaction in other processes.
+
+    A cached account fast-forwards with the events after its version; when
+    another process pruned some of those, the first one it reads skips versions
+    and the library raises ``OriginatorVersionError``. The cached copy is then
+    dropped and the account reloaded from its latest snapshot, which compaction
+    took at the rollup's version, so it covers the gap.
+    """
+
+    def get(self, aggregate_id: UUID, *, version: int | None = None, **kwargs: Any) -> Any:
+        try:
+            return super().get(aggregate_id, version=version, **kwargs)
+        except OriginatorVersionError:
+            if version is not None or self.cache is None:
+                raise
+            _evict(self, aggregate_id)
+            return super().get(aggregate_id, version=version, **kwargs)
+
+    @classmethod
+    def like(cls, repository: Repository[Any]) -> "CompactedRepository":
+        """The same stores, cache and options as ``repository``."""
+        compacted = cls(
+            event_store=repository.event_store,
+            snapshot_store=repository.snapshot_store,
+            fastforward=repository.fastforward,
+            fastforward_skipping=repository.fastforward_skipping,
+            deepcopy_from_cache=repository.deepcopy_from_cache,
+        )
+        compacted.cache = repository.cache
+        return compacted
+
+
+def _read_days(
+    session: Session, ledger: "Ledger", aggregate_id: UUID, version: int, wanted: frozenset[date], rules: _Rules
+) -> list[_Day]:
+    """The wanted days of one account, folded from its stored events in log order."""
+    table = ledger.recorder.events_record_cls.__table__
+    query = (
+        sa.select(table.c.id, table.c.topic, table.c.state)
+        .where(
+            table.c.originator_id == aggregate_id,
+            table.c.originator_version <= version,
+            table.c.topic.in_(COMPACTION_TOPICS),
+        )
+        .order_by(table.c.id)
+        .execution_options(yield_per=2_000)
+    )
+    days: dict[date, _Day] = {}
+    for row in session.execute(query):
+        state_bytes = bytes(row.state)
+        state = decode_state(state_bytes)
+        size = len(state_bytes) + len(row.topic) + ROW_OVERHEAD_BYTES
+        if row.topic == DAY_ROLLED_UP_TOPIC:
+            day = date.fromisoformat(state["billing_date"])
+            if day in wanted:
+                days.setdefault(day, _Day(day)).add_rollup(row.id, state, size, rules)
+        else:
+            day = billing_date(state["occurred_at"], rules.zone)
+            if day in wanted:
+                days.setdefault(day, _Day(day)).add_raw(row.id, row.topic, state, size, rules)
+    return [days[day] for day in sorted(days)]
+
+
+def _delete_events(session: Session, ledger: "Ledger", ids: list[int]) -> None:
+    table = ledger.recorder.events_record_cls.__table__
+    for start in range(0, len(ids), 1_000):
+        chunk = ids[start : start + 1_000]
+        result = session.execute(table.delete().where(table.c.id.in_(chunk)))
+        if result.rowcount != len(chunk):  # type: ignore[attr-defined]
+            raise CompactionError(f"expected to delete {len(chunk)} events, deleted {result.rowcount}")  # type: ignore[attr-defined]
+    newest = session.execute(sa.select(sa.func.max(table.c.id))).scalar_one()
+    assert newest is not None and newest > max(ids), "compaction must never delete the newest event"
+
+
+def _snapshot(session: Session, ledger: "Ledger", aggregate_id: UUID, version: int) -> None:
+    """Snapshot at ``version`` unless the save's interval snapshot already did."""
+    assert ledger.snapshots is not None, "compaction needs snapshotting enabled"
+    table = ledger.snapshots.recorder.events_record_cls.__table__  # type: ignore[attr-defined]
+    exists = session.execute(
+        sa.select(table.c.originator_version).where(
+            table.c.originator_id == aggregate_id, table.c.originator_version == version
+        )
+    ).first()
+    if exists is None:
+        ledger.take_snapshot(aggregate_id, version=version)
+
+
+def _compact_account(
+    ledger: "Ledger",
+    aggregate_id: UUID,
+    wanted: frozenset[date],
+    rules: _Rules,
+    *,
+    dry_run: bool,
+    on_step: StepHook,
+) -> _Outcome:
+    """Roll up, snapshot and prune one account's due days in one transaction; retry lost races."""
+    attempts = ledger.settings.retry_attempts
+    for attempt in range(attempts):
+        try:
+            with ledger.recorder.transaction(commit=not dry_run) as session:
+                account = _load_account(ledger, aggregate_id)
+                days = _read_days(session, ledger, aggregate_id, account.version, wanted, rules)
+                ready = [d for d in days if d.ready]
+                outcome = _Outcome(
+                    days=len(ready),
+                    events_pruned=sum(len(d.pruned_ids) for d in ready),
+                    bytes_pruned=sum(d.pruned_bytes for d in ready),
+                    rollups_superseded=sum(d.previous_id is not None for d in ready),
+                    skipped=sum(1 for d in days if d.raw_ids and d.blocked),
+                    retries=attempt,
+                )
+                if dry_run or not ready:
+                    return outcome
+                now = datetime.now(timezone.utc)
+                for day in ready:
+                    account.roll_up_day(**day.rollup_fields(account.account_id, rules, now))
+                on_step("rolled_up", aggregate_id)
+                ledger.save(account)
+                on_step("saved", aggregate_id)
+                _snapshot(session, ledger, aggregate_id, account.version)
+                on_step("snapshotted", aggregate_id)
+                _delete_events(session, ledger, sorted(i for d in ready for i in d.pruned_ids))
+                on_step("pruned", aggregate_id)
+            on_step("committed", aggregate_id)
+            return outcome
+        except IntegrityError:
+            # Another writer appended to the account since we loaded it.
+            time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+    raise BusyAccount(f"compaction of account {aggregate_id} lost {attempts} races; rerun compaction")
+
+
+# -- the entry point ---------------------------------------------------------
+
+
+def compact(
+    ledger: "Ledger",
+    *,
+    before: date,
+    projected_position: int,
+    grace: timedelta | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    on_step: StepHook | None = None,
+) -> CompactionResult:
+    """Roll up every due day before ``before``, snapshot, and prune what the rollups cover.
+
+    ``projected_position`` is the projector's position (the caller reads it;
+    the ledger never imports projections). ``grace`` defaults to the
+    ``compaction_grace_days`` setting. ``progress(done, total)`` is called per
+    account transaction. ``on_step(step, account uuid)`` runs after each step
+    ("rolled_up", "saved", "snapshotted", "pruned", "committed"), for
+    instrumentation and crash tests. Safe to rerun, interrupt or run alongside
+    writers and the projector.
+    """
+    if grace is None:
+        grace = timedelta(days=ledger.settings.compaction_grace_days)
+    if grace < timedelta(0):
+        raise ValueError("grace must not be negative")
+    rules = _Rules(
+        before=before,
+        projected_position=projected_position,
+        cutoff=datetime.now(timezone.utc) - grace,
+        zone=ledger.settings.zone,
+        time_zone=ledger.settings.billing_tz,
+    )
+    plan = _plan(ledger, rules, SCAN_BATCH_SIZE)
+    chunks = list(plan.chunks(MAX_EVENTS_PER_TRANSACTION))
+    hook = on_step or (lambda step, aggregate_id: None)
+    total = _Outcome(skipped=plan.skipped)
+    accounts: set[UUID] = set()
+    if progress:
+        progress(0, len(chunks))
+    for done, (aggregate_id, wanted) in enumerate(chunks, start=1):
+        outcome = _compact_account(ledger, aggregate_id, wanted, rules, dry_run=dry_run, on_step=hook)
+        if outcome.days:
+            accounts.add(aggregate_id)
+        total.days += outcome.days
+        total.events_pruned += outcome.events_pruned
+        total.bytes_pruned += outcome.bytes_pruned
+        total.rollups_superseded += outcome.rollups_superseded
+        total.skipped += outcome.skipped
+        total.retries += outcome.retries
+        if progress:
+            progress(done, len(chunks))
+    return CompactionResult(
+        accounts=len(accounts),
+        days=total.days,
+        events_pruned=total.events_pruned,
+        bytes_pruned=total.bytes_pruned,
+        rollups_written=0 if dry_run else total.days,
+        rollups_superseded=total.rollups_superseded,
+        skipped=total.skipped,
+        retries=total.retries,
+        dry_run=dry_run,
+    )
