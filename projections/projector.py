@@ -1,0 +1,346 @@
+"""The projector: log after its position -> aggregated upserts + position, one transaction.
+
+Each batch reads the notifications after the tracked position, folds them in
+memory into per-key deltas (a batch of thousands of charges touches a few
+hundred keys), writes one upsert per key, and moves the position, all in the
+transaction of ``ledger.recorder.transaction(commit=True)``: a crash anywhere
+rolls the whole batch back and a rerun applies it once (invariant 4). The
+tracking row is locked first (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's
+``BEGIN IMMEDIATE`` serialises writers), so a second projector waits, then
+reads the new position, and the position update is conditional besides.
+
+A rollup (``Account.DayRolledUp``) *sets* its account's day: it drops what the
+batch had pending for that day (the rollup stands for it) and the day's rows
+are deleted before the batch's sums are upserted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any, Callable, Iterable
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC, DAY_ROLLED_UP_TOPIC
+from projections.tables import (
+    KEY_COLUMNS,
+    LIVE_NAME,
+    UNSPECIFIED,
+    VALUE_COLUMNS,
+    daily_billing_records,
+    engine_of,
+    ensure_tables,
+    projection_tracking,
+)
+
+#: (account_id, billing_date)
+DayKey = tuple[str, date]
+#: (user_id, charge_type, provider, model), provider/model '' when unspecified.
+GroupKey = tuple[str, str, str, str]
+#: [charges, prompt_tokens, completion_tokens, total_tokens]
+Figures = list[int]
+
+Decoder = Callable[[bytes], dict[str, Any]]
+
+
+class ProjectionError(Exception):
+    """The log holds something this projection cannot apply as configured."""
+
+
+def state_decoder(mapper: Any) -> Decoder:
+    """Event state bytes -> dict, undoing the mapper's cipher/compressor if any."""
+    cipher = getattr(mapper, "cipher", None)
+    compressor = getattr(mapper, "compressor", None)
+    if cipher is None and compressor is None:
+        return json.loads
+
+    def decode(state: bytes) -> dict[str, Any]:
+        if cipher is not None:
+            state = cipher.decrypt(state)
+        if compressor is not None:
+            state = compressor.decompress(state)
+        return json.loads(state)
+
+    return decode
+
+
+def billing_date_function(zone: ZoneInfo) -> Callable[[str], date]:
+    """ISO timestamp -> its date in the billing zone (DST-correct via ZoneInfo)."""
+    if zone.key == "UTC":
+
+        def utc_date(iso: str) -> date:
+            if iso.endswith("+00:00"):
+                return date.fromisoformat(iso[:10])
+            return datetime.fromisoformat(iso).astimezone(zone).date()
+
+        return utc_date
+
+    def zoned_date(iso: str) -> date:
+        return datetime.fromisoformat(iso).astimezone(zone).date()
+
+    return zoned_date
+
+
+class DayFold:
+    """Pending per-key deltas of one batch, and the days its rollups reset."""
+
+    __slots__ = ("days", "resets", "zone_name", "_date_of")
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.days: dict[DayKey, dict[GroupKey, Figures]] = {}
+        self.resets: set[DayKey] = set()
+        self.zone_name = zone.key
+        self._date_of = billing_date_function(zone)
+
+    def __bool__(self) -> bool:
+        return bool(self.days) or bool(self.resets)
+
+    def add_rows(self, rows: Iterable[tuple[str, bytes]], decode: Decoder) -> None:
+        """Fold (topic, state) rows in log order; other topics are skipped."""
+        days = self.days
+        date_of = self._date_of
+        for topic, state in rows:
+            if state.__class__ is not bytes:
+                state = bytes(state)  # psycopg2 gives memoryview for bytea
+            if topic == CHARGE_RECORDED_TOPIC:
+                sign = 1
+            elif topic == CHARGE_REVERSED_TOPIC:
+                sign = -1
+            elif topic == DAY_ROLLED_UP_TOPIC:
+                self.roll_up(decode(state))
+                continue
+            else:
+                continue
+            e = decode(state)
+            day = (e["account_id"], date_of(e["occurred_at"]["_data_"]))
+            groups = days.get(day)
+            if groups is None:
+                groups = days[day] = {}
+            key = (e["user_id"], e["charge_type"], e["provider"] or UNSPECIFIED, e["model"] or UNSPECIFIED)
+            figures = groups.get(key)
+            p, c, t = e["prompt_tokens"], e["completion_tokens"], e["total_tokens"]
+            if figures is None:
+                groups[key] = [sign, sign * p, sign * c, sign * t]
+            elif sign > 0:
+                figures[0] += 1
+                figures[1] += p
+                figures[2] += c
+                figures[3] += t
+            else:
+                figures[0] -= 1
+                figures[1] -= p
+                figures[2] -= c
+                figures[3] -= t
+
+    def roll_up(self, e: dict[str, Any]) -> None:
+        """Set the account's day to the rollup's groups (dropping what was pending)."""
+        if e.get("time_zone", self.zone_name) != self.zone_name:
+            raise ProjectionError(
+                f"rollup of {e['account_id']} {e['billing_date']} is in time zone "
+                f"{e['time_zone']!r} but this projection bills in {self.zone_name!r}"
+            )
+        day = (e["account_id"], date.fromisoformat(e["billing_date"]))
+        self.resets.add(day)
+        groups: dict[GroupKey, Figures] = {}
+        for g in e["groups"]:
+            key = (g["user_id"], g["charge_type"], g["provider"] or UNSPECIFIED, g["model"] or UNSPECIFIED)
+            figures = groups.setdefault(key, [0, 0, 0, 0])
+            figures[0] += g["charges"]
+            figures[1] += g["prompt_tokens"]
+            figures[2] += g["completion_tokens"]
+            figures[3] += g["total_tokens"]
+        self.days[day] = groups
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One upsert parameter set per touched key."""
+        return [
+            {
+                "account_id": account_id,
+                "billing_date": billing_date,
+                "user_id": user_id,
+                "charge_type": charge_type,
+                "provider": provider,
+                "model": model,
+                "charges": f[0],
+                "prompt_tokens": f[1],
+                "completion_tokens": f[2],
+                "total_tokens": f[3],
+            }
+            for (account_id, billing_date), groups in self.days.items()
+            for (user_id, charge_type, provider, model), f in groups.items()
+        ]
+
+
+class PositionMoved(ProjectionError):
+    """Another projector committed this position first; the batch was rolled back."""
+
+
+class RebuildSuperseded(ProjectionError):
+    """Another rebuild took over the scratch table; this one stopped."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a projection writes: its table and its tracking row.
+
+    ``owner`` marks a scratch rebuild: every batch checks it still owns the row.
+    """
+
+    table: sa.Table = daily_billing_records
+    name: str = LIVE_NAME
+    owner: str | None = None
+
+
+LIVE = Target()
+
+
+def _insert(dialect: str, table: sa.Table) -> Any:
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def upsert_statement(dialect: str, table: sa.Table) -> Any:
+    """INSERT ... ON CONFLICT (key) DO UPDATE SET value = value + excluded.value."""
+    statement = _insert(dialect, table)
+    excluded = statement.excluded
+    changes: dict[str, Any] = {name: table.c[name] + excluded[name] for name in VALUE_COLUMNS}
+    changes["updated_at"] = excluded.updated_at
+    return statement.on_conflict_do_update(index_elements=list(KEY_COLUMNS), set_=changes)
+
+
+def ensure_tracking(session: Session, dialect: str, name: str) -> None:
+    """The tracking row exists (position 0) without touching an existing one."""
+    statement = _insert(dialect, projection_tracking).values(name=name, position=0)
+    session.execute(statement.on_conflict_do_nothing(index_elements=["name"]))
+
+
+def lock_position(session: Session, target: Target) -> int:
+    """The target's position, its row locked until commit (PostgreSQL)."""
+    row = session.execute(
+        sa.select(projection_tracking.c.position, projection_tracking.c.owner)
+        .where(projection_tracking.c.name == target.name)
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise ProjectionError(f"no tracking row for {target.name!r}")
+    if target.owner is not None and row.owner != target.owner:
+        raise RebuildSuperseded(f"{target.name} now belongs to rebuild {row.owner}")
+    return int(row.position)
+
+
+def move_position(session: Session, target: Target, old: int, new: int, now: datetime) -> None:
+    """Compare-and-set the position; anything else means another writer won."""
+    condition = sa.and_(projection_tracking.c.name == target.name, projection_tracking.c.position == old)
+    if target.owner is not None:
+        condition = sa.and_(condition, projection_tracking.c.owner == target.owner)
+    result = session.execute(
+        projection_tracking.update().where(condition).values(position=new, updated_at=now)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise PositionMoved(f"{target.name} is no longer at {old}")
+
+
+def write_fold(session: Session, dialect: str, table: sa.Table, fold: DayFold, now: datetime) -> None:
+    """Clear the days rollups reset, then add the batch's deltas."""
+    if fold.resets:
+        session.execute(
+            table.delete().where(
+                table.c.account_id == sa.bindparam("day_account"),
+                table.c.billing_date == sa.bindparam("day_date"),
+            ),
+            [{"day_account": account, "day_date": day} for account, day in fold.resets],
+        )
+    rows = fold.rows()
+    if rows:
+        for row in rows:
+            row["updated_at"] = now
+        session.execute(upsert_statement(dialect, table), rows)
+
+
+class Projector:
+    """Keeps ``daily_billing_records`` up to date with the ledger's log, exactly once.
+
+    ``before_commit`` (optional) is called with the new position after a
+    batch's writes and position update, just before its commit: a place to
+    observe, or to crash on purpose.
+    """
+
+    def __init__(
+        self,
+        ledger: Any,
+        *,
+        batch_size: int | None = None,
+        billing_tz: str | None = None,
+        before_commit: Callable[[int], None] | None = None,
+        target: Target = LIVE,
+    ) -> None:
+        self.ledger = ledger
+        self.batch_size = batch_size or ledger.settings.projector_batch_size
+        self.zone = ZoneInfo(billing_tz) if billing_tz else ledger.settings.zone
+        self.before_commit = before_commit
+        self.target = target
+        self.engine = engine_of(ledger)
+        self.dialect = self.engine.dialect.name
+        self._events = ledger.recorder.events_record_cls.__table__
+        self._decode = state_decoder(ledger.mapper)
+        self._prepared = False
+
+    def prepare(self) -> None:
+        """Create tables and the tracking row on first use."""
+        if self._prepared:
+            return
+        ensure_tables(self.engine)
+        with self.ledger.recorder.transaction(commit=True) as session:
+            ensure_tracking(session, self.dialect, self.target.name)
+        self._prepared = True
+
+    def position(self) -> int:
+        """The last notification id applied (0 if none)."""
+        self.prepare()
+        with self.ledger.recorder.transaction(commit=False) as session:
+            value = session.execute(
+                sa.select(projection_tracking.c.position).where(
+                    projection_tracking.c.name == self.target.name
+                )
+            ).scalar()
+        return int(value or 0)
+
+    def run(self, max_events: int | None = None, *, stop: int | None = None) -> int:
+        """Apply the log up to its end (or ``stop``), at most ``max_events``; return notifications consumed."""
+        self.prepare()
+        consumed = 0
+        while max_events is None or consumed < max_events:
+            limit = self.batch_size if max_events is None else min(self.batch_size, max_events - consumed)
+            try:
+                with self.ledger.recorder.transaction(commit=True) as session:
+                    count, _ = self.apply_batch(session, limit, stop)
+            except PositionMoved:
+                continue  # rolled back; read the winner's position and go on
+            consumed += count
+            if count < limit:
+                break
+        return consumed
+
+    def apply_batch(self, session: Session, limit: int, stop: int | None = None) -> tuple[int, int]:
+        """One batch inside the caller's transaction: (notifications consumed, new position)."""
+        position = lock_position(session, self.target)
+        events = self._events
+        query = sa.select(events.c.id, events.c.topic, events.c.state).where(events.c.id > position)
+        if stop is not None:
+            query = query.where(events.c.id <= stop)
+        rows = session.execute(query.order_by(events.c.id).limit(limit)).all()
+        if not rows:
+            return 0, position
+        fold = DayFold(self.zone)
+        fold.add_rows(((row[1], row[2]) for row in rows), self._decode)
+        now = datetime.now(timezone.utc)
+        write_fold(session, self.dialect, self.target.table, fold, now)
+        new_position = int(rows[-1][0])
+        move_position(session, self.target, position, new_position, now)
+        if self.before_commit is not None:
+            self.before_commit(new_position)
+        return len(rows), new_position
