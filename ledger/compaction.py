@@ -149,6 +149,23 @@ def decode_state(state: bytes) -> dict[str, Any]:
     return json.loads(state, object_hook=_decode_datetime)
 
 
+def state_decoder(mapper: Any) -> Callable[[bytes], dict[str, Any]]:
+    """Stored state -> dict, undoing the mapper's cipher and compressor when configured."""
+    cipher = getattr(mapper, "cipher", None)
+    compressor = getattr(mapper, "compressor", None)
+    if cipher is None and compressor is None:
+        return decode_state
+
+    def decode(state: bytes) -> dict[str, Any]:
+        if cipher is not None:
+            state = cipher.decrypt(state)
+        if compressor is not None:
+            state = compressor.decompress(state)
+        return decode_state(state)
+
+    return decode
+
+
 def _decode_datetime(obj: dict[str, Any]) -> Any:
     if obj.get("_type_") == "datetime_iso":
         return datetime.fromisoformat(obj["_data_"])
@@ -323,13 +340,14 @@ def _plan(ledger: "Ledger", rules: _Rules, batch_size: int) -> _Plan:
     """Stream the log's charges and reversals; memory grows with accounts x days only."""
     counts: dict[tuple[UUID, date], int] = {}
     blocked: set[tuple[UUID, date]] = set()
+    decode = state_decoder(ledger.mapper)
     position = 0
     while True:
         batch = ledger.recorder.select_notifications(
             position, batch_size, topics=RAW_TOPICS, inclusive_of_start=False
         )
         for notification in batch:
-            state = decode_state(notification.state)
+            state = decode(notification.state)
             day = billing_date(state["occurred_at"], rules.zone)
             if not rules.day_is_due(day):
                 continue
@@ -425,10 +443,11 @@ def _read_days(
         .order_by(table.c.id)
         .execution_options(yield_per=2_000)
     )
+    decode = state_decoder(ledger.mapper)
     days: dict[date, _Day] = {}
     for row in session.execute(query):
         state_bytes = bytes(row.state)
-        state = decode_state(state_bytes)
+        state = decode(state_bytes)
         size = len(state_bytes) + len(row.topic) + ROW_OVERHEAD_BYTES
         if row.topic == DAY_ROLLED_UP_TOPIC:
             day = date.fromisoformat(state["billing_date"])
@@ -479,6 +498,10 @@ def _compact_account(
     for attempt in range(attempts):
         try:
             with ledger.recorder.transaction(commit=not dry_run) as session:
+                if attempt and not dry_run:
+                    # Lost a race to a writer: take the append lock up front this
+                    # time (PostgreSQL; SQLite's BEGIN IMMEDIATE already holds it).
+                    ledger.recorder._lock_table(session)
                 account = _load_account(ledger, aggregate_id)
                 days = _read_days(session, ledger, aggregate_id, account.version, wanted, rules)
                 ready = [d for d in days if d.ready]
