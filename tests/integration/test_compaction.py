@@ -74,7 +74,7 @@ class Model:
         rows: dict[Key, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         for charge_id, c in self.charges.items():
             day = datetime.fromisoformat(c["occurred_at"]).astimezone(self.zone).date().isoformat()
-            key = (c["account_id"], day, c["user_id"], c["charge_type"], c["provider"], c["model"])
+            key = (c["account_id"], day, c["user_id"], c["charge_type"], c.get("provider"), c.get("model"))
             if charge_id in self.reversed:
                 continue  # counted once, cancelled once
             prompt, completion = c["prompt_tokens"], c["completion_tokens"]

@@ -1,9 +1,11 @@
-"""Compaction while other processes record charges: nothing is lost or counted twice.
+"""Compaction while other processes record charges and project: nothing lost or counted twice.
 
 Writer processes record late charges for already compacted days, charges for
-today, duplicates of pruned charges and reversals, while the test process
-compacts in a loop. Afterwards every account's totals (from a fresh ledger)
-and the log folded from scratch equal what the writers' plans say.
+today, duplicates of pruned charges and reversals, and a projector process
+keeps the daily records up to date, while the test process compacts in a loop
+up to the projector's position. Afterwards every account's totals (from a
+fresh ledger), the live records and the log folded from scratch equal what
+the writers' plans say, and the audit is clean.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from ledger import Ledger, Settings
+from projections import Projector, audit
 from test_compaction import Model, check, run
+from test_compaction_projections import live
 
 UTC = timezone.utc
 DAYS = [date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 3)]
@@ -67,6 +71,19 @@ def _writer(url: str, ops: list[tuple[str, object]], out: mp.Queue) -> None:
         ledger.close()
 
 
+def _projector(url: str, stop: mp.Event, out: mp.Queue) -> None:
+    ledger = Ledger(Settings(database_url=url))
+    try:
+        projector = Projector(ledger, batch_size=50)
+        while not stop.is_set():
+            projector.run()
+        out.put(("ok", 0))
+    except BaseException as exc:
+        out.put(("error", repr(exc)))
+    finally:
+        ledger.close()
+
+
 @pytest.mark.slow
 def test_recording_while_compacting_loses_nothing(store_url):
     seed, shares = plans()
@@ -79,18 +96,23 @@ def test_recording_while_compacting_loses_nothing(store_url):
         assert run(ledger).days == 9  # 3 accounts x 3 days, before the writers start
 
         ctx = mp.get_context("spawn")
-        out = ctx.Queue()
+        out, projected, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
         procs = [ctx.Process(target=_writer, args=(store_url, ops, out)) for ops in shares]
-        for p in procs:
+        projecting = ctx.Process(target=_projector, args=(store_url, stop, projected))
+        for p in [*procs, projecting]:
             p.start()
+        projector = Projector(ledger)
         results, runs, pruning_runs = [], 0, 0
         while len(results) < len(procs):
-            result = run(ledger, before=date(2026, 2, 1), grace=timedelta(milliseconds=300))
+            result = run(ledger, before=date(2026, 2, 1), position=projector.position(),
+                         grace=timedelta(milliseconds=300))
             runs += 1
             pruning_runs += result.events_pruned > 0
             while not out.empty():
                 results.append(out.get())
-        for p in procs:
+        stop.set()
+        results.append(projected.get(timeout=60))
+        for p in [*procs, projecting]:
             p.join(timeout=60)
         errors = [r for r in results if r[0] != "ok"]
         assert not errors, errors
@@ -106,11 +128,16 @@ def test_recording_while_compacting_loses_nothing(store_url):
             if kind == "charge" and int(arg["charge_id"][2:]) < SEED)  # type: ignore[index]
         assert pruning_runs >= 1, f"no run pruned anything while writers ran ({runs} runs)"
 
-        run(ledger, grace=timedelta(0))  # writers are done: everything closed is due
+        projector.run()
+        run(ledger, position=projector.position(), grace=timedelta(0))  # all closed days are due
+        projector.run()
         fresh = Ledger(Settings(database_url=store_url))
         try:
             check(ledger, model, fresh)
         finally:
             fresh.close()
+        assert live(ledger) == model.records()
+        report = audit(ledger)
+        assert report.clean, report.to_dict()
     finally:
         ledger.close()
