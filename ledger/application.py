@@ -78,10 +78,18 @@ class Ledger(Application):
             "AGGREGATE_CACHE_MAXSIZE": str(self.settings.aggregate_cache_size),
             "AGGREGATE_CACHE_FASTFORWARD": "y",
             "IS_SNAPSHOTTING_ENABLED": "y",
+            "CREATE_TABLE": "n",  # created below, under the schema lock
         }
         base_env.update(env or {})
         super().__init__(base_env)
         type(self).snapshotting_intervals = {Account: self.settings.snapshot_interval}
+        self._create_tables()
+
+    def _create_tables(self) -> None:
+        """Events, snapshots and the charge-id index, created on first use."""
+        assert self.snapshots is not None
+        snapshot_tables = getattr(self.snapshots.recorder, "tables", [])
+        self.store.create_table_with(snapshot_tables)
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> "Ledger":
@@ -140,18 +148,19 @@ class Ledger(Application):
     ) -> list[Receipt | LedgerError]:
         """Store validated charges exactly once; results in input order.
 
-        Each attempt first answers every id already in the index (duplicate or
-        conflict), then saves the rest in one transaction. A lost race (another
-        writer took an account version or a charge id) rolls the whole attempt
-        back, and the next attempt sees the winner's rows.
+        One transaction does it all under the store's append lock (PostgreSQL's
+        table lock, SQLite's write lock), taken *first*: the index lookup and
+        the account load then see every committed charge, so writers of a hot
+        account queue instead of racing to the same version and retrying.
         """
         for attempt in range(self.settings.retry_attempts):
             results: list[Receipt | LedgerError | None] = [None] * len(charges)
-            pending = self._answer_known(charges, results)
-            if not pending:
-                break
             try:
-                self._save_new(charges, pending, results)
+                with self.recorder.transaction(commit=True) as session:
+                    self.store.lock_for_append(session)
+                    pending = self._answer_known(charges, results)
+                    if pending:
+                        self._save_new(charges, pending, results)
                 break
             except IntegrityError:
                 _backoff(attempt)
@@ -221,33 +230,37 @@ class Ledger(Application):
         Raises :class:`UnknownCharge` or :class:`AlreadyReversed`.
         """
         for attempt in range(self.settings.retry_attempts):
-            row = self.store.find_charge(charge_id)
-            if row is None:
-                raise UnknownCharge(charge_id)
-            facts = stored_payload(row)
-            account = self._load_or_open(row.account_id)
-            now = datetime.now(timezone.utc)
-            account.reverse_charge(
-                charge_id=charge_id,
-                reason=str(reason)[: self.settings.max_reference_length],
-                account_id=row.account_id,
-                user_id=facts["user_id"],
-                charge_type=facts["charge_type"],
-                provider=facts["provider"],
-                model=facts["model"],
-                prompt_tokens=facts["prompt_tokens"],
-                completion_tokens=facts["completion_tokens"],
-                total_tokens=facts["total_tokens"],
-                occurred_at=datetime.fromisoformat(facts["occurred_at"]),
-                recorded_at=now,
-            )
             try:
-                self.save(account, reversed_charges=[charge_id], reversed_at=now)
+                with self.recorder.transaction(commit=True) as session:
+                    self.store.lock_for_append(session)
+                    return self._reverse(charge_id, reason)
             except IntegrityError:
                 _backoff(attempt)
-                continue
-            return Receipt(charge_id, row.account_id, False, now)
         raise BusyAccount(f"could not reverse {charge_id!r}: concurrent writers kept conflicting")
+
+    def _reverse(self, charge_id: str, reason: str) -> Receipt:
+        row = self.store.find_charge(charge_id)
+        if row is None:
+            raise UnknownCharge(charge_id)
+        facts = stored_payload(row)
+        account = self._load_or_open(row.account_id)
+        now = datetime.now(timezone.utc)
+        account.reverse_charge(
+            charge_id=charge_id,
+            reason=str(reason)[: self.settings.max_reference_length],
+            account_id=row.account_id,
+            user_id=facts["user_id"],
+            charge_type=facts["charge_type"],
+            provider=facts["provider"],
+            model=facts["model"],
+            prompt_tokens=facts["prompt_tokens"],
+            completion_tokens=facts["completion_tokens"],
+            total_tokens=facts["total_tokens"],
+            occurred_at=datetime.fromisoformat(facts["occurred_at"]),
+            recorded_at=now,
+        )
+        self.save(account, reversed_charges=[charge_id], reversed_at=now)
+        return Receipt(charge_id, row.account_id, False, now)
 
     # -- reading -------------------------------------------------------------
 

@@ -9,8 +9,9 @@ does (invariant 3), whatever crashes when.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 from eventsourcing.persistence import StoredEvent
@@ -79,13 +80,41 @@ def make_datastore(url: str) -> SQLAlchemyDatastore:
     return datastore
 
 
+@contextmanager
+def schema_lock(engine: sa.engine.Engine) -> Iterator[sa.engine.Connection]:
+    """A connection in a transaction that holds the schema lock.
+
+    Several processes starting on an empty PostgreSQL database would race to
+    create the same tables (and fail on the catalogue's unique index); an
+    advisory lock makes them take turns. SQLite's BEGIN IMMEDIATE does the same.
+    """
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        yield connection
+
+
+#: Advisory lock id guarding table creation on PostgreSQL.
+SCHEMA_LOCK_KEY = 7_243_001
+
+
+def create_tables(engine: sa.engine.Engine, tables: Iterable[sa.Table]) -> None:
+    """Create missing tables, safely when many processes start at once."""
+    with schema_lock(engine) as connection:
+        for table in tables:
+            table.create(connection, checkfirst=True)
+
+
 class LedgerRecorder(SQLAlchemyApplicationRecorder):
     """Events plus the charge-id index, committed together."""
 
     def create_table(self) -> None:
-        super().create_table()
-        assert self.datastore.engine is not None
-        metadata.create_all(self.datastore.engine, checkfirst=True)
+        self.create_table_with([])
+
+    def create_table_with(self, more: Iterable[sa.Table]) -> None:
+        """Create the events table, the charge-id index and ``more`` (snapshots)."""
+        assert isinstance(self.datastore.engine, sa.engine.Engine)
+        create_tables(self.datastore.engine, [*self.tables, *more, *metadata.sorted_tables])
 
     def _insert_events(
         self,
@@ -108,6 +137,18 @@ class LedgerRecorder(SQLAlchemyApplicationRecorder):
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise AlreadyReversed(charge_id)
         super()._insert_events(session, stored_events, **kwargs)
+
+    def lock_for_append(self, session: Session) -> None:
+        """Take the append lock now, before reading what the append depends on.
+
+        PostgreSQL: the events table's EXCLUSIVE lock the insert takes anyway
+        (so notification ids commit in order). SQLite: the write transaction
+        already began with BEGIN IMMEDIATE; this makes it start.
+        """
+        if self.datastore.engine is not None and self.datastore.engine.dialect.name == "postgresql":
+            self._lock_table(session)
+        else:
+            session.connection()
 
     def find_charges(self, charge_ids_wanted: Iterable[str]) -> dict[str, sa.Row[Any]]:
         """Index rows for the given charge ids (those that exist)."""
