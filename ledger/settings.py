@@ -40,7 +40,15 @@ class Settings(BaseSettings):
     aggregate_cache_size: int = Field(default=10_000, ge=0)
     snapshot_interval: int = Field(default=1_000, ge=10)
     compaction_grace_days: int = Field(default=2, ge=1)
+    group_commit_max: int = Field(default=5_000, ge=1)
     projector_batch_size: int = Field(default=5_000, ge=1)
+    #: Background jobs: retries after a transient failure (the budget is fixed
+    #: when a task is enqueued), the first retry's delay (doubling after each
+    #: attempt, capped), and the daily job's crontab in the billing time zone.
+    task_retries: int = Field(default=10, ge=0)
+    task_retry_base_seconds: float = Field(default=1.0, gt=0)
+    task_retry_max_seconds: float = Field(default=300.0, gt=0)
+    aggregate_schedule: str = "15 0 * * *"
 
     @field_validator("charge_types", mode="before")
     @classmethod

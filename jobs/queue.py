@@ -1,0 +1,138 @@
+"""The Huey instance, built from ``LEDGER_HUEY_URL``.
+
+``sqlite:///path`` gives a :class:`~huey.SqliteHuey` (the embedded default: a
+file ``ledger-queue.db`` next to the ledger's SQLite database, or in the
+working directory when the ledger is on PostgreSQL), ``redis://…`` a
+:class:`~huey.RedisHuey`, ``memory://`` a :class:`~huey.MemoryHuey` (one
+process only: tests with an in-process consumer).
+
+The instance is built at import, because ``huey_consumer jobs.huey`` needs a
+module-level object. To point it elsewhere, either set ``LEDGER_HUEY_URL``
+before ``jobs`` is imported (what a consumer subprocess does), or call
+:func:`use_queue` on the live instance: it swaps the storage and keeps every
+registered task.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from huey import MemoryHuey, RedisHuey, SqliteHuey
+from huey.api import Huey, TaskWrapper
+from huey.storage import MemoryStorage, RedisStorage, SqliteStorage
+
+from ledger.settings import Settings
+
+#: Huey's name for the queue: the Redis keys are ``huey.redis.ledger`` etc.
+QUEUE_NAME = "ledger"
+DEFAULT_QUEUE_FILE = "ledger-queue.db"
+
+
+class DelayTaskWrapper(TaskWrapper):
+    """Huey's task wrapper plus Celery's ``.delay(...)``, so seed callers work as written."""
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """Enqueue the task (the same as calling it); returns Huey's result handle."""
+        return self(*args, **kwargs)
+
+
+class LazySqliteStorage(SqliteStorage):
+    """SqliteStorage that creates its tables on first connection, not at import.
+
+    Importing ``jobs`` (the command line does) then never writes a file.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["create_tables"] = False
+        super().__init__(*args, **kwargs)
+
+    def _create_connection(self) -> sqlite3.Connection:
+        conn = super()._create_connection()
+        conn.execute("begin immediate")
+        try:
+            for statement in self.ddl:
+                conn.execute(statement)
+        except BaseException:
+            conn.execute("rollback")
+            conn.close()
+            raise
+        conn.execute("commit")
+        return conn
+
+
+class LedgerSqliteHuey(SqliteHuey):
+    storage_class = LazySqliteStorage
+
+
+def default_queue_url(settings: Settings) -> str:
+    """A SQLite queue beside the ledger's SQLite file (or in the working directory)."""
+    ledger_file = settings.sqlite_path()
+    directory = ledger_file.parent if ledger_file is not None else Path.cwd()
+    return f"sqlite:///{(directory / DEFAULT_QUEUE_FILE).resolve()}"
+
+
+def queue_url(settings: Settings | None = None) -> str:
+    """The queue URL in effect: ``LEDGER_HUEY_URL`` or the embedded default."""
+    settings = settings or Settings()
+    return settings.huey_url or default_queue_url(settings)
+
+
+def storage_for(url: str) -> tuple[type[Huey], dict[str, Any]]:
+    """The Huey class and its storage arguments for a queue URL."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        path = path.split("?", 1)[0]
+        if not path or path == ":memory:":
+            raise ValueError(
+                f"queue URL {url!r}: a SQLite queue needs a file (sqlite:///path/queue.db); "
+                "use memory:// for a queue inside one process"
+            )
+        return LedgerSqliteHuey, {"filename": str(Path(path).expanduser())}
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisHuey, {"url": url}
+    if scheme == "memory":
+        return MemoryHuey, {}
+    raise ValueError(
+        f"unsupported queue URL {url!r}: expected sqlite:///path, redis://host:port/db or memory://"
+    )
+
+
+def make_huey(url: str | None = None) -> Huey:
+    """A Huey instance on ``url`` (default: :func:`queue_url`), with UTC timestamps."""
+    huey_class, storage_kwargs = storage_for(url or queue_url())
+    instance = huey_class(QUEUE_NAME, utc=True, **storage_kwargs)
+    instance.task_wrapper_class = DelayTaskWrapper
+    return instance
+
+
+def use_queue(instance: Huey, url: str) -> None:
+    """Point an existing instance (and every task registered on it) at another queue."""
+    huey_class, storage_kwargs = storage_for(url)
+    old = instance.storage
+    instance.storage_class = huey_class.storage_class
+    instance.storage_kwargs = storage_kwargs
+    instance.storage = instance.create_storage()
+    close = getattr(old, "close", None)
+    if callable(close):
+        close()
+
+
+def describe(instance: Huey) -> str:
+    """Where the queue lives, for people: a file, a Redis database, or memory."""
+    storage = instance.storage
+    if isinstance(storage, SqliteStorage):
+        return f"SQLite file {Path(storage.filename).resolve()} (queue {storage.name!r})"
+    if isinstance(storage, RedisStorage):
+        kwargs = storage.pool.connection_kwargs
+        where = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+        return f"Redis {where} db {kwargs.get('db', 0)} (key {storage.queue_key!r})"
+    if isinstance(storage, MemoryStorage):
+        return "memory of this process (not shared with other processes)"
+    return f"{type(storage).__name__} {storage.name!r}"
+
+
+#: The one Huey instance: ``huey_consumer jobs.huey``.
+huey = make_huey()

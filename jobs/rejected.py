@@ -1,0 +1,212 @@
+"""The rejected-charges store: charges a task could not record, kept with why.
+
+A ``create_charge`` task that meets invalid input or a conflicting charge id
+does not retry (the same input fails the same way) and does not drop the
+charge either: it keeps the original fields and the errors here, in the
+ledger's own database (table ``rejected_charges``, created on first use).
+An operator lists them and re-submits each one, corrected if need be
+(``ledger rejected``); a row is marked resolved only once the ledger took
+the charge.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Mapping
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ledger.errors import ChargeConflict, InvalidCharge, LedgerError
+from ledger.persistence import create_tables
+
+if TYPE_CHECKING:
+    from ledger.application import Ledger, Receipt
+
+metadata = sa.MetaData()
+
+rejected_charges = sa.Table(
+    "rejected_charges",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    #: The Huey task that met the error: one row per task, however often it ran.
+    sa.Column("task_id", sa.String(64), nullable=True, unique=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("errors", sa.JSON, nullable=False),
+    sa.Column("resubmitted_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("resolution", sa.Text, nullable=True),
+    sqlite_autoincrement=True,
+)
+
+_ready: "weakref.WeakSet[sa.engine.Engine]" = weakref.WeakSet()
+
+
+class UnknownRejection(LedgerError, LookupError):
+    """No rejected charge has this id."""
+
+    def __init__(self, rejected_id: int) -> None:
+        self.rejected_id = rejected_id
+        super().__init__(f"no rejected charge with id {rejected_id}")
+
+
+class AlreadyResolved(LedgerError):
+    """The rejected charge was resolved already; re-submitting it again is refused."""
+
+    def __init__(self, rejected_id: int, resolution: str | None) -> None:
+        self.rejected_id = rejected_id
+        super().__init__(f"rejected charge {rejected_id} is already resolved: {resolution}")
+
+
+@dataclass(frozen=True)
+class RejectedCharge:
+    """One kept charge: what was submitted, why it failed, and what became of it."""
+
+    id: int
+    received_at: datetime
+    task_id: str | None
+    payload: dict[str, Any]
+    errors: dict[str, str]
+    resubmitted_at: datetime | None = None
+    resolution: str | None = None
+
+    @property
+    def resolved(self) -> bool:
+        return self.resolution is not None
+
+
+def errors_of(exc: BaseException) -> dict[str, str]:
+    """Field -> message for a rejection; ``charge`` for what concerns the whole charge."""
+    if isinstance(exc, InvalidCharge):
+        return dict(exc.errors)
+    if isinstance(exc, ChargeConflict):
+        return {
+            name: f"charge id {exc.charge_id!r} was recorded with {old!r}; this charge has {new!r}"
+            for name, (old, new) in exc.differences.items()
+        }
+    return {"charge": f"{type(exc).__name__}: {exc}"}
+
+
+def jsonable(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The submitted fields as JSON values (datetimes as ISO 8601, the rest as text)."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return str(value)
+
+    return json.loads(json.dumps(dict(payload), default=convert))
+
+
+def _engine(ledger: "Ledger") -> sa.engine.Engine:
+    engine = ledger.recorder.datastore.engine
+    assert isinstance(engine, sa.engine.Engine)
+    if engine not in _ready:
+        create_tables(engine, metadata.sorted_tables)
+        _ready.add(engine)
+    return engine
+
+
+def reject(
+    ledger: "Ledger",
+    payload: Mapping[str, Any],
+    errors: Mapping[str, str],
+    *,
+    task_id: str | None = None,
+) -> int | None:
+    """Keep a charge the ledger refused; return its id (None if this task's row exists)."""
+    values = {
+        "received_at": datetime.now(timezone.utc),
+        "task_id": task_id,
+        "payload": jsonable(payload),
+        "errors": {str(k): str(v) for k, v in errors.items()},
+    }
+    engine = _engine(ledger)
+    insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(
+        rejected_charges
+    )
+    statement = insert.values(**values).on_conflict_do_nothing(index_elements=["task_id"])
+    with engine.begin() as connection:
+        result = connection.execute(statement.returning(rejected_charges.c.id))
+        row = result.first()
+    return None if row is None else int(row[0])
+
+
+def list_rejected(ledger: "Ledger", include_resolved: bool = False) -> list[RejectedCharge]:
+    """Kept charges, oldest first; unresolved only unless asked."""
+    query = sa.select(rejected_charges).order_by(rejected_charges.c.id)
+    if not include_resolved:
+        query = query.where(rejected_charges.c.resolution.is_(None))
+    with _engine(ledger).connect() as connection:
+        return [_row(row) for row in connection.execute(query)]
+
+
+def get_rejected(ledger: "Ledger", rejected_id: int) -> RejectedCharge:
+    """One kept charge, or :class:`UnknownRejection`."""
+    with _engine(ledger).connect() as connection:
+        row = connection.execute(
+            sa.select(rejected_charges).where(rejected_charges.c.id == rejected_id)
+        ).first()
+    if row is None:
+        raise UnknownRejection(rejected_id)
+    return _row(row)
+
+
+def resubmit(
+    ledger: "Ledger", rejected_id: int, overrides: Mapping[str, Any] | None = None
+) -> "Receipt":
+    """Record a kept charge through the service, with ``overrides`` applied.
+
+    Marks the row resolved only when the ledger took the charge (a new one,
+    or the same charge recorded meanwhile). Errors propagate and the row stays
+    open: :class:`~ledger.errors.InvalidCharge`, :class:`~ledger.errors.ChargeConflict`.
+    Recording is idempotent by charge id, so a crash between recording and
+    marking is repaired by re-submitting again.
+    """
+    kept = get_rejected(ledger, rejected_id)
+    if kept.resolved:
+        raise AlreadyResolved(rejected_id, kept.resolution)
+    fields = {**kept.payload, **dict(overrides or {})}
+    receipt = ledger.record_charge(**fields)
+    how = "duplicate of the recorded" if receipt.duplicate else "recorded as"
+    _resolve(ledger, rejected_id, f"{how} charge {receipt.charge_id}")
+    return receipt
+
+
+def dismiss(ledger: "Ledger", rejected_id: int, reason: str) -> RejectedCharge:
+    """Mark a kept charge resolved without recording it (e.g. a test call), saying why."""
+    kept = get_rejected(ledger, rejected_id)
+    if kept.resolved:
+        raise AlreadyResolved(rejected_id, kept.resolution)
+    _resolve(ledger, rejected_id, f"dismissed: {reason}".strip())
+    return get_rejected(ledger, rejected_id)
+
+
+def _resolve(ledger: "Ledger", rejected_id: int, resolution: str) -> None:
+    with _engine(ledger).begin() as connection:
+        connection.execute(
+            rejected_charges.update()
+            .where(rejected_charges.c.id == rejected_id, rejected_charges.c.resolution.is_(None))
+            .values(resubmitted_at=datetime.now(timezone.utc), resolution=resolution)
+        )
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+    return moment
+
+
+def _row(row: sa.Row[Any]) -> RejectedCharge:
+    return RejectedCharge(
+        id=int(row.id),
+        received_at=_aware(row.received_at),  # type: ignore[arg-type]
+        task_id=row.task_id,
+        payload=dict(row.payload),
+        errors=dict(row.errors),
+        resubmitted_at=_aware(row.resubmitted_at),
+        resolution=row.resolution,
+    )

@@ -1,0 +1,99 @@
+"""A crontab read in the billing time zone, for Huey's periodic tasks.
+
+Huey asks a periodic task's ``validate_datetime(timestamp)`` about once a
+minute, with the consumer's clock in UTC (``utc=True``). Huey's own
+``crontab`` would match that UTC wall time; :class:`ZonedCrontab` converts it
+to the billing zone first and handles daylight saving time:
+
+* a wall time the clocks jump over (spring forward) is due in the first
+  minute after the jump, so a day never loses its run;
+* a wall time that occurs twice (fall back) is due on its first pass only.
+
+Huey's scheduler checks on a 60-second timer that drifts against the wall
+clock and may skip a minute; the callable remembers the last minute it
+checked and also answers for the minutes in between (up to
+:data:`CATCH_UP`), so a skipped check never loses a run and a repeated one
+never doubles it.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from huey import crontab
+
+MINUTE = timedelta(minutes=1)
+#: How far back a check looks for minutes the scheduler skipped.
+CATCH_UP = timedelta(minutes=10)
+
+
+def utc_minute(moment: datetime) -> datetime:
+    """The aware UTC minute of ``moment`` (naive means UTC, as Huey passes it)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).replace(second=0, microsecond=0)
+
+
+class ZonedCrontab:
+    """``minute hour day month day-of-week`` in ``zone``; a Huey ``validate_datetime``."""
+
+    def __init__(self, expression: str, zone: ZoneInfo | str) -> None:
+        fields = expression.split()
+        if len(fields) != 5:
+            raise ValueError(
+                f"crontab {expression!r}: expected 5 fields (minute hour day month day-of-week)"
+            )
+        minute, hour, day, month, day_of_week = fields
+        self._matches = crontab(minute, hour, day, month, day_of_week, strict=True)
+        self.expression = expression
+        self.zone = zone if isinstance(zone, ZoneInfo) else ZoneInfo(zone)
+        self._last: datetime | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ZonedCrontab({self.expression!r}, {self.zone.key!r})"
+
+    def fires_at(self, moment: datetime) -> bool:
+        """Whether the schedule is due in the UTC minute of ``moment`` (stateless)."""
+        minute = utc_minute(moment)
+        local = minute.astimezone(self.zone)
+        if local.fold and local.replace(fold=0).utcoffset() != local.utcoffset():
+            return False  # the second pass of a repeated hour
+        wall = local.replace(tzinfo=None)
+        if self._matches(wall):
+            return True
+        # Wall times skipped by a jump just before this minute are due now.
+        skipped = (minute - MINUTE).astimezone(self.zone).replace(tzinfo=None) + MINUTE
+        while skipped < wall:
+            if self._matches(skipped):
+                return True
+            skipped += MINUTE
+        return False
+
+    def __call__(self, timestamp: datetime) -> bool:
+        """Huey's periodic check: due in any minute since the previous check."""
+        minute = utc_minute(timestamp)
+        with self._lock:
+            last = self._last
+            if last is not None and minute <= last:
+                return False  # this minute was answered already
+            self._last = minute
+        first = minute if last is None else max(last + MINUTE, minute - CATCH_UP)
+        while first <= minute:
+            if self.fires_at(first):
+                return True
+            first += MINUTE
+        return False
+
+    def next_runs(self, after: datetime, count: int = 1, horizon_days: int = 400) -> list[datetime]:
+        """The next ``count`` UTC minutes strictly after ``after`` when the schedule fires."""
+        runs: list[datetime] = []
+        minute = utc_minute(after) + MINUTE
+        end = minute + timedelta(days=horizon_days)
+        while len(runs) < count and minute < end:
+            if self.fires_at(minute):
+                runs.append(minute)
+            minute += MINUTE
+        return runs

@@ -1,0 +1,91 @@
+"""Start a consumer from code: what ``ledger worker`` runs.
+
+The defaults differ from ``huey_consumer``'s where the ledger needs it:
+
+* two worker threads and the periodic schedule on;
+* SIGTERM (what systemd, Docker and Kubernetes send) is the *graceful*
+  signal: running tasks finish; if they take longer than
+  ``shutdown_timeout`` seconds they are interrupted and put back on the
+  queue (so is any task interrupted by SIGINT);
+* stale locks are flushed at start: a consumer killed with SIGKILL while
+  aggregating leaves the aggregation lock behind, and the next run would
+  otherwise wait for it forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from huey.api import Huey
+
+from jobs.queue import describe, huey
+from jobs.tasks import AGGREGATE_SCHEDULE
+
+LOG_FORMAT = "[%(asctime)s] %(levelname)s %(process)d %(threadName)s %(name)s: %(message)s"
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Log the consumer's and the tasks' messages to stderr (once)."""
+    level = logging.DEBUG if verbose else logging.INFO
+    for name in ("huey", "jobs"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+            logger.addHandler(handler)
+            logger.propagate = False
+
+
+def banner(instance: Huey | None = None, periodic: bool = True) -> str:
+    """Where the queue lives and when the daily job runs next, for the operator."""
+    instance = instance or huey
+    lines = [f"queue: {describe(instance)}"]
+    if periodic:
+        now = datetime.now(timezone.utc)
+        upcoming = AGGREGATE_SCHEDULE.next_runs(now, count=1)
+        when = (
+            f"next {upcoming[0].astimezone(AGGREGATE_SCHEDULE.zone).isoformat()}"
+            if upcoming
+            else "never (the crontab matches no date)"
+        )
+        lines.append(
+            f"daily aggregation: {AGGREGATE_SCHEDULE.expression!r} in "
+            f"{AGGREGATE_SCHEDULE.zone.key}, {when}"
+        )
+    else:
+        lines.append("periodic tasks: off (another consumer must run them)")
+    return "\n".join(lines)
+
+
+def run_worker(
+    workers: int = 2,
+    periodic: bool = True,
+    *,
+    worker_type: str = "thread",
+    flush_locks: bool = True,
+    graceful_signal: str = "TERM",
+    shutdown_timeout: float | None = 20.0,
+    verbose: bool = False,
+    instance: Huey | None = None,
+    **consumer_options: Any,
+) -> None:
+    """Run a consumer in this process until it is told to stop (blocks).
+
+    Must be called from the main thread (it installs signal handlers).
+    ``consumer_options`` go to :class:`huey.consumer.Consumer` as they are.
+    """
+    instance = instance or huey
+    configure_logging(verbose)
+    consumer = instance.create_consumer(
+        workers=workers,
+        periodic=periodic,
+        worker_type=worker_type,
+        flush_locks=flush_locks,
+        graceful_signal=graceful_signal,
+        shutdown_timeout=shutdown_timeout,
+        **consumer_options,
+    )
+    consumer.run()
