@@ -9,7 +9,6 @@ jitter, so callers never see them.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -17,11 +16,14 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
-from eventsourcing.persistence import IntegrityError
+import sqlalchemy as sa
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
+from ledger.appender import Appended, Appender
 from ledger.charges import Charge, ChargeValidator, ProfileResolver
 from ledger.compaction import CompactedRepository
 from ledger.domain import Account, Totals, account_uuid
+from ledger.group_commit import GroupCommit
 from ledger.errors import (
     BusyAccount,
     ChargeConflict,
@@ -84,12 +86,14 @@ class Ledger(Application):
         super().__init__(base_env)
         type(self).snapshotting_intervals = {Account: self.settings.snapshot_interval}
         self._create_tables()
+        self.appender = Appender(self)
+        self.group_commit = GroupCommit(self.appender.append, self.settings.group_commit_max)
 
     def _create_tables(self) -> None:
         """Events, snapshots and the charge-id index, created on first use."""
         assert self.snapshots is not None
         snapshot_tables = getattr(self.snapshots.recorder, "tables", [])
-        self.store.create_table_with(snapshot_tables)
+        self.store.create_table_with(snapshot_tables, Appender.install)
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> "Ledger":
@@ -148,73 +152,41 @@ class Ledger(Application):
     ) -> list[Receipt | LedgerError]:
         """Store validated charges exactly once; results in input order.
 
-        One transaction does it all under the store's append lock (PostgreSQL's
-        table lock, SQLite's write lock), taken *first*: the index lookup and
-        the account load then see every committed charge, so writers of a hot
-        account queue instead of racing to the same version and retrying.
+        The append (see :mod:`ledger.appender`) runs under the store's append
+        lock, so the index lookup and the account's next version are exact and
+        concurrent writers queue rather than race; concurrent callers in this
+        process share transactions (see :mod:`ledger.group_commit`).
         """
-        for attempt in range(self.settings.retry_attempts):
-            results: list[Receipt | LedgerError | None] = [None] * len(charges)
-            try:
-                with self.recorder.transaction(commit=True) as session:
-                    self.store.lock_for_append(session)
-                    pending = self._answer_known(charges, results)
-                    if pending:
-                        self._save_new(charges, pending, results)
-                break
-            except IntegrityError:
-                _backoff(attempt)
-        else:
-            raise BusyAccount(
-                f"gave up after {self.settings.retry_attempts} attempts: concurrent "
-                "writers kept conflicting; nothing was stored, retry the same call"
-            )
+        appended, recorded_at = self._append_with_retry(charges)
+        results: list[Receipt | LedgerError] = []
+        for charge, outcome in zip(charges, appended):
+            if outcome.known:
+                results.append(_compare(charge, outcome.known_payload, outcome.known_recorded_at))
+            else:
+                results.append(Receipt(charge.charge_id, charge.account_id, False, recorded_at))
         if not tolerate:
             for result in results:
                 if isinstance(result, LedgerError):
                     raise result
-        return results  # type: ignore[return-value]
+        return results
 
-    def _answer_known(
-        self, charges: Sequence[Charge], results: list[Receipt | LedgerError | None]
-    ) -> list[int]:
-        """Fill in results for ids already stored or repeated in the batch; return the rest."""
-        known = self.store.find_charges(c.charge_id for c in charges)
-        first_in_batch: dict[str, int] = {}
-        pending: list[int] = []
-        for i, charge in enumerate(charges):
-            if results[i] is not None:
-                continue
-            row = known.get(charge.charge_id)
-            if row is not None:
-                results[i] = _compare(charge, stored_payload(row), row.recorded_at)
-            elif charge.charge_id in first_in_batch:
-                first = charges[first_in_batch[charge.charge_id]]
-                results[i] = _compare(charge, first.payload(), None)
-            else:
-                first_in_batch[charge.charge_id] = i
-                pending.append(i)
-        return pending
-
-    def _save_new(
-        self,
-        charges: Sequence[Charge],
-        pending: list[int],
-        results: list[Receipt | LedgerError | None],
-    ) -> None:
-        recorded_at = datetime.now(timezone.utc)
-        accounts: dict[str, Account] = {}
-        rows = []
-        for i in pending:
-            charge = charges[i]
-            account = accounts.get(charge.account_id) or self._load_or_open(charge.account_id)
-            accounts[charge.account_id] = account
-            account.record_charge(**_event_fields(charge), recorded_at=recorded_at)
-            rows.append(_index_row(charge, recorded_at))
-        self.save(*accounts.values(), charge_rows=rows)
-        for i in pending:
-            charge = charges[i]
-            results[i] = Receipt(charge.charge_id, charge.account_id, False, recorded_at)
+    def _append_with_retry(self, charges: Sequence[Charge]) -> tuple[list[Appended], datetime]:
+        for attempt in range(self.settings.retry_attempts):
+            try:
+                return self.group_commit.submit(charges)
+            except IntegrityError:  # only a writer outside the append lock could cause it
+                _backoff(attempt)
+            except (OperationalError, InterfaceError, sa.exc.OperationalError, sa.exc.InterfaceError):
+                # A dropped connection (the pool then reconnects). Whether the
+                # lost COMMIT happened or not, the retry is exact: the index
+                # answers an id that did commit as a duplicate.
+                if attempt >= 2:
+                    raise
+                _backoff(attempt)
+        raise BusyAccount(
+            f"gave up after {self.settings.retry_attempts} attempts: concurrent "
+            "writers kept conflicting; nothing was stored, retry the same call"
+        )
 
     def _load_or_open(self, account_id: str) -> Account:
         try:
@@ -277,35 +249,6 @@ class Ledger(Application):
             return self.repository.get(account_uuid(account_id))
         except AggregateNotFoundError:
             raise UnknownAccount(account_id) from None
-
-
-def _event_fields(charge: Charge) -> dict[str, Any]:
-    return {
-        "charge_id": charge.charge_id,
-        "account_id": charge.account_id,
-        "user_id": charge.user_id,
-        "charge_type": charge.charge_type,
-        "provider": charge.provider,
-        "model": charge.model,
-        "prompt_tokens": charge.prompt_tokens,
-        "completion_tokens": charge.completion_tokens,
-        "total_tokens": charge.total_tokens,
-        "occurred_at": charge.occurred_at,
-        "user_profile_id": charge.user_profile_id,
-        "session_key": charge.session_key,
-        "reference": charge.reference,
-    }
-
-
-def _index_row(charge: Charge, recorded_at: datetime) -> dict[str, Any]:
-    return {
-        "charge_id": charge.charge_id,
-        "account_id": charge.account_id,
-        "payload_hash": charge.payload_hash(),
-        "payload": json.dumps(charge.payload(), sort_keys=True, separators=(",", ":")),
-        "recorded_at": recorded_at,
-        "reversed_at": None,
-    }
 
 
 def _compare(charge: Charge, stored: Mapping[str, Any], recorded_at: datetime | None) -> Receipt | LedgerError:

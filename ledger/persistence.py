@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 from eventsourcing.persistence import StoredEvent
@@ -74,8 +74,11 @@ def make_datastore(url: str) -> SQLAlchemyDatastore:
         datastore._tried_init_sqlite_wal_mode = True  # done per connection above
         datastore.is_sqlite_wal_mode = True
     else:
+        # No pool_pre_ping: it costs a round trip per transaction. A connection
+        # dropped by a server restart fails one call, invalidates the pool, and
+        # the service retries (idempotently, by charge id).
         datastore = SQLAlchemyDatastore(
-            url=url, pool_pre_ping=True, pool_size=10, max_overflow=20
+            url=url, pool_size=10, max_overflow=20, pool_recycle=1800
         )
     return datastore
 
@@ -98,11 +101,17 @@ def schema_lock(engine: sa.engine.Engine) -> Iterator[sa.engine.Connection]:
 SCHEMA_LOCK_KEY = 7_243_001
 
 
-def create_tables(engine: sa.engine.Engine, tables: Iterable[sa.Table]) -> None:
-    """Create missing tables, safely when many processes start at once."""
+def create_tables(
+    engine: sa.engine.Engine,
+    tables: Iterable[sa.Table],
+    then: Callable[[sa.engine.Connection], None] | None = None,
+) -> None:
+    """Create missing tables (and run ``then``), safely when many processes start at once."""
     with schema_lock(engine) as connection:
         for table in tables:
             table.create(connection, checkfirst=True)
+        if then is not None:
+            then(connection)
 
 
 class LedgerRecorder(SQLAlchemyApplicationRecorder):
@@ -111,23 +120,24 @@ class LedgerRecorder(SQLAlchemyApplicationRecorder):
     def create_table(self) -> None:
         self.create_table_with([])
 
-    def create_table_with(self, more: Iterable[sa.Table]) -> None:
+    def create_table_with(
+        self,
+        more: Iterable[sa.Table],
+        then: Callable[[sa.engine.Connection], None] | None = None,
+    ) -> None:
         """Create the events table, the charge-id index and ``more`` (snapshots)."""
         assert isinstance(self.datastore.engine, sa.engine.Engine)
-        create_tables(self.datastore.engine, [*self.tables, *more, *metadata.sorted_tables])
+        create_tables(self.datastore.engine, [*self.tables, *more, *metadata.sorted_tables], then)
 
     def _insert_events(
         self,
         session: Session,
         stored_events: Sequence[StoredEvent],
         *,
-        charge_rows: Sequence[dict[str, Any]] = (),
         reversed_charges: Sequence[str] = (),
         reversed_at: datetime | None = None,
         **kwargs: Any,
     ) -> None:
-        if charge_rows:
-            session.execute(charge_ids.insert(), list(charge_rows))
         for charge_id in reversed_charges:
             result = session.execute(
                 charge_ids.update()
