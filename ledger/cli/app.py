@@ -1,0 +1,274 @@
+"""The ``ledger`` Typer app: global options, error handling, output helpers.
+
+Every command reaches the store through :meth:`State.ledger`, so the global
+``--database-url`` and ``--billing-tz`` apply everywhere. Errors a user can fix
+become one ``error: ...`` line on stderr and an exit code (see :data:`EXIT`);
+only a bug shows a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Callable, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+#: Exit codes scripts can rely on.
+EXIT = {"ok": 0, "failed": 1, "usage": 2, "partial": 3, "interrupted": 130}
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exits with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT["usage"]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def error_line(exc: BaseException) -> tuple[str, int] | None:
+    """The one line and exit code for an error a user can act on; None for a bug."""
+    from ledger.errors import (
+        AlreadyReversed,
+        ChargeConflict,
+        InvalidCharge,
+        LedgerError,
+        UnknownAccount,
+        UnknownCharge,
+    )
+    from ledger.importer import ImportFileError
+
+    if isinstance(exc, CliError):
+        return exc.message, exc.code
+    if _is_usage_error(exc):
+        return exc.format_message(), int(getattr(exc, "exit_code", EXIT["usage"]))  # type: ignore[attr-defined]
+    if isinstance(exc, (InvalidCharge, ChargeConflict, UnknownAccount, UnknownCharge,
+                        AlreadyReversed, ImportFileError)):
+        return str(exc), EXIT["usage"]
+    if isinstance(exc, LedgerError):
+        return str(exc), EXIT["failed"]
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file: {exc.filename or exc}", EXIT["usage"]
+    if isinstance(exc, (IsADirectoryError, PermissionError)):
+        return f"cannot open {exc.filename}: {exc.strerror}", EXIT["usage"]
+    try:
+        import pydantic
+        import sqlalchemy.exc as sa_exc
+    except ImportError:  # pragma: no cover - both are dependencies
+        return None
+    if isinstance(exc, pydantic.ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        return f"bad configuration: {problems}", EXIT["usage"]
+    if isinstance(exc, sa_exc.ArgumentError):
+        return f"bad database URL: {exc}", EXIT["usage"]
+    if isinstance(exc, sa_exc.NoSuchModuleError):
+        return f"bad database URL: {exc}", EXIT["usage"]
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+        return f"database unavailable: {first}", EXIT["failed"]
+    return None
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Typer's (or click's) command-line usage errors: bad option, bad value, missing argument."""
+    return any(cls.__name__ == "UsageError" for cls in type(exc).__mro__) and hasattr(exc, "format_message")
+
+
+def fail(message: str) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+
+
+class LedgerGroup(typer.core.TyperGroup):
+    """Runs the command, turning user-facing errors into one line and an exit code."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # in the order they were declared, not sorted
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except typer.Abort:
+            fail("aborted")
+            code = EXIT["failed"]
+        except KeyboardInterrupt:
+            fail("interrupted")
+            code = EXIT["interrupted"]
+        except Exception as exc:  # noqa: BLE001 - mapped below, bugs re-raised
+            shown = error_line(exc)
+            if shown is None:
+                raise
+            fail(shown[0])
+            code = shown[1]
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+app = typer.Typer(
+    cls=LedgerGroup,
+    name="ledger",
+    help="An event-sourced usage ledger for LLM platforms: record charges, project daily "
+    "billing records, compact and audit.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass
+class State:
+    """What the global options chose; the ledger is opened on first use and closed at exit."""
+
+    database_url: str | None = None
+    billing_tz: str | None = None
+    _ledger: Any = field(default=None, repr=False)
+
+    def settings(self, **overrides: Any) -> Any:
+        from ledger.settings import Settings
+
+        values = {k: v for k, v in (("database_url", self.database_url),
+                                     ("billing_tz", self.billing_tz)) if v}
+        values.update(overrides)
+        return Settings(**values)
+
+    def ledger(self) -> Any:
+        if self._ledger is None:
+            from ledger.application import Ledger
+
+            self._ledger = Ledger(self.settings())
+        return self._ledger
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+
+@app.callback(invoke_without_command=True)
+def _global(
+    ctx: typer.Context,
+    database_url: Optional[str] = typer.Option(
+        None, "--database-url", metavar="URL",
+        help="Event store and read models: sqlite:///PATH or postgresql+psycopg2://... "
+        "[default: $LEDGER_DATABASE_URL, else sqlite ledger.db in the working directory]",
+    ),
+    billing_tz: Optional[str] = typer.Option(
+        None, "--billing-tz", metavar="ZONE",
+        help="IANA time zone deciding billing dates [default: $LEDGER_BILLING_TZ, else UTC]",
+    ),
+) -> None:
+    state = State(database_url=database_url, billing_tz=billing_tz)
+    if billing_tz:
+        state.settings()  # a bad zone fails here, named, before any work
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
+def state_of(ctx: typer.Context) -> State:
+    state = ctx.find_object(State)
+    assert state is not None
+    return state
+
+
+# -- output helpers ------------------------------------------------------------
+
+
+def emit_json(value: Any) -> None:
+    """JSON on stdout for scripts: dates as YYYY-MM-DD, datetimes as ISO 8601."""
+    typer.echo(json.dumps(value, default=_json_default, ensure_ascii=False))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, date):  # datetime too
+        return value.isoformat()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return str(value)
+
+
+def print_table(table: Any) -> None:
+    """A rich table; not cut to 80 columns when the output is a file or a pipe."""
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(width=240, highlight=False).print(table)
+
+
+def note(message: str) -> None:
+    """A remark for humans on stderr (stdout stays clean for data)."""
+    err.print(message, markup=False, highlight=False)
+
+
+def interactive() -> bool:
+    return sys.stdout.isatty()
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr, silent when stdout is not a terminal.
+
+    Yields ``update(completed, total=None, description=None)``.
+    """
+    columns = [SpinnerColumn(), TextColumn("{task.description}")]
+    if total is not None:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    columns.append(TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=not interactive()) as bar:
+        task = bar.add_task(description, total=total)
+
+        def update(completed: int, total: int | None = None, description: str | None = None) -> None:
+            kwargs: dict[str, Any] = {"completed": completed}
+            if total is not None:
+                kwargs["total"] = total
+            if description is not None:
+                kwargs["description"] = description
+            bar.update(task, **kwargs)
+
+        yield update
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_day(value: str | None, option: str) -> date | None:
+    """A billing date given as YYYY-MM-DD, or a usage error naming the option."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        if not _DAY.fullmatch(text):
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{option}: not a date in YYYY-MM-DD form: {value!r}") from None
+
+
+def require(module: str, what: str) -> Any:
+    """Import a capability's module at use, so a missing one is one clear line."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise CliError(f"{what} is not available: module {exc.name!r} is not installed",
+                           EXIT["failed"]) from None
+        raise

@@ -1,0 +1,257 @@
+"""Operations: rejected charges, the worker, the benchmark and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Column, Table
+
+from ledger.cli.app import (
+    EXIT,
+    CliError,
+    app,
+    emit_json,
+    err,
+    interactive,
+    note,
+    out,
+    print_table,
+    require,
+    state_of,
+)
+from ledger.cli.read import VALUE_COLUMNS, print_audit, print_records
+
+rejected_app = typer.Typer(
+    help="Charges the background jobs could not record, kept with their errors.",
+    no_args_is_help=True,
+)
+app.add_typer(rejected_app, name="rejected")
+
+
+@rejected_app.command("list")
+def rejected_list(
+    ctx: typer.Context,
+    all_: bool = typer.Option(False, "--all", help="Include resolved ones."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """List rejected charges (unresolved ones unless --all).
+
+    Example: ledger rejected list
+    """
+    store = require("jobs.rejected", "the rejected-charges store")
+    kept = store.list_rejected(state_of(ctx).ledger(), include_resolved=all_)
+    if json_output:
+        emit_json([_rejected_dict(r) for r in kept])
+        return
+    if not kept:
+        out.print("no rejected charges" + ("" if all_ else " waiting"))
+        return
+    table = Table("id", "received", "errors", "charge", "resolution")
+    for r in kept:
+        table.add_row(str(r.id), r.received_at.isoformat(timespec="seconds"),
+                      "; ".join(f"{k}: {v}" for k, v in r.errors.items()),
+                      json.dumps(r.payload, sort_keys=True), r.resolution or "-")
+    print_table(table)
+
+
+def _rejected_dict(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "received_at": r.received_at,
+        "task_id": r.task_id,
+        "payload": r.payload,
+        "errors": r.errors,
+        "resubmitted_at": r.resubmitted_at,
+        "resolution": r.resolution,
+    }
+
+
+def _overrides(values: list[str]) -> dict[str, Any]:
+    """``field=value`` pairs; an empty value removes the field."""
+    from ledger.charges import INPUT_FIELDS
+
+    overrides: dict[str, Any] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise CliError(f"--set: expected field=value, got {item!r}")
+        if name not in INPUT_FIELDS:
+            raise CliError(f"--set: unknown field {name!r}; fields are {', '.join(INPUT_FIELDS)}")
+        overrides[name] = value if value != "" else None
+    return overrides
+
+
+@rejected_app.command("resubmit")
+def rejected_resubmit(
+    ctx: typer.Context,
+    rejected_id: int = typer.Argument(..., help="The id shown by `ledger rejected list`."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="FIELD=VALUE",
+                                            help="Correct a field before re-submitting (repeatable)."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Re-submit a rejected charge through the service, corrected with --set.
+
+    Example: ledger rejected resubmit 3 --set charge_type=usage --set prompt_tokens=120
+    """
+    store = require("jobs.rejected", "the rejected-charges store")
+    overrides = _overrides(list(set_ or []))
+    ledger = state_of(ctx).ledger()
+    receipt = store.resubmit(ledger, rejected_id, overrides)
+    if json_output:
+        emit_json({"id": rejected_id, "charge_id": receipt.charge_id, "account_id": receipt.account_id,
+                   "duplicate": receipt.duplicate, "recorded_at": receipt.recorded_at})
+    else:
+        how = "was already recorded as" if receipt.duplicate else "recorded as"
+        out.print(f"rejected charge {rejected_id} {how} charge {receipt.charge_id} "
+                  f"for account {receipt.account_id}", markup=False)
+
+
+def _export_settings(ctx: typer.Context) -> None:
+    """The global options, as the environment the jobs read their settings from."""
+    state = state_of(ctx)
+    if state.database_url:
+        os.environ["LEDGER_DATABASE_URL"] = state.database_url
+    if state.billing_tz:
+        os.environ["LEDGER_BILLING_TZ"] = state.billing_tz
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    workers: int = typer.Option(2, "--workers", "-w", min=1, help="Worker threads."),
+    periodic: bool = typer.Option(True, "--periodic/--no-periodic",
+                                  help="Run the daily schedule here (exactly one consumer should)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Start a Huey consumer for the ledger's tasks (blocks; SIGTERM stops it gracefully).
+
+    Example: ledger worker --workers 4 --no-periodic
+    """
+    _export_settings(ctx)
+    worker_module = require("jobs.worker", "the worker")
+    note(worker_module.banner(periodic=periodic))
+    worker_module.run_worker(workers=workers, periodic=periodic, verbose=verbose)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark (options are the benchmark's own: ledger bench --help).
+
+    Example: ledger bench --quick
+    """
+    _export_settings(ctx)
+    module = require("bench", "the benchmark")
+    runner = getattr(module, "main", None) or getattr(module, "run", None)
+    if runner is None:
+        raise CliError("the benchmark has no entry point (bench.main or bench.run)", EXIT["failed"])
+    code = runner(list(ctx.args))
+    if isinstance(code, int) and code:
+        raise typer.Exit(code)
+
+
+# -- demo ----------------------------------------------------------------------
+
+
+class RichReporter:
+    """The demo's story on the terminal: a bar per step, a line per result."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    @contextmanager
+    def step(self, title: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+        columns = [SpinnerColumn(), TextColumn("{task.description}")]
+        if total is not None:
+            columns += [BarColumn(), MofNCompleteColumn()]
+        columns.append(TimeElapsedColumn())
+        with Progress(*columns, console=err, transient=True, disable=not interactive()) as bar:
+            task = bar.add_task(title, total=total)
+
+            def update(done: int, total: int | None = None) -> None:
+                bar.update(task, completed=done, **({"total": total} if total is not None else {}))
+
+            yield update
+
+    def done(self, message: str) -> None:
+        if not self.quiet:
+            out.print(f"  {message}", markup=False)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Where the demo ledger goes [default: a new temporary directory]."),
+    accounts: int = typer.Option(8, "--accounts", min=1, max=1000),
+    days: int = typer.Option(30, "--days", min=2, max=366),
+    charges: int = typer.Option(20_000, "--charges", min=100, help="Charges in the synthetic month."),
+    seed: int = typer.Option(42, "--seed", help="Random seed: the same seed gives the same month."),
+    json_output: bool = typer.Option(False, "--json", help="Print the figures as JSON instead."),
+) -> None:
+    """Run the whole product on a fresh ledger: a synthetic month recorded, projected,
+    compacted, audited and reported (SQLite, no server needed).
+
+    Uses --database-url only when given on the command line (the store must be empty).
+
+    Example: ledger demo --accounts 12 --charges 50000
+    """
+    from ledger.demo import DemoConfig, run_demo
+    from ledger.application import Ledger
+
+    state = state_of(ctx)
+    url = state.database_url or _fresh_sqlite(directory)
+    ledger = Ledger(state.settings(database_url=url))
+    try:
+        if ledger.recorder.max_notification_id():
+            raise CliError(f"the demo needs an empty store; {url} already holds events")
+        config = DemoConfig(accounts=accounts, days=days, charges=charges, seed=seed)
+        started = time.perf_counter()
+        if not json_output:
+            out.print(f"Demo ledger: {url} (billing time zone {ledger.settings.billing_tz})", markup=False)
+        result = run_demo(ledger, config, RichReporter(quiet=json_output))
+        wall = time.perf_counter() - started
+    finally:
+        ledger.close()
+    if json_output:
+        emit_json({**result.to_dict(), "database_url": url, "wall_seconds": round(wall, 2)})
+    else:
+        _print_demo(result, url, wall)
+    if not result.audit_clean:
+        raise typer.Exit(EXIT["failed"])
+
+
+def _fresh_sqlite(directory: Path | None) -> str:
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="ledger-demo-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory.resolve() / "ledger.db"
+    if path.exists():
+        raise CliError(f"{path} exists; the demo needs a fresh directory")
+    return f"sqlite:///{path}"
+
+
+def _print_demo(result: Any, url: str, wall: float) -> None:
+    out.print()
+    top = Table("account", *(Column(h, justify="right") for h in ("users", "charges", "prompt", "completion", "total")),
+                title="Top accounts by tokens")
+    for row in result.top_accounts:
+        top.add_row(row["account_id"], str(row["users"]),
+                    *(f"{row[k]:,}" for k in VALUE_COLUMNS))
+    print_table(top)
+    rows = [{**row} for row in result.by_model]
+    print_records(rows, ["provider", "model"], title="Totals by provider and model (- = unspecified)")
+    same = result.totals == result.account_totals
+    out.print(f"Records total {result.totals['total_tokens']:,} tokens in {result.totals['charges']:,} charges; "
+              f"account aggregates say {result.account_totals['total_tokens']:,} in "
+              f"{result.account_totals['charges']:,}: {'equal' if same else 'DIFFERENT'}", markup=False)
+    print_audit(result.audit, limit=10)
+    out.print(f"Done in {wall:.1f} s. Explore it: ledger --database-url {url} report --group-by account_id,billing_date",
+              markup=False)

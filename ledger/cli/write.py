@@ -1,0 +1,177 @@
+"""Commands on the write side: record, import, reverse, accounts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+import sqlalchemy as sa
+import typer
+from rich.table import Column, Table
+
+from ledger.cli.app import EXIT, print_table, app, emit_json, note, out, progress_bar, state_of
+
+
+def _receipt_dict(receipt: Any) -> dict[str, Any]:
+    return {
+        "charge_id": receipt.charge_id,
+        "account_id": receipt.account_id,
+        "duplicate": receipt.duplicate,
+        "recorded_at": receipt.recorded_at.isoformat() if receipt.recorded_at else None,
+    }
+
+
+@app.command()
+def record(
+    ctx: typer.Context,
+    account_id: Optional[str] = typer.Option(None, help="Account billed (or give --user-profile-id)."),
+    user_id: Optional[str] = typer.Option(None, help="User within the account."),
+    charge_type: Optional[str] = typer.Option(None, help="completion, plugin, tool, usage, subscription, ..."),
+    provider: Optional[str] = typer.Option(None, help="Model provider (absent: unspecified)."),
+    model: Optional[str] = typer.Option(None, help="Model name (absent: unspecified)."),
+    prompt_tokens: Optional[int] = typer.Option(None),
+    completion_tokens: Optional[int] = typer.Option(None),
+    total_tokens: Optional[int] = typer.Option(None, help="Defaults to prompt + completion."),
+    charge_id: Optional[str] = typer.Option(None, help="Idempotency key (default: a new UUID)."),
+    occurred_at: Optional[str] = typer.Option(None, help="ISO 8601 with a zone (default: now)."),
+    reference: Optional[str] = typer.Option(None),
+    session_key: Optional[str] = typer.Option(None),
+    user_profile_id: Optional[int] = typer.Option(None, help="Seed-style user profile; resolves the account."),
+    json_output: bool = typer.Option(False, "--json", help="Print the receipt as JSON."),
+) -> None:
+    """Record one charge and print its receipt (durable when printed).
+
+    Example: ledger record --account-id acme --user-id ada --charge-type completion
+    --provider openai --model gpt-4o --prompt-tokens 120 --completion-tokens 30
+    """
+    fields = {
+        name: value
+        for name, value in (
+            ("account_id", account_id), ("user_id", user_id), ("charge_type", charge_type),
+            ("provider", provider), ("model", model), ("prompt_tokens", prompt_tokens),
+            ("completion_tokens", completion_tokens), ("total_tokens", total_tokens),
+            ("charge_id", charge_id), ("occurred_at", occurred_at), ("reference", reference),
+            ("session_key", session_key), ("user_profile_id", user_profile_id),
+        )
+        if value is not None
+    }
+    receipt = state_of(ctx).ledger().record_charge(**fields)
+    if json_output:
+        emit_json(_receipt_dict(receipt))
+        return
+    when = receipt.recorded_at.isoformat(timespec="seconds") if receipt.recorded_at else "?"
+    if receipt.duplicate:
+        out.print(f"already recorded: charge {receipt.charge_id} for account {receipt.account_id} "
+                  f"at {when} (not counted again)", markup=False)
+    else:
+        out.print(f"recorded charge {receipt.charge_id} for account {receipt.account_id} at {when}",
+                  markup=False)
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="A .jsonl or .csv file of charges.", show_default=False),
+    format: Optional[str] = typer.Option(None, "--format", help="jsonl or csv [default: from the extension]"),
+    batch_size: int = typer.Option(1_000, min=1, help="Lines per transaction."),
+    rejects: Optional[Path] = typer.Option(None, help="Reject file [default: FILE.rejects.jsonl]."),
+    seed_export: bool = typer.Option(False, help="FILE is an export of the seed's Charge table "
+                                     "(id -> charge id seed-<id>, created_at -> occurred_at, naive = UTC)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Import charges from JSONL or CSV, streamed and batched.
+
+    Bad lines go to the reject file with their line number and errors; every
+    valid line is recorded. Exit 0 when every line was recorded (or was
+    already), 3 when some lines were rejected, 2 when the file is unusable.
+    Lines without a charge_id get one derived from the file's digest and line
+    number, so importing the same file again never charges twice.
+
+    Example: ledger import charges.jsonl
+    """
+    from ledger.importer import import_file
+
+    ledger = state_of(ctx).ledger()
+    with progress_bar(f"importing {file.name}", total=None) as update:
+        def progress(done: int, total: int) -> None:
+            update(done, total=total)
+
+        result = import_file(ledger, file, format=format, batch_size=batch_size,
+                             seed_export=seed_export, rejects_path=rejects, progress=progress)
+    if json_output:
+        emit_json(result.to_dict())
+    else:
+        out.print(f"{result.lines} lines: {result.recorded} recorded, {result.duplicates} already "
+                  f"recorded, {result.rejected} rejected", markup=False)
+    if result.rejected:
+        for entry in result.sample:
+            problems = "; ".join(f"{k}: {v}" for k, v in entry["errors"].items())
+            note(f"line {entry['line']}: {problems}")
+        more = result.rejected - len(result.sample)
+        if more > 0:
+            note(f"... and {more} more")
+        note(f"{result.rejected} of {result.lines} lines rejected; see {result.rejects_path}")
+        raise typer.Exit(EXIT["partial"])
+
+
+@app.command()
+def reverse(
+    ctx: typer.Context,
+    charge_id: str = typer.Argument(..., help="The charge to cancel."),
+    reason: str = typer.Option("", help="Why (kept with the reversal event)."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Cancel a recorded charge with a reversal event (the original stays in the log).
+
+    Example: ledger reverse 7f9c... --reason "duplicate call billed by the client"
+    """
+    receipt = state_of(ctx).ledger().reverse_charge(charge_id, reason)
+    if json_output:
+        emit_json(_receipt_dict(receipt))
+    else:
+        out.print(f"reversed charge {receipt.charge_id} of account {receipt.account_id}", markup=False)
+
+
+def account_ids(ledger: Any) -> list[str]:
+    """Every account a charge was ever recorded for (from the never-pruned charge-id index)."""
+    from ledger.persistence import charge_ids
+
+    with ledger.recorder.transaction(commit=False) as session:
+        rows = session.execute(sa.select(charge_ids.c.account_id).distinct().order_by(charge_ids.c.account_id))
+        return [row[0] for row in rows]
+
+
+@app.command()
+def accounts(
+    ctx: typer.Context,
+    account: Optional[List[str]] = typer.Argument(None, help="Accounts to show [default: all]."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Running totals per account, net of reversals, straight from the write side.
+
+    Example: ledger accounts acme
+    """
+    ledger = state_of(ctx).ledger()
+    wanted = list(account) if account else account_ids(ledger)
+    rows = []
+    for account_id in wanted:
+        totals = ledger.account_totals(account_id)  # UnknownAccount names a missing one
+        rows.append({
+            "account_id": account_id,
+            "charges": totals.charges,
+            "prompt_tokens": totals.prompt_tokens,
+            "completion_tokens": totals.completion_tokens,
+            "total_tokens": totals.total_tokens,
+        })
+    if json_output:
+        emit_json(rows)
+        return
+    if not rows:
+        out.print("no accounts yet")
+        return
+    table = Table("account", *(Column(h, justify="right") for h in ("charges", "prompt", "completion", "total")))
+    for row in rows:
+        table.add_row(row["account_id"], *(f"{row[k]:,}" for k in
+                      ("charges", "prompt_tokens", "completion_tokens", "total_tokens")))
+    print_table(table)
+
