@@ -49,11 +49,13 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+import orjson
 import sqlalchemy as sa
 from eventsourcing.application import Repository
 from eventsourcing.domain import OriginatorVersionError
@@ -149,43 +151,48 @@ def decode_state(state: bytes) -> dict[str, Any]:
     return json.loads(state, object_hook=_decode_datetime)
 
 
-def state_decoder(mapper: Any) -> Callable[[bytes], dict[str, Any]]:
-    """Stored state -> dict, undoing the mapper's cipher and compressor when configured."""
-    cipher = getattr(mapper, "cipher", None)
-    compressor = getattr(mapper, "compressor", None)
-    if cipher is None and compressor is None:
-        return decode_state
-
-    def decode(state: bytes) -> dict[str, Any]:
-        if cipher is not None:
-            state = cipher.decrypt(state)
-        if compressor is not None:
-            state = compressor.decompress(state)
-        return decode_state(state)
-
-    return decode
-
-
 def _decode_datetime(obj: dict[str, Any]) -> Any:
     if obj.get("_type_") == "datetime_iso":
         return datetime.fromisoformat(obj["_data_"])
     return obj
 
 
-def billing_date(occurred_at: datetime, zone: ZoneInfo) -> date:
+def state_decoder(mapper: Any) -> Callable[[bytes], dict[str, Any]]:
+    """Stored state -> dict (datetimes left transcoded, see :func:`moment`), undoing
+    the mapper's cipher and compressor when configured."""
+    cipher = getattr(mapper, "cipher", None)
+    compressor = getattr(mapper, "compressor", None)
+    if cipher is None and compressor is None:
+        return orjson.loads
+
+    def decode(state: bytes) -> dict[str, Any]:
+        if cipher is not None:
+            state = cipher.decrypt(state)
+        if compressor is not None:
+            state = compressor.decompress(state)
+        return orjson.loads(state)
+
+    return decode
+
+
+def moment(value: Any) -> datetime:
+    """An aware datetime from a decoded or still transcoded state value."""
+    if isinstance(value, dict):
+        value = datetime.fromisoformat(value["_data_"])
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def billing_date(occurred_at: Any, zone: ZoneInfo) -> date:
     """The billing date of a moment: its calendar date in the billing time zone."""
-    return occurred_at.astimezone(zone).date()
+    return moment(occurred_at).astimezone(zone).date()
 
 
+@lru_cache(maxsize=4096)
 def day_end(day: date, zone: ZoneInfo) -> datetime:
     """The first instant after ``day`` in ``zone`` (DST-correct), in UTC."""
     return datetime.combine(day + timedelta(days=1), datetime.min.time(), zone).astimezone(
         timezone.utc
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 # -- the rules ---------------------------------------------------------------
@@ -204,8 +211,8 @@ class _Rules:
     def day_is_due(self, day: date) -> bool:
         return day < self.before and day_end(day, self.zone) <= self.cutoff
 
-    def may_prune(self, position: int, recorded_at: datetime) -> bool:
-        return position <= self.projected_position and _aware(recorded_at) <= self.cutoff
+    def may_prune(self, position: int, recorded_at: Any) -> bool:
+        return position <= self.projected_position and moment(recorded_at) <= self.cutoff
 
 
 # -- per-day accumulation ----------------------------------------------------
@@ -338,22 +345,27 @@ class _Plan:
 
 def _plan(ledger: "Ledger", rules: _Rules, batch_size: int) -> _Plan:
     """Stream the log's charges and reversals; memory grows with accounts x days only."""
+    table = ledger.recorder.events_record_cls.__table__
+    decode = state_decoder(ledger.mapper)
     counts: dict[tuple[UUID, date], int] = {}
     blocked: set[tuple[UUID, date]] = set()
-    decode = state_decoder(ledger.mapper)
     position = 0
     while True:
-        batch = ledger.recorder.select_notifications(
-            position, batch_size, topics=RAW_TOPICS, inclusive_of_start=False
-        )
-        for notification in batch:
-            state = decode(notification.state)
+        with ledger.recorder.transaction(commit=False) as session:
+            batch = session.execute(
+                sa.select(table.c.id, table.c.originator_id, table.c.state)
+                .where(table.c.id > position, table.c.topic.in_(RAW_TOPICS))
+                .order_by(table.c.id)
+                .limit(batch_size)
+            ).all()
+        for notification_id, originator_id, state_bytes in batch:
+            state = decode(bytes(state_bytes))
             day = billing_date(state["occurred_at"], rules.zone)
             if not rules.day_is_due(day):
                 continue
-            key = (notification.originator_id, day)
+            key = (originator_id, day)
             counts[key] = counts.get(key, 0) + 1
-            if not rules.may_prune(notification.id, state["recorded_at"]):
+            if not rules.may_prune(notification_id, state["recorded_at"]):
                 blocked.add(key)
         if len(batch) < batch_size:
             break
