@@ -92,6 +92,7 @@ def rebuild(
     answer is well defined while writers keep recording.
     """
     live = Projector(ledger, batch_size=batch_size, billing_tz=billing_tz)
+    live.prepare()
     scratch = start_scratch(ledger, batch_size=batch_size, billing_tz=billing_tz)
     events = scratch.run(stop=None if swap else live.position())
     with ledger.recorder.transaction(commit=True) as session:
@@ -120,7 +121,10 @@ def start_scratch(
     scratch = Projector(ledger, batch_size=batch_size, billing_tz=billing_tz, target=target)
     scratch.prepare()
     with ledger.recorder.transaction(commit=True) as session:
-        session.execute(daily_billing_records_rebuild.delete())
+        if scratch.dialect == "postgresql":  # no dead rows left for the rebuild's upserts to wade through
+            session.execute(sa.text(f"TRUNCATE TABLE {daily_billing_records_rebuild.name}"))
+        else:
+            session.execute(daily_billing_records_rebuild.delete())
         session.execute(
             projection_tracking.update()
             .where(projection_tracking.c.name == SCRATCH_NAME)
