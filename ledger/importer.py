@@ -341,10 +341,7 @@ def import_file(
             consumed = 0
             for line, consumed in reader:
                 result.lines += 1
-                if line.errors:
-                    rejects.add(line, line.errors)
-                    continue
-                batch.append(_shaped(line, stem, seed_export))
+                batch.append(line if line.errors else _shaped(line, stem, seed_export))
                 if len(batch) >= batch_size:
                     _record(ledger, batch, result, rejects)
                     batch = []
@@ -367,14 +364,20 @@ def _shaped(line: Line, stem: str, seed_export: bool) -> Line:
 
 
 def _record(ledger: Any, batch: list[Line], result: ImportResult, rejects: _Rejects) -> None:
+    """Record a batch's parsed lines; write its rejects in line order."""
+    valid = [line for line in batch if not line.errors]
     try:
-        outcomes = ledger.record_charges([line.fields for line in batch])
+        outcomes = ledger.record_charges([line.fields for line in valid]) if valid else []
     except Exception as exc:  # the store failed: the batch is not stored, earlier ones are
         raise ImportInterrupted(batch[0].number, exc) from exc
-    for line, outcome in zip(batch, outcomes):
+    errors: dict[int, dict[str, str]] = {line.number: line.errors for line in batch if line.errors}
+    for line, outcome in zip(valid, outcomes):
         if outcome.error is not None:
-            rejects.add(line, conflict_errors(outcome.error))
+            errors[line.number] = conflict_errors(outcome.error)
         elif outcome.receipt is not None and outcome.receipt.duplicate:
             result.duplicates += 1
         else:
             result.recorded += 1
+    for line in batch:
+        if line.number in errors:
+            rejects.add(line, errors[line.number])

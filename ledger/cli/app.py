@@ -38,25 +38,18 @@ class CliError(Exception):
 
 def error_line(exc: BaseException) -> tuple[str, int] | None:
     """The one line and exit code for an error a user can act on; None for a bug."""
-    from ledger.errors import (
-        AlreadyReversed,
-        ChargeConflict,
-        InvalidCharge,
-        LedgerError,
-        UnknownAccount,
-        UnknownCharge,
-    )
-    from ledger.importer import ImportFileError
+    from ledger.errors import BusyAccount, LedgerError
+    from ledger.importer import ImportInterrupted
 
     if isinstance(exc, CliError):
         return exc.message, exc.code
     if _is_usage_error(exc):
         return exc.format_message(), int(getattr(exc, "exit_code", EXIT["usage"]))  # type: ignore[attr-defined]
-    if isinstance(exc, (InvalidCharge, ChargeConflict, UnknownAccount, UnknownCharge,
-                        AlreadyReversed, ImportFileError)):
-        return str(exc), EXIT["usage"]
     if isinstance(exc, LedgerError):
-        return str(exc), EXIT["failed"]
+        # What the store could not do now is operational (1); a request that
+        # cannot be done as asked (invalid, unknown, conflicting) is the user's (2).
+        operational = isinstance(exc, (BusyAccount, ImportInterrupted)) or type(exc).__name__ == "CompactionError"
+        return str(exc), EXIT["failed"] if operational else EXIT["usage"]
     if isinstance(exc, FileNotFoundError):
         return f"no such file: {exc.filename or exc}", EXIT["usage"]
     if isinstance(exc, (IsADirectoryError, PermissionError)):
@@ -213,8 +206,9 @@ def print_table(table: Any) -> None:
 
 
 def note(message: str) -> None:
-    """A remark for humans on stderr (stdout stays clean for data)."""
-    err.print(message, markup=False, highlight=False)
+    """A remark for humans on stderr (stdout stays clean for data), never wrapped."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
 
 
 def interactive() -> bool:
