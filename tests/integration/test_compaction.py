@@ -479,3 +479,53 @@ def test_stored_rows_of_compacted_days_are_gone(ledger):
     assert raw_rows() == 0
     assert json.loads(notifications(ledger)[-1].state)["events"] == 200
     check(ledger, model)
+
+
+@pytest.mark.parametrize("charges", [8, 7])
+def test_a_rollup_on_a_snapshot_interval_is_snapshotted_once(make_ledger, charges):
+    ledger = make_ledger(snapshot_interval=10)
+    model = Model()
+    for n in range(charges):  # Opened is version 1: the first rollup lands on version 10 or 9
+        model.record(ledger, charge(n, day=(DAY1, DAY2)[n % 2]))
+
+    run(ledger)
+
+    aggregate = ledger.get_account("acme")
+    assert aggregate.version == charges + 3  # two rollups
+    versions = [s.originator_version for s in ledger.snapshots.get(account_uuid("acme"))]
+    assert versions[-1] == aggregate.version and len(versions) == len(set(versions))
+    check(ledger, model, make_ledger())
+
+
+@pytest.mark.postgres
+def test_a_writer_that_wins_the_race_makes_compaction_retry_under_the_lock(postgres_url):
+    import threading
+
+    from ledger import Settings
+
+    ledgers = [Ledger(Settings(database_url=postgres_url)) for _ in range(3)]
+    ledger, writer, fresh = ledgers
+    try:
+        model = Model()
+        history(ledger, model)
+        raced: list[bool] = []
+
+        def race(step: str, aggregate_id) -> None:
+            if step == "rolled_up" and not raced:  # between the fold and the save
+                raced.append(True)
+                thread = threading.Thread(target=model.record, args=(writer, charge(500, day=DAY1)))
+                thread.start()
+                thread.join()
+
+        result = run(ledger, on_step=race)
+
+        assert result.retries == 1
+        assert result.days == 5 and result.skipped == 1  # acme's DAY1 now holds a charge newer than the run
+        check(ledger, model, fresh)
+        assert run(ledger).days == 1
+        (day1,) = [r for r in rollups(ledger) if (r["account_id"], r["billing_date"]) == ("acme", "2026-01-01")]
+        assert day1["events"] == 7  # 5 charges, 1 reversal, the racing charge
+        check(ledger, model, fresh)
+    finally:
+        for each in ledgers:
+            each.close()
