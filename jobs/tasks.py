@@ -35,6 +35,7 @@ from eventsourcing import persistence as es
 from huey.api import Task, TaskLock
 from huey.exceptions import CancelExecution, RetryTask, TaskLockedException
 from huey.signals import SIGNAL_INTERRUPTED
+from huey.utils import normalize_time
 
 from jobs import faults
 from jobs.queue import huey
@@ -203,14 +204,14 @@ def create_charge(
     if task is None:
         get_ledger().record_charge(**fields)
         return
-    if faults.plan is not None:
-        faults.plan.before_attempt("create_charge", task)
     _record(task, fields)
 
 
 def _record(task: Task, fields: dict[str, Any]) -> None:
     """One attempt: recorded, retried later, or kept as rejected (then the task fails)."""
     try:
+        if faults.plan is not None:
+            faults.plan.before_attempt("create_charge", task)
         receipt = get_ledger().record_charge(**fields)
     except (InvalidCharge, ChargeConflict) as exc:
         kept = _keep(task, fields, errors_of(exc), exc)
@@ -342,6 +343,9 @@ def aggregate_charges(task: Task | None = None) -> dict[str, Any]:
 
 # -- graceful shutdown ------------------------------------------------------------
 
+#: How long an interrupted task waits on the schedule before it is due again.
+REQUEUE_DELAY_SECONDS = 2.0
+
 _OUR_TASKS = tuple(
     wrapper.task_class for wrapper in (create_charge, aggregate_daily_billing_records, aggregate_charges)
 )
@@ -365,6 +369,9 @@ def _requeue_interrupted(signal: str, task: Task, *args: Any, **kwargs: Any) -> 
             _held.discard(AGGREGATION_LOCK)
         if held:
             aggregation_lock.release()
-    task.eta = None
-    huey.enqueue(task)
-    log.warning("%s %s was interrupted by shutdown and is back on the queue", task.name, task.id)
+    # On the schedule, a little ahead: a worker thread of this dying consumer
+    # still blocked on the queue (Redis BRPOP) must not take it back and die with it.
+    task.eta = normalize_time(delay=REQUEUE_DELAY_SECONDS, utc=huey.utc)
+    huey.add_schedule(task)
+    log.warning("%s %s was interrupted by shutdown and is back on the queue (due in %ss)",
+                task.name, task.id, REQUEUE_DELAY_SECONDS)

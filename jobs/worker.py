@@ -23,6 +23,8 @@ from huey.api import Huey
 from jobs.queue import describe, huey
 from jobs.tasks import AGGREGATE_SCHEDULE
 
+log = logging.getLogger("jobs")
+
 LOG_FORMAT = "[%(asctime)s] %(levelname)s %(process)d %(threadName)s %(name)s: %(message)s"
 
 
@@ -79,6 +81,8 @@ def run_worker(
     """
     instance = instance or huey
     configure_logging(verbose)
+    for line in banner(instance, periodic).splitlines():
+        log.info(line)
     consumer = instance.create_consumer(
         workers=workers,
         periodic=periodic,
@@ -89,3 +93,7 @@ def run_worker(
         **consumer_options,
     )
     consumer.run()
+
+
+if __name__ == "__main__":
+    run_worker()
