@@ -11,7 +11,7 @@ import json
 import math
 import unicodedata
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
@@ -66,14 +66,25 @@ class Charge:
 
     def payload(self) -> dict[str, Any]:
         """The charge's facts as JSON-ready values, for the index and diffs."""
-        data = asdict(self)
-        del data["occurred_at_given"]
-        data["occurred_at"] = self.occurred_at.isoformat()
-        return data
+        return {
+            "charge_id": self.charge_id,
+            "account_id": self.account_id,
+            "user_id": self.user_id,
+            "charge_type": self.charge_type,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "occurred_at": self.occurred_at.isoformat(),
+            "provider": self.provider,
+            "model": self.model,
+            "user_profile_id": self.user_profile_id,
+            "session_key": self.session_key,
+            "reference": self.reference,
+        }
 
-    def payload_hash(self) -> str:
+    def payload_hash(self, payload: dict[str, Any] | None = None) -> str:
         """SHA-256 over what identifies the call (not its defaulted time)."""
-        data = self.payload()
+        data = dict(payload or self.payload())
         if not self.occurred_at_given:
             data.pop("occurred_at")
         return payload_hash(data)
@@ -93,10 +104,14 @@ class Charge:
         return diffs
 
 
+def canonical_json(data: Mapping[str, Any]) -> str:
+    """One spelling per value: sorted keys, no spaces, unicode kept."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def payload_hash(data: Mapping[str, Any]) -> str:
-    """A stable digest of a JSON-ready mapping, ignoring ``occurred_at`` when absent."""
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """A stable digest of a JSON-ready mapping."""
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
 
 def _parse_iso(value: Any) -> datetime | None:
@@ -305,7 +320,9 @@ class ChargeValidator:
         if len(text) > max_length:
             errors[name] = f"longer than {max_length} characters ({len(text)})"
             return None
-        if any(unicodedata.category(ch) in ("Cc", "Cs", "Cn") for ch in text):
+        if not text.isprintable() and any(
+            unicodedata.category(ch) in ("Cc", "Cs", "Cn") for ch in text
+        ):
             errors[name] = "contains control or invalid characters"
             return None
         return text

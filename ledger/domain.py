@@ -12,6 +12,7 @@ compaction pruned the charges a rollup stands for.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -22,6 +23,7 @@ from eventsourcing.domain import Aggregate, event
 ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "urn:llm-usage-ledger:account")
 
 
+@lru_cache(maxsize=65_536)
 def account_uuid(account_id: str) -> UUID:
     """The stream id of an account key, the same in every process."""
     return uuid5(ACCOUNT_NAMESPACE, account_id)

@@ -54,3 +54,20 @@ def test_rollup_changes_no_running_total():
 def test_totals_arithmetic():
     assert Totals(1, 2, 3, 5) + Totals(1, 1, 1, 2) == Totals(2, 3, 4, 7)
     assert -Totals(1, 2, 3, 5) == Totals(-1, -2, -3, -5)
+
+
+def test_appender_writes_events_byte_for_byte_as_the_mapper(tmp_path):
+    """The direct encoder of the append path and the library's mapper agree."""
+    from ledger import Ledger, Settings
+    from ledger.appender import Appender
+
+    ledger = Ledger(Settings(database_url=f"sqlite:///{tmp_path / 'l.db'}"))
+    try:
+        appender = Appender(ledger)
+        charge = ledger.validate(dict(account_id="acme ü", user_id="ユーザー", charge_type="tool",
+                                      provider="p", prompt_tokens=3, reference='x"\\\n'.strip()))
+        direct = appender.charge_state(charge, account_uuid("acme ü"), T)
+        appender._direct = False
+        assert appender.charge_state(charge, account_uuid("acme ü"), T) == direct
+    finally:
+        ledger.close()
