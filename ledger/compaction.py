@@ -24,6 +24,19 @@ A day D of account A is rolled up only when all of these hold:
 The rollup is appended after everything it prunes, so the newest row of the
 events table is never deleted (SQLite reuses the highest free rowid).
 
+A rollup superseding an earlier one of its day starts from that rollup's
+groups and carries its coverage forward: ``events`` counts every raw event
+the day's rollups have stood for, ``first_position``/``last_position`` span
+them all, ``charges`` is the day's count net of reversals. Groups whose
+figures net to zero are kept, so "set the day to these groups" equals what a
+live projection holds.
+
+Concurrency: the first attempt at an account reads without locks; a writer
+appending meanwhile makes the save's version check fail, and the second
+attempt takes the append lock first. Processes that cached an account before
+another process pruned part of its stream reload it from its snapshot
+(:class:`CompactedRepository`, the ledger's repository).
+
 Digest format
 -------------
 A rollup's ``digest`` is the SHA-256 hex digest of UTF-8 text built as:
@@ -47,8 +60,8 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -68,7 +81,7 @@ from ledger.domain import (
 )
 from ledger.errors import LedgerError
 
-if TYPE_CHECKING:  # the application imports nothing from here; avoid a cycle anyway
+if TYPE_CHECKING:  # the application imports this module (its repository)
     from ledger.application import Ledger
 
 log = logging.getLogger(__name__)
@@ -98,7 +111,14 @@ class CompactionError(LedgerError):
 
 @dataclass(frozen=True)
 class CompactionResult:
-    """What a run did (or, with ``dry_run``, would do)."""
+    """What a run did (or, with ``dry_run``, would do).
+
+    ``days``: account-days rolled up; ``events_pruned``: rows deleted (raw
+    events and superseded rollups); ``bytes_pruned``: their state and topic
+    plus an estimated per-row overhead; ``skipped``: closed account-days held
+    back because something to prune is not yet projected or within the grace
+    period; ``retries``: account transactions redone after losing a race.
+    """
 
     accounts: int = 0
     days: int = 0
