@@ -87,7 +87,11 @@ class Ledger(Application):
         type(self).snapshotting_intervals = {Account: self.settings.snapshot_interval}
         self._create_tables()
         self.appender = Appender(self)
-        self.group_commit = GroupCommit(self.appender.append, self.settings.group_commit_max)
+        self.group_commit = GroupCommit(
+            self.appender.append,
+            self.settings.group_commit_max,
+            self.settings.group_commit_window_ms / 1000,
+        )
 
     def _create_tables(self) -> None:
         """Events, snapshots and the charge-id index, created on first use."""

@@ -11,6 +11,7 @@ its own one-charge batch at once.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
@@ -30,9 +31,11 @@ class _Request:
 class GroupCommit:
     """Coalesces concurrent ``submit`` calls into shared transactions."""
 
-    def __init__(self, append: AppendFn, max_items: int = 5_000) -> None:
+    def __init__(self, append: AppendFn, max_items: int = 5_000, window: float = 0.002) -> None:
         self._append = append
         self._max_items = max_items
+        self._window = window
+        self._last_batch = 1
         self._cond = threading.Condition()
         self._queue: list[_Request] = []
         self._leading = False
@@ -45,11 +48,14 @@ class GroupCommit:
         request = _Request(items)
         with self._cond:
             self._queue.append(request)
+            if self._leading:
+                self._cond.notify_all()  # a leader may be gathering a batch
             while not request.done:
                 if self._leading:
                     self._cond.wait()
                     continue
                 self._leading = True
+                self._gather()
                 batch = self._take()
                 self._cond.release()
                 try:
@@ -63,6 +69,22 @@ class GroupCommit:
         assert request.recorded_at is not None
         return request.results, request.recorded_at
 
+    def _gather(self) -> None:
+        """Under load, wait a moment for as many callers as the last batch had.
+
+        A lone caller (last batch of one) commits at once; concurrent callers
+        are given at most ``window`` seconds to join, so a transaction's fsync
+        is shared by as many of them as keep arriving.
+        """
+        if self._last_batch <= 1 or self._window <= 0:
+            return
+        deadline = time.monotonic() + self._window
+        while len(self._queue) < self._last_batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._cond.wait(remaining)
+
     def _take(self) -> list[_Request]:
         """The oldest queued requests, up to the item limit (always at least one)."""
         taken, size = [], 0
@@ -70,6 +92,7 @@ class GroupCommit:
             request = self._queue.pop(0)
             taken.append(request)
             size += len(request.items)
+        self._last_batch = len(taken)
         return taken
 
     def _run(self, batch: list[_Request]) -> None:

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     snapshot_interval: int = Field(default=1_000, ge=10)
     compaction_grace_days: int = Field(default=2, ge=1)
     group_commit_max: int = Field(default=5_000, ge=1)
+    group_commit_window_ms: float = Field(default=2.0, ge=0, le=100)
     projector_batch_size: int = Field(default=5_000, ge=1)
     #: Background jobs: retries after a transient failure (the budget is fixed
     #: when a task is enqueued), the first retry's delay (doubling after each
