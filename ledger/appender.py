@@ -72,6 +72,8 @@ BEGIN
         idx := i; known_payload := NULL; known_recorded_at := NULL;
         RETURN NEXT;
     END LOOP;
+    -- As the library's recorder does, for subscribers (delivered at commit).
+    NOTIFY ledger_events;
 END;
 $$;
 """

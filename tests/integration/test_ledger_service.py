@@ -160,3 +160,19 @@ def test_index_row_holds_the_facts(ledger):
     with ledger.recorder.transaction(commit=False) as session:
         row = session.execute(sa.select(charge_ids)).one()
     assert row.charge_id == "c-1" and row.account_id == "acme" and len(row.payload_hash) == 64
+
+
+@pytest.mark.postgres
+def test_subscribers_are_notified_of_appended_charges(postgres_url, make_ledger):
+    """The append path sends the NOTIFY the library's subscriptions listen for."""
+    import threading
+
+    ledger = make_ledger(database_url=postgres_url)
+    ledger.record_charge(**charge(charge_id="before"))
+    subscription = ledger.recorder.subscribe(gt=2)
+    timer = threading.Timer(0.3, lambda: ledger.record_charge(**charge(charge_id="after")))
+    timer.start()
+    with subscription:
+        notification = next(iter(subscription))
+    timer.join()
+    assert notification.id == 3 and notification.topic.endswith("ChargeRecorded")
