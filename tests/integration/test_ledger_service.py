@@ -163,11 +163,13 @@ def test_index_row_holds_the_facts(ledger):
 
 
 @pytest.mark.postgres
-def test_subscribers_are_notified_of_appended_charges(postgres_url, make_ledger):
+def test_subscribers_are_notified_of_appended_charges(postgres_url):
     """The append path sends the NOTIFY the library's subscriptions listen for."""
     import threading
 
-    ledger = make_ledger(database_url=postgres_url)
+    from ledger import Ledger, Settings
+
+    ledger = Ledger(Settings(database_url=postgres_url))
     ledger.record_charge(**charge(charge_id="before"))
     subscription = ledger.recorder.subscribe(gt=2)
     timer = threading.Timer(0.3, lambda: ledger.record_charge(**charge(charge_id="after")))
@@ -175,4 +177,5 @@ def test_subscribers_are_notified_of_appended_charges(postgres_url, make_ledger)
     with subscription:
         notification = next(iter(subscription))
     timer.join()
+    ledger.close()
     assert notification.id == 3 and notification.topic.endswith("ChargeRecorded")
