@@ -141,8 +141,8 @@ def print_audit(result: Any, limit: int | None = None) -> None:
     out.print(f"  conservation: {'balanced' if c.balanced else 'UNBALANCED'}: records "
               f"{_figures(c.records)}, log {_figures(c.log)}, accounts {_figures(c.accounts)} "
               "(charges/prompt/completion/total)", markup=False)
-    out.print(f"  rollups: {result.rollups_checked} checked, {result.rollups_verified} verified "
-              f"against raw events, {len(result.rollup_issues)} issue(s)", markup=False)
+    out.print(f"  rollups: {result.rollups_checked} checked, {len(result.rollup_issues)} issue(s); "
+              f"{result.rollups_verified} digest(s) recomputed from raw events still in the log", markup=False)
     for issue in result.rollup_issues:
         out.print(f"    rollup at {issue.position} ({issue.account_id} {issue.billing_date}): "
                   f"{issue.problem}", markup=False)
