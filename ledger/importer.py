@@ -40,6 +40,8 @@ FORMATS: dict[str, Format] = {
 DEFAULT_BATCH_SIZE = 1_000
 #: Columns of the seed's Charge table export that carry no charge fact.
 SEED_IGNORED_COLUMNS = frozenset({"updated_at", "modified_at", "deleted_at", "created"})
+#: Django exports may name a foreign key by its field rather than its column.
+SEED_ALIASES = {"user_profile": "user_profile_id", "account": "account_id"}
 #: ``progress(bytes_read, total_bytes)`` after each batch.
 Progress = Callable[[int, int], None]
 
@@ -218,7 +220,9 @@ def read_csv(handle: io.BufferedReader, *, seed_export: bool = False) -> Iterato
 
 
 def check_columns(columns: list[str], *, seed_export: bool) -> None:
-    known = set(INPUT_FIELDS) | ({"id", "created_at"} | SEED_IGNORED_COLUMNS if seed_export else set())
+    known = set(INPUT_FIELDS) | (
+        {"id", "created_at"} | SEED_IGNORED_COLUMNS | set(SEED_ALIASES) if seed_export else set()
+    )
     if not any(name in known for name in columns):
         raise ImportFileError(
             f"the CSV header names no charge field (got {', '.join(columns[:8]) or 'nothing'}); "
@@ -240,9 +244,10 @@ def from_seed_export(row: dict[str, Any]) -> dict[str, Any]:
     """A row of the seed's Charge table as the ledger's charge fields.
 
     ``id`` -> ``charge_id`` "seed-<id>", ``created_at`` -> ``occurred_at``
-    (naive times are the seed server's UTC), bookkeeping columns dropped.
+    (naive times are the seed server's UTC), ``user_profile`` -> ``user_profile_id``,
+    ``account`` -> ``account_id``, bookkeeping columns dropped.
     """
-    fields = {k: v for k, v in row.items() if k not in SEED_IGNORED_COLUMNS}
+    fields = {SEED_ALIASES.get(k, k): v for k, v in row.items() if k not in SEED_IGNORED_COLUMNS}
     seed_id = fields.pop("id", None)
     if seed_id is not None and "charge_id" not in fields:
         fields["charge_id"] = f"seed-{str(seed_id).strip()}"

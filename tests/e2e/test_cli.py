@@ -300,3 +300,23 @@ def test_rejected_list_and_resubmit_with_a_correction(cli):
     assert unknown.exit_code == 2 and unknown.stderr == "error: no rejected charge with id 999\n"
     bad_set = cli("rejected", "resubmit", str(rejected_id), "--set", "colour=red")
     assert bad_set.exit_code == 2 and bad_set.stderr.startswith("error: --set: unknown field 'colour'")
+
+
+# -- help everywhere, and the benchmark's wiring ------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "bench"] + ["rejected list", "rejected resubmit"])
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [*command.split(), "--help"])
+    assert result.exit_code == 0
+    assert f"Usage: ledger {command}" in result.stdout
+
+
+def test_bench_runs_through_the_command_line(tmp_path):
+    missing = runner.invoke(app, ["bench"])
+    assert missing.exit_code == 2
+    assert missing.stderr == "error: Missing option '--database-url'.\n"
+    result = runner.invoke(app, ["bench", "--database-url", f"sqlite:///{tmp_path / 'bench.db'}",
+                                 "--quick", "--only", "report"])
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert "report: one account's year" in result.stdout

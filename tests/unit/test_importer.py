@@ -70,6 +70,8 @@ def test_seed_export_row_mapping():
                              "updated_at": "2024-03-02 10:00:00", "charge_type": "usage"}) == {
         "charge_id": "seed-42", "user_profile_id": "7", "occurred_at": "2024-03-01T10:00:00+00:00",
         "charge_type": "usage"}
+    assert from_seed_export({"id": 5, "user_profile": "9", "account": "acme"}) == {
+        "charge_id": "seed-5", "user_profile_id": "9", "account_id": "acme"}
     # an aware time is kept; a bad one is passed on for the validator to name
     assert from_seed_export({"created_at": "2024-03-01T10:00:00+02:00"})["occurred_at"] == "2024-03-01T10:00:00+02:00"
     assert from_seed_export({"created_at": "yesterday"})["occurred_at"] == "yesterday"
