@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
+from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
 import sqlalchemy as sa
@@ -87,6 +88,7 @@ class Ledger(Application):
         type(self).snapshotting_intervals = {Account: self.settings.snapshot_interval}
         self._create_tables()
         self.appender = Appender(self)
+        self._snapshot_checked: set[UUID] = set()
         self.group_commit = GroupCommit(
             self.appender.append,
             self.settings.group_commit_max,
@@ -242,18 +244,36 @@ class Ledger(Application):
 
     def account_totals(self, account_id: str) -> Totals:
         """Running totals net of reversals, from the cached or snapshotted aggregate."""
-        try:
-            account: Account = self.repository.get(account_uuid(account_id))
-        except AggregateNotFoundError:
-            raise UnknownAccount(account_id) from None
-        return account.totals
+        return self.get_account(account_id).totals
 
     def get_account(self, account_id: str) -> Account:
+        """The account's current state; a long replay leaves a snapshot behind.
+
+        Charges are appended without loading the aggregate, so nothing else
+        snapshots a busy account between compactions: the first load in a
+        process that replays more than ``snapshot_interval`` events saves one,
+        and later loads (here or elsewhere) start from it.
+        """
+        aggregate_id = account_uuid(account_id)
         try:
-            return self.repository.get(account_uuid(account_id))
+            account: Account = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise UnknownAccount(account_id) from None
+        if aggregate_id not in self._snapshot_checked:
+            self._snapshot_checked.add(aggregate_id)
+            self._snapshot_if_behind(account)
+        return account
 
+    def _snapshot_if_behind(self, account: Account) -> None:
+        assert self.snapshots is not None
+        latest = self.snapshots.recorder.select_events(account.id, desc=True, limit=1)
+        since = account.version - (latest[0].originator_version if latest else 0)
+        if since < self.settings.snapshot_interval:
+            return
+        try:
+            self.snapshots.put([Account.Snapshot.take(account)])
+        except IntegrityError:
+            pass  # another process took the same snapshot first
 
 def _compare(charge: Charge, stored: Mapping[str, Any], recorded_at: datetime | None) -> Receipt | LedgerError:
     """The original receipt for a true duplicate; a conflict naming what differs."""

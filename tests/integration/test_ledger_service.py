@@ -179,3 +179,14 @@ def test_subscribers_are_notified_of_appended_charges(postgres_url):
     timer.join()
     ledger.close()
     assert notification.id == 3 and notification.topic.endswith("ChargeRecorded")
+
+
+def test_a_long_replay_leaves_a_snapshot(make_ledger):
+    writer = make_ledger(snapshot_interval=10)
+    writer.record_charges([charge(charge_id=f"s-{i}") for i in range(25)])
+    reader = make_ledger(snapshot_interval=10)
+    assert reader.account_totals("acme") == Totals(25, 2500, 1250, 3750)
+    snapshots = reader.snapshots.recorder.select_events(reader.get_account("acme").id)
+    assert [s.originator_version for s in snapshots] == [26]
+    writer.record_charge(**charge(charge_id="s-late"))
+    assert make_ledger(snapshot_interval=10).account_totals("acme") == Totals(26, 2600, 1300, 3900)
