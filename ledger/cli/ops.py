@@ -6,12 +6,10 @@ import json
 import os
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
 from ledger.cli.app import (
@@ -19,11 +17,10 @@ from ledger.cli.app import (
     CliError,
     app,
     emit_json,
-    err,
-    interactive,
     note,
     out,
     print_table,
+    progress_bar,
     require,
     state_of,
 )
@@ -168,19 +165,8 @@ class RichReporter:
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
 
-    @contextmanager
-    def step(self, title: str, total: int | None = None) -> Iterator[Callable[..., None]]:
-        columns = [SpinnerColumn(), TextColumn("{task.description}")]
-        if total is not None:
-            columns += [BarColumn(), MofNCompleteColumn()]
-        columns.append(TimeElapsedColumn())
-        with Progress(*columns, console=err, transient=True, disable=not interactive()) as bar:
-            task = bar.add_task(title, total=total)
-
-            def update(done: int, total: int | None = None) -> None:
-                bar.update(task, completed=done, **({"total": total} if total is not None else {}))
-
-            yield update
+    def step(self, title: str, total: int | None = None) -> Any:
+        return progress_bar(title, total)
 
     def done(self, message: str) -> None:
         if not self.quiet:
