@@ -1,0 +1,142 @@
+"""Run the scenarios on each store, baselines first; print the table; optionally write the docs."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import sqlalchemy as sa
+from rich.console import Console
+
+from bench import endtoend, limit, readside, recording
+from bench.context import Context
+from bench.report import print_table, write_markdown
+from bench.rows import BenchmarkFailed, Inconsistent, Row
+from bench.sizes import Sizes
+from bench.stores import Store
+
+Scenario = Callable[[Context], list[Row]]
+
+#: In run order: every baseline before the rows that are compared with it.
+SCENARIOS: dict[str, Scenario] = {
+    "raw": limit.raw_limit,
+    "crud": limit.crud,
+    "single": recording.single,
+    "batch": recording.batch,
+    "hot": recording.hot_account,
+    "concurrent": recording.concurrent,
+    "e2e": endtoend.end_to_end,
+    "projection": readside.projection_and_rebuild,
+    "compaction": readside.compaction,
+    "report": readside.report,
+}
+
+
+def run(
+    database_url: str | Sequence[str],
+    *,
+    quick: bool = False,
+    sizes: Sizes | None = None,
+    charges: int | None = None,
+    only: Sequence[str] | None = None,
+    write_docs: Path | str | None = None,
+    console: Console | None = None,
+    command: str | None = None,
+) -> list[Row]:
+    """Run the benchmark on one or more stores and return its rows.
+
+    ``quick`` picks small sizes (a smoke test: completion and consistency);
+    ``sizes`` overrides them wholesale, ``charges`` just the projection/rebuild
+    log. ``only`` names scenarios (see ``SCENARIOS``). Raises
+    :class:`BenchmarkFailed` after printing the table if any scenario was
+    inconsistent or crashed; never because of speed.
+    """
+    urls = [database_url] if isinstance(database_url, str) else list(database_url)
+    chosen = sizes or (Sizes.quick() if quick else Sizes.full())
+    if charges is not None:
+        chosen = chosen.with_overrides(charges=charges)
+    names = list(only) if only else list(SCENARIOS)
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        raise ValueError(f"unknown scenarios {unknown}; choose from {list(SCENARIOS)}")
+    console = console or Console(width=None if sys.stdout.isatty() else 220)
+    began = time.perf_counter()
+    rows: list[Row] = []
+    problems: list[str] = []
+    described: dict[str, dict[str, str]] = {}
+    for url in urls:
+        store = Store(url)
+        described[store.kind] = store.describe()
+        ctx = Context(store, chosen, quick=quick, log=lambda message: console.log(f"  {message}"))
+        for name in names:
+            console.log(f"[bold]{store.kind}[/bold]: {name}")
+            started = time.perf_counter()
+            rows.extend(_run_one(name, SCENARIOS[name], ctx, problems))
+            console.log(f"  {name} took {time.perf_counter() - started:.1f} s")
+    elapsed = time.perf_counter() - began
+    print_table(rows, console)
+    if write_docs is not None:
+        write_markdown(
+            Path(write_docs),
+            rows,
+            command=command or default_command(urls, quick, charges, only, write_docs),
+            stores=described,
+            sizes=_sizes_text(chosen, quick),
+            elapsed=elapsed,
+        )
+        console.log(f"wrote {write_docs}")
+    if problems:
+        raise BenchmarkFailed(problems)
+    return rows
+
+
+def _run_one(name: str, scenario: Scenario, ctx: Context, problems: list[str]) -> list[Row]:
+    try:
+        produced = scenario(ctx)
+    except Inconsistent as exc:
+        problems.append(f"{ctx.kind} {name}: INCONSISTENT: {exc}")
+        return [Row(name, ctx.kind, error=f"INCONSISTENT: {exc}")]
+    except Exception as exc:  # noqa: BLE001 - reported, and the run fails at the end
+        problems.append(f"{ctx.kind} {name}: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        return [Row(name, ctx.kind, error=f"error: {type(exc).__name__}: {exc}"[:200])]
+    for row in produced:
+        ctx.remember(row)
+    return produced
+
+
+def _sizes_text(sizes: Sizes, quick: bool) -> str:
+    text = ", ".join(f"{k}={v:,}" for k, v in asdict(sizes).items())
+    return ("quick: " if quick else "") + text
+
+
+def _safe(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def default_command(
+    urls: Sequence[str],
+    quick: bool,
+    charges: int | None,
+    only: Sequence[str] | None,
+    write_docs: Path | str | None,
+    options: Sequence[str] = (),
+) -> str:
+    """The ``python -m bench`` line that repeats this run (``options``: extra size flags)."""
+    parts = ["python", "-m", "bench"]
+    for url in urls:
+        parts += ["--database-url", _safe(url)]
+    if quick:
+        parts.append("--quick")
+    if charges is not None:
+        parts += ["--charges", str(charges)]
+    parts += list(options)
+    for name in only or ():
+        parts += ["--only", name]
+    if write_docs is not None:
+        parts += ["--write-docs", str(write_docs)]
+    return shlex.join(parts)

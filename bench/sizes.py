@@ -1,0 +1,62 @@
+"""How much work each scenario does: the full run, the quick smoke test, overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Counts per scenario. ``single`` also sizes the CRUD baseline and end to end."""
+
+    #: record_charge calls (and raw one-row commits, CRUD inserts, end to end).
+    single: int = 2_000
+    #: charges for batch recording and the raw batched inserts.
+    batch: int = 50_000
+    #: charges per record_charges call / raw rows per commit.
+    batch_size: int = 1_000
+    #: charges each hot-account writer records (4 writers, 1 account).
+    hot_per_writer: int = 300
+    #: charges each concurrent writer records (8 writers, 100 accounts).
+    concurrent_per_writer: int = 300
+    #: charges in the log for projection and rebuild.
+    charges: int = 1_000_000
+    #: charges over one closed month for compaction.
+    month_charges: int = 100_000
+    #: accounts with a year of daily records for the report query.
+    report_accounts: int = 100
+    #: report queries timed (one account's year each).
+    report_queries: int = 100
+    #: accounts for the multi-account scenarios.
+    accounts: int = 100
+    #: writer processes (or threads) for the concurrent load.
+    writers: int = 8
+    #: writer processes on the hot account.
+    hot_writers: int = 4
+
+    @classmethod
+    def full(cls) -> "Sizes":
+        return cls()
+
+    @classmethod
+    def quick(cls) -> "Sizes":
+        """Everything small: a smoke test of completion and consistency."""
+        return cls(
+            single=100,
+            batch=3_000,
+            hot_per_writer=20,
+            concurrent_per_writer=20,
+            charges=10_000,
+            month_charges=3_000,
+            report_accounts=5,
+            report_queries=10,
+        )
+
+    def with_overrides(self, **overrides: Any) -> "Sizes":
+        """These sizes with the given (non-None) fields replaced."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown sizes: {', '.join(unknown)}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})

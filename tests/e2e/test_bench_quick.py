@@ -1,0 +1,66 @@
+"""The benchmark as a smoke test: every scenario completes and its numbers agree.
+
+Nothing here looks at speed. Sizes are smaller than ``--quick`` to keep the
+suite fast; ``python -m bench --quick`` runs the same code a little longer.
+"""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+
+import bench
+from bench.checks import check_recorded
+from bench.rows import Inconsistent
+from bench.workload import Tally, account_ids, charges, tally_of
+from ledger import Ledger
+
+TINY = bench.Sizes(
+    single=30,
+    batch=1_500,
+    batch_size=500,
+    hot_per_writer=8,
+    concurrent_per_writer=8,
+    charges=3_000,
+    month_charges=800,
+    report_accounts=3,
+    report_queries=3,
+    accounts=20,
+    writers=4,
+    hot_writers=2,
+)
+
+
+def test_every_scenario_completes_consistently(store_url, tmp_path):
+    docs = tmp_path / "BENCHMARKS.md"
+    rows = bench.run(store_url, sizes=TINY, write_docs=docs, console=Console(file=open(tmp_path / "out.txt", "w")))
+
+    assert [row.error for row in rows if row.error] == []
+    assert [row.scenario for row in rows if "n/a" in row.note] == []
+    timed = [row for row in rows if row.rate is not None]
+    assert len(timed) == len(rows)
+    by_key = {row.key: row for row in rows if row.key}
+    assert {"raw-single", "raw-batch", "crud-insert", "crud-aggregate", "crud-e2e", "projection"} <= set(by_key)
+    # every ledger row with a baseline got its ratio from this very run
+    assert all(row.ratio is not None for row in rows if row.baseline)
+    compaction = next(row for row in rows if row.scenario.startswith("compaction"))
+    assert compaction.n and compaction.extra["left"] <= 1.0
+    text = docs.read_text()
+    assert "## Results" in text and "## Machine" in text
+    assert all(row.scenario in text for row in rows)
+
+
+def test_a_wrong_count_is_reported_as_inconsistent(store_url):
+    """The consistency check bites: a store holding fewer charges than claimed fails."""
+    accounts = account_ids(3)
+    items = list(charges("check", 12, accounts))
+    ledger = Ledger.from_url(store_url)
+    try:
+        ledger.record_charges(items)
+    finally:
+        ledger.close()
+    check_recorded(store_url, accounts, tally_of(items))
+    claimed = tally_of(items)
+    claimed.merge(Tally(1, 1, 1, 2))
+    with pytest.raises(Inconsistent):
+        check_recorded(store_url, accounts, claimed)
