@@ -258,16 +258,16 @@ _held_guard = threading.Lock()
 
 
 @contextmanager
-def _holding(lock: TaskLock) -> Iterator[None]:
+def _holding(lock: TaskLock, name: str) -> Iterator[None]:
     """Huey's lock, remembering that this process holds it (see :func:`_requeue_interrupted`)."""
     lock.acquire()
     with _held_guard:
-        _held.add(lock._name)
+        _held.add(name)
     try:
         yield
     finally:
         with _held_guard:
-            _held.discard(lock._name)
+            _held.discard(name)
         lock.release()
 
 
@@ -298,7 +298,7 @@ def _run_aggregation(task: Task | None) -> dict[str, Any]:
         faults.plan.before_attempt("aggregate", task)
         hook = faults.plan.batch_hook()
     try:
-        with _holding(aggregation_lock):
+        with _holding(aggregation_lock, AGGREGATION_LOCK):
             return aggregate(get_ledger(), before_commit=hook)
     except Exception as exc:
         if faults.plan is not None:
@@ -344,7 +344,7 @@ def aggregate_charges(task: Task | None = None) -> dict[str, Any]:
 # -- graceful shutdown ------------------------------------------------------------
 
 #: How long an interrupted task waits on the schedule before it is due again.
-REQUEUE_DELAY_SECONDS = 2.0
+REQUEUE_DELAY_SECONDS = 1.0
 
 _OUR_TASKS = tuple(
     wrapper.task_class for wrapper in (create_charge, aggregate_daily_billing_records, aggregate_charges)

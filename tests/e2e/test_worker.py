@@ -18,7 +18,7 @@ import pytest
 
 from jobs import aggregate_daily_billing_records, create_charge, huey
 from jobs.faults import FaultPlan
-from jobs.queue import DEFAULT_QUEUE_FILE, use_queue
+from jobs.queue import DEFAULT_QUEUE_FILE, queue_url, use_queue
 from jobs.tasks import AGGREGATION_LOCK, aggregation_lock
 from ledger import Ledger, Settings
 from projections import Projector
@@ -87,12 +87,12 @@ def worker(tmp_path) -> Iterator[Worker]:
         yield rig
     finally:
         rig.close()
-        use_queue(huey, "memory://")
+        use_queue(huey, queue_url())  # as configured again
         print(rig.logs())
 
 
 def test_sigterm_lets_a_running_charge_finish_before_the_worker_exits(worker):
-    worker.faults.write(worker.faults.directory, {"create_charge": [{"pause": 1.0, "marker": "paused"}]})
+    worker.faults.write(worker.faults.directory, {"create_charge": [{"pause": 0.5, "marker": "paused"}]})
     process = worker.start()
     ledger = worker.ledger()
 

@@ -23,6 +23,7 @@ from huey.exceptions import TaskException
 
 from jobs import aggregate_charges, aggregate_daily_billing_records, create_charge, huey
 from jobs.faults import FaultPlan
+from jobs.queue import queue_url as configured_queue_url
 from jobs.queue import use_queue
 from jobs.rejected import list_rejected, resubmit
 from jobs.tasks import AGGREGATION_LOCK
@@ -100,12 +101,7 @@ class Rig:
     def close(self) -> None:
         for process in self.consumers:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)  # idle by now: stop at once
-        for process in self.consumers:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                process.kill()  # the test is over: nothing left to finish
                 process.wait()
         for ledger in self._ledgers:
             ledger.close()
@@ -127,7 +123,7 @@ def rig(request, tmp_path) -> Iterator[Rig]:
         yield rig
     finally:
         rig.close()
-        use_queue(huey, "memory://")
+        use_queue(huey, configured_queue_url())  # as configured again
         print(rig.logs())  # pytest shows it when the test failed
 
 
