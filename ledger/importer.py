@@ -338,7 +338,10 @@ def import_file(
     total = path.stat().st_size
     stem = f"import-{file_digest(path)[:16]}"
     result = ImportResult(path=str(path), format=kind)
-    rejects = _Rejects(Path(rejects_path) if rejects_path else default_rejects_path(path), result, sample_size)
+    reject_file = Path(rejects_path) if rejects_path else default_rejects_path(path)
+    if not reject_file.parent.is_dir():
+        raise ImportFileError(f"cannot write the reject file {reject_file}: no such directory")
+    rejects = _Rejects(reject_file, result, sample_size)
     batch: list[Line] = []
     try:
         with path.open("rb") as handle:

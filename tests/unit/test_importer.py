@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger import Ledger
+from ledger import Ledger, UnknownAccount
 from ledger.importer import (
     ImportFileError,
     detect_format,
@@ -138,3 +138,8 @@ def test_a_bad_batch_size_or_missing_file_is_refused(sqlite_ledger, tmp_path):
         import_file(sqlite_ledger, tmp_path / "c.jsonl", batch_size=0)
     with pytest.raises(ImportFileError, match="no such file"):
         import_file(sqlite_ledger, tmp_path / "c.jsonl")
+    path = write_jsonl(tmp_path / "c.jsonl", [{"account_id": "acme", "charge_type": "usage"}])
+    with pytest.raises(ImportFileError, match="cannot write the reject file .*: no such directory"):
+        import_file(sqlite_ledger, path, rejects_path=tmp_path / "nowhere" / "r.jsonl")
+    with pytest.raises(UnknownAccount):  # refused before recording anything
+        sqlite_ledger.account_totals("acme")
