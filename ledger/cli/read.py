@@ -106,7 +106,10 @@ def _figures(figures: dict[str, int] | None) -> str:
 @app.command()
 def audit(
     ctx: typer.Context,
-    no_project: bool = typer.Option(False, "--no-project", help="Audit at the records' current position."),
+    no_project: bool = typer.Option(
+        False, "--no-project",
+        help="Audit at the records' current position (after a compaction the records must be "
+        "projected past its rollups, or the pruned days show as differences)."),
     max_differences: int = typer.Option(1000, min=1, help="Differences listed at most."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
