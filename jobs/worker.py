@@ -23,8 +23,6 @@ from huey.api import Huey
 from jobs.queue import describe, huey
 from jobs.tasks import AGGREGATE_SCHEDULE
 
-log = logging.getLogger("jobs")
-
 LOG_FORMAT = "[%(asctime)s] %(levelname)s %(process)d %(threadName)s %(name)s: %(message)s"
 
 
@@ -76,13 +74,12 @@ def run_worker(
 ) -> None:
     """Run a consumer in this process until it is told to stop (blocks).
 
-    Must be called from the main thread (it installs signal handlers).
+    Must be called from the main thread (it installs signal handlers). The
+    caller shows :func:`banner` if it wants to (``ledger worker`` does).
     ``consumer_options`` go to :class:`huey.consumer.Consumer` as they are.
     """
     instance = instance or huey
     configure_logging(verbose)
-    for line in banner(instance, periodic).splitlines():
-        log.info(line)
     consumer = instance.create_consumer(
         workers=workers,
         periodic=periodic,
@@ -96,4 +93,5 @@ def run_worker(
 
 
 if __name__ == "__main__":
+    print(banner(), flush=True)
     run_worker()

@@ -62,6 +62,15 @@ class Worker:
         self.processes.append(process)
         return process
 
+    def start_command(self, *arguments: str) -> subprocess.Popen:
+        """``ledger worker ...``, the command line's way in."""
+        log = open(self.tmp / f"worker-{len(self.processes)}.log", "w")
+        process = subprocess.Popen([sys.executable, "-m", "ledger.cli", "worker", *arguments],
+                                   env=self.env, cwd=self.tmp, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(process)
+        return process
+
     def ledger(self) -> Ledger:
         ledger = Ledger(Settings(database_url=self.database_url))
         self.ledgers.append(ledger)
@@ -148,3 +157,18 @@ def test_the_banner_says_where_the_queue_lives_and_when_the_daily_job_runs(tmp_p
     assert f"SQLite file {tmp_path / 'db' / DEFAULT_QUEUE_FILE}" in done.stdout
     assert "'15 0 * * *' in America/New_York, next " in done.stdout
     assert "T00:15:00-0" in done.stdout  # 00:15 local, EST or EDT
+
+
+def test_ledger_worker_prints_where_its_queue_lives_records_and_stops_on_sigterm(worker):
+    process = worker.start_command("--workers", "2")
+    ledger = worker.ledger()
+
+    result = create_charge.delay(user_profile_id=7, charge_type="completion", prompt_tokens=1)
+    wait_for(lambda: ledger.store.find_charge(result.id), "the charge to be recorded")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=DEADLINE) == 0
+
+    logs = worker.logs()
+    assert f"SQLite file {worker.tmp / DEFAULT_QUEUE_FILE}" in logs
+    assert "Huey consumer started with 2 thread" in logs and "Periodic tasks are enabled" in logs
+    assert "All workers have stopped" in logs  # SIGTERM was the graceful signal
