@@ -162,7 +162,8 @@ def _global(
     ),
     billing_tz: Optional[str] = typer.Option(
         None, "--billing-tz", metavar="ZONE",
-        help="IANA time zone deciding billing dates [default: $LEDGER_BILLING_TZ, else UTC]",
+        help="IANA time zone deciding billing dates; keep it the same for every run on one "
+        "ledger [default: $LEDGER_BILLING_TZ, else UTC]",
     ),
 ) -> None:
     state = State(database_url=database_url, billing_tz=billing_tz)
