@@ -202,7 +202,9 @@ def _except(left: sa.Table, right: sa.Table) -> Any:
 
 
 def _count_keys(session: Session, *queries: Any) -> int:
-    keys = sa.union(*(sa.select(*(q.subquery().c[n] for n in KEY_COLUMNS)) for q in queries))
+    """Distinct keys over the rows the queries return."""
+    subqueries = [query.subquery() for query in queries]
+    keys = sa.union(*(sa.select(*(sub.c[name] for name in KEY_COLUMNS)) for sub in subqueries))
     return int(session.execute(sa.select(sa.func.count()).select_from(keys.subquery())).scalar() or 0)
 
 
