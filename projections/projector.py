@@ -122,9 +122,6 @@ class DayFold:
         self.zone_name = zone_name
         self._date_of = date_of
 
-    def __bool__(self) -> bool:
-        return bool(self.days) or bool(self.resets)
-
     def add_rows(self, rows: Iterable[tuple[str, bytes]], decode: Decoder) -> None:
         """Fold (topic, state) rows in log order; other topics are skipped."""
         days = self.days

@@ -6,7 +6,6 @@ import json
 import threading
 from datetime import date, datetime, timedelta, timezone
 
-import sqlalchemy as sa
 
 from ledger.compaction import compact, digest_item, digest_of
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
