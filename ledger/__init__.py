@@ -6,35 +6,57 @@ Record each model call's token usage as an immutable charge, exactly once::
     ledger = Ledger.from_url("sqlite:///ledger.db")
     receipt = ledger.record_charge(account_id="acme", charge_type="completion",
                                    prompt_tokens=100, completion_tokens=50)
+
+Names are imported on first use, so ``ledger --help`` starts without loading
+the event-sourcing stack.
 """
 
-from ledger.application import Ledger, Outcome, Receipt
-from ledger.charges import Charge
-from ledger.domain import Account, Totals
-from ledger.errors import (
-    AlreadyReversed,
-    BusyAccount,
-    ChargeConflict,
-    InvalidCharge,
-    LedgerError,
-    UnknownAccount,
-    UnknownCharge,
-)
-from ledger.settings import Settings
+from __future__ import annotations
 
-__all__ = [
-    "Account",
-    "AlreadyReversed",
-    "BusyAccount",
-    "Charge",
-    "ChargeConflict",
-    "InvalidCharge",
-    "Ledger",
-    "LedgerError",
-    "Outcome",
-    "Receipt",
-    "Settings",
-    "Totals",
-    "UnknownAccount",
-    "UnknownCharge",
-]
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "Ledger": "ledger.application",
+    "Outcome": "ledger.application",
+    "Receipt": "ledger.application",
+    "Charge": "ledger.charges",
+    "Account": "ledger.domain",
+    "Totals": "ledger.domain",
+    "AlreadyReversed": "ledger.errors",
+    "BusyAccount": "ledger.errors",
+    "ChargeConflict": "ledger.errors",
+    "InvalidCharge": "ledger.errors",
+    "LedgerError": "ledger.errors",
+    "UnknownAccount": "ledger.errors",
+    "UnknownCharge": "ledger.errors",
+    "Settings": "ledger.settings",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'ledger' has no attribute {name!r}") from None
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ledger.application import Ledger, Outcome, Receipt
+    from ledger.charges import Charge
+    from ledger.domain import Account, Totals
+    from ledger.errors import (
+        AlreadyReversed,
+        BusyAccount,
+        ChargeConflict,
+        InvalidCharge,
+        LedgerError,
+        UnknownAccount,
+        UnknownCharge,
+    )
+    from ledger.settings import Settings
