@@ -88,8 +88,9 @@ def retry_later(task: Task, exc: BaseException) -> RetryTask:
     together do not all come back together. ``task.retry_delay`` carries the
     next delay from attempt to attempt.
     """
-    delay = float(task.retry_delay or SETTINGS.task_retry_base_seconds)
-    task.retry_delay = min(delay * 2, SETTINGS.task_retry_max_seconds)
+    cap = SETTINGS.task_retry_max_seconds
+    delay = min(float(task.retry_delay or SETTINGS.task_retry_base_seconds), cap)
+    task.retry_delay = min(delay * 2, cap)
     task.retries -= 1  # Huey adds one back for RetryTask, then spends one
     log.warning(
         "%s %s failed (%s: %s); retrying in %.1fs, %d retries left",
@@ -267,8 +268,10 @@ def _holding(lock: TaskLock, name: str) -> Iterator[None]:
         yield
     finally:
         with _held_guard:
+            mine = name in _held  # not if the shutdown handler released it already
             _held.discard(name)
-        lock.release()
+        if mine:
+            lock.release()
 
 
 def aggregate(ledger: Ledger, *, before_commit: Any = None) -> dict[str, Any]:
