@@ -501,18 +501,25 @@ def _delete_events(session: Session, ledger: "Ledger", ids: list[int]) -> None:
     assert newest is not None and newest > max(ids), "compaction must never delete the newest event"
 
 
-def _snapshot(session: Session, ledger: "Ledger", aggregate_id: UUID, version: int) -> None:
-    """Snapshot at ``version`` unless the save's interval snapshot already did."""
+def _snapshot(session: Session, ledger: "Ledger", account: Account) -> None:
+    """Snapshot the saved account at its new version (unless the save's interval snapshot did).
+
+    The snapshot is taken from the account in hand, the state the rollups were
+    appended to, rather than by ``ledger.take_snapshot``, which would replay
+    the stream a second time inside the transaction (same result, twice the
+    work when the account had no snapshot yet).
+    """
     assert ledger.snapshots is not None, "compaction needs snapshotting enabled"
     table = ledger.snapshots.recorder.events_record_cls.__table__  # type: ignore[attr-defined]
     session.flush()  # the save's own snapshot is pending in the session; a Core select won't autoflush
     exists = session.execute(
         sa.select(table.c.originator_version).where(
-            table.c.originator_id == aggregate_id, table.c.originator_version == version
+            table.c.originator_id == account.id, table.c.originator_version == account.version
         )
     ).first()
     if exists is None:
-        ledger.take_snapshot(aggregate_id, version=version)
+        snapshot_class = getattr(type(account), "Snapshot", type(ledger).snapshot_class)
+        ledger.snapshots.put([snapshot_class.take(account)])
 
 
 def _compact_account(
@@ -557,7 +564,7 @@ def _compact_account(
                 on_step("rolled_up", aggregate_id)
                 ledger.save(account)
                 on_step("saved", aggregate_id)
-                _snapshot(session, ledger, aggregate_id, account.version)
+                _snapshot(session, ledger, account)
                 on_step("snapshotted", aggregate_id)
                 _delete_events(session, ledger, sorted(i for d in ready for i in d.pruned_ids))
                 on_step("pruned", aggregate_id)
