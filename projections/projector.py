@@ -16,6 +16,7 @@ are deleted before the batch's sums are upserted.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -62,6 +63,11 @@ def _loads() -> Decoder:
 
 
 loads = _loads()
+
+
+def is_plain_json(mapper: Any) -> bool:
+    """Stored state is the transcoder's UTF-8 JSON (no cipher, no compressor)."""
+    return getattr(mapper, "cipher", None) is None and getattr(mapper, "compressor", None) is None
 
 
 def state_decoder(mapper: Any) -> Decoder:
@@ -127,7 +133,7 @@ class DayFold:
         days = self.days
         date_of = self._date_of
         for topic, state in rows:
-            if state.__class__ is not bytes:
+            if state.__class__ is memoryview:
                 state = bytes(state)  # psycopg2 gives memoryview for bytea
             if topic == CHARGE_RECORDED_TOPIC:
                 sign = 1
@@ -216,12 +222,6 @@ def _insert(dialect: str, table: sa.Table) -> Any:
 
 #: Columns of an upsert row, in order.
 ROW_COLUMNS = KEY_COLUMNS + VALUE_COLUMNS + ("updated_at",)
-#: PostgreSQL array types of the key and value columns, for ``unnest``.
-_PG_ARRAY_TYPES = tuple("date[]" if name == "billing_date" else "text[]" for name in KEY_COLUMNS) + tuple(
-    "bigint[]" for _ in VALUE_COLUMNS
-)
-
-
 def _on_conflict(table: sa.Table) -> str:
     added = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in VALUE_COLUMNS)
     return f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {added}, updated_at = excluded.updated_at"
@@ -233,30 +233,54 @@ def sqlite_upsert_sql(table: sa.Table) -> str:
     return f"INSERT INTO {table.name} ({', '.join(ROW_COLUMNS)}) VALUES ({placeholders}) {_on_conflict(table)}"
 
 
+#: PostgreSQL: the batch's rows are copied here, then upserted in one statement.
+STAGING_TABLE = "projection_batch"
+_STAGING_DDL = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING_TABLE} ("
+    + ", ".join(f"{name} {'date' if name == 'billing_date' else 'text'}" for name in KEY_COLUMNS)
+    + ", "
+    + ", ".join(f"{name} bigint" for name in VALUE_COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
+)
+#: COPY's text format: these characters must be escaped in a value.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
 def postgres_upsert_sql(table: sa.Table) -> str:
-    """The same upsert fed by one array per column: one statement, no per-row parameter work."""
-    names = KEY_COLUMNS + VALUE_COLUMNS
-    arrays = ", ".join(f"%s::{kind}" for kind in _PG_ARRAY_TYPES)
+    """The upsert from the staging table: one statement for the whole batch."""
+    names = ", ".join(KEY_COLUMNS + VALUE_COLUMNS)
     return (
         f"INSERT INTO {table.name} ({', '.join(ROW_COLUMNS)}) "
-        f"SELECT {', '.join(names)}, %s FROM unnest({arrays}) AS batch({', '.join(names)}) "
-        f"{_on_conflict(table)}"
+        f"SELECT {names}, %s FROM {STAGING_TABLE} {_on_conflict(table)}"
     )
 
 
-def upsert_rows(session: Session, dialect: str, table: sa.Table, fold: "DayFold", now: datetime) -> None:
-    """Add the fold's deltas to the table in one driver call.
+def _copy_text(fold: "DayFold") -> io.StringIO:
+    """The fold's rows in COPY text format (tab-separated, escaped, one per line)."""
+    lines = []
+    for account_id, day, user_id, charge_type, provider, model, n, p, c, t, _ in fold.rows(date.isoformat, None):
+        keys = (account_id, day, user_id, charge_type, provider, model)
+        lines.append("\t".join(k.translate(_COPY_ESCAPES) for k in keys) + f"\t{n}\t{p}\t{c}\t{t}\n")
+    return io.StringIO("".join(lines))
 
-    Plain SQL straight to the driver: the projector writes thousands of rows
-    per batch, and SQLAlchemy's per-row parameter processing would cost more
-    than the database does.
+
+def upsert_rows(session: Session, dialect: str, table: sa.Table, fold: "DayFold", now: datetime) -> None:
+    """Add the fold's deltas to the table, straight through the driver.
+
+    The projector writes thousands of rows per batch: SQLAlchemy's per-row
+    parameter processing would cost more than the database does. SQLite takes
+    one ``executemany``; PostgreSQL takes a ``COPY`` into a temporary table
+    and one ``INSERT ... SELECT ... ON CONFLICT`` (no per-row parameters to
+    format or parse).
     """
     connection = session.connection()
     if dialect == "postgresql":
-        columns = [list(column) for column in zip(*fold.rows(date.isoformat, None))]
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(postgres_upsert_sql(table), (now, *columns[: len(_PG_ARRAY_TYPES)]))
+            cursor.execute(_STAGING_DDL)
+            cursor.copy_expert(f"COPY {STAGING_TABLE} FROM STDIN", _copy_text(fold))
+            cursor.execute(postgres_upsert_sql(table), (now,))
+            cursor.execute(f"TRUNCATE {STAGING_TABLE}")
         finally:
             cursor.close()
     else:  # SQLite stores dates and times as text, exactly as SQLAlchemy reads them back
@@ -336,6 +360,9 @@ class Projector:
         self.dialect = self.engine.dialect.name
         self._events = ledger.recorder.events_record_cls.__table__
         self._decode = state_decoder(ledger.mapper)
+        # PostgreSQL sends bytea hex-encoded, twice the bytes: plain JSON travels as text.
+        plain = self.dialect == "postgresql" and is_plain_json(ledger.mapper)
+        self._state_column = "convert_from(state, 'UTF8')" if plain else "state"
         self._date_of = billing_date_function(self.zone)
         self._prepared = False
 
@@ -394,7 +421,7 @@ class Projector:
     def _read(self, session: Session, position: int, limit: int, stop: int | None) -> list[tuple[Any, ...]]:
         """(id, topic, state) of the next notifications, as plain driver tuples (the hot path)."""
         mark = "%s" if self.dialect == "postgresql" else "?"
-        sql = f"SELECT id, topic, state FROM {self._events.name} WHERE id > {mark}"
+        sql = f"SELECT id, topic, {self._state_column} FROM {self._events.name} WHERE id > {mark}"
         parameters: tuple[int, ...] = (position,)
         if stop is not None:
             sql += f" AND id <= {mark}"

@@ -355,3 +355,15 @@ def test_account_totals_agree_with_the_records(ledger):
         rows = [v for k, v in live(ledger).items() if k[0] == account]
         assert (totals.charges, totals.total_tokens) == (sum(r[0] for r in rows), sum(r[3] for r in rows))
     assert account_uuid("acct-0") != account_uuid("acct-1")
+
+
+def test_keys_with_backslashes_quotes_and_unicode_survive_the_bulk_write(ledger):
+    model = Model()
+    odd = [dict(item, account_id=account, user_id=user) for item, (account, user) in zip(
+        charges(4, accounts=1),
+        [("ac\\me", "u\\1"), ("o'brien", 'say "hi"'), ("zürich-ß", "用户"), ("\\N", "\\\\")],
+    )]
+    model.record(ledger, odd)
+    Projector(ledger).run()
+    assert live(ledger) == model.records()
+    assert rebuild(ledger).clean
