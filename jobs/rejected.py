@@ -11,7 +11,7 @@ the charge.
 
 from __future__ import annotations
 
-import json
+import math
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -91,14 +91,35 @@ def errors_of(exc: BaseException) -> dict[str, str]:
 
 
 def jsonable(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The submitted fields as JSON values (datetimes as ISO 8601, the rest as text)."""
+    """The submitted fields as JSON values (datetimes as ISO 8601, the rest as text).
 
-    def convert(value: Any) -> Any:
+    Whatever was submitted must be keepable, or the charge would be lost with
+    its rejection: a non-finite float or an integer too long to write as
+    text (over 4,300 digits) is kept as a description instead.
+    """
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            return value
+        if isinstance(value, int):
+            return value if abs(value) < 10**4000 else f"<an integer of {value.bit_length()} bits>"
+        if isinstance(value, float):
+            return value if math.isfinite(value) else repr(value)
         if isinstance(value, datetime):
             return value.isoformat()
-        return str(value)
+        if isinstance(value, Mapping):
+            return {_key(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        try:
+            return str(value)
+        except Exception:  # a hostile object's own __str__ failed
+            return f"<{type(value).__name__}>"
 
-    return json.loads(json.dumps(dict(payload), default=convert))
+    def _key(key: Any) -> str:
+        return key if isinstance(key, str) else str(plain(key))
+
+    return plain(dict(payload))
 
 
 def _engine(ledger: "Ledger") -> sa.engine.Engine:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
@@ -133,12 +134,12 @@ class ChargeValidator:
         if not isinstance(raw, Mapping):
             raise InvalidCharge({"charge": f"expected an object of fields, got {type(raw).__name__}"})
         errors: dict[str, str] = {}
-        unknown = sorted(str(k) for k in raw if k not in INPUT_FIELDS)
+        unknown = sorted(_field_name(k) for k in raw if k not in INPUT_FIELDS)
         for name in unknown:
-            errors[name[:64]] = "unknown field"
+            errors[name] = "unknown field"
         values: dict[str, Any] = {}
 
-        profile = self._optional_int(raw, "user_profile_id", errors, minimum=0)
+        profile = self._optional_int(raw, "user_profile_id", errors, minimum=0, maximum=MAX_PROFILE_ID)
         for name in ("session_key", "provider", "model", "user_id", "account_id", "charge_id"):
             values[name] = self._optional_str(raw, name, errors, self.settings.max_string_length)
         values["reference"] = self._optional_str(
@@ -185,6 +186,14 @@ class ChargeValidator:
             except Exception as exc:  # a resolver's own lookup error names the cause
                 errors["user_profile_id"] = f"no account for user profile {profile}: {exc}"
                 return
+            resolved = {"account_id": account_id, "user_id": user_id}
+            limit = self.settings.max_string_length
+            for name in ("account_id", "user_id"):
+                problem: dict[str, str] = {}
+                self._optional_str(resolved, name, problem, limit)
+                if problem:
+                    errors["user_profile_id"] = f"resolved to an unusable {name}: {problem[name]}"
+                    return
             values["account_id"] = account_id
             if values["user_id"] is None:
                 values["user_id"] = user_id
@@ -262,7 +271,11 @@ class ChargeValidator:
         if value.tzinfo is None or value.utcoffset() is None:
             errors["occurred_at"] = "must carry a time zone (e.g. 2026-01-31T12:00:00Z)"
             return None, True
-        if not 2000 <= value.astimezone(timezone.utc).year <= 9998:
+        try:
+            in_utc = value.astimezone(timezone.utc)
+        except (OverflowError, ValueError):  # e.g. 9999-12-31T23:00-05:00
+            in_utc = None
+        if in_utc is None or not 2000 <= in_utc.year <= 9998:
             errors["occurred_at"] = f"out of range: {value.isoformat()}"
             return None, True
         return value.astimezone(timezone.utc), True
@@ -289,7 +302,7 @@ class ChargeValidator:
             value = int(value)
         elif isinstance(value, str):
             text = value.strip()
-            if not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 40:
+            if not _INTEGER_TEXT.fullmatch(text):
                 errors[name] = f"expected an integer, got {_shown(value)}"
                 return None
             value = int(text)
@@ -297,10 +310,10 @@ class ChargeValidator:
             errors[name] = f"expected an integer, got {type(value).__name__}"
             return None
         if minimum is not None and value < minimum:
-            errors[name] = f"must be >= {minimum}, got {value}"
+            errors[name] = f"must be >= {minimum}, got {_shown_int(value)}"
             return None
         if maximum is not None and value > maximum:
-            errors[name] = f"must be <= {maximum}, got {value}"
+            errors[name] = f"must be <= {maximum}, got {_shown_int(value)}"
             return None
         return value
 
@@ -314,6 +327,9 @@ class ChargeValidator:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             errors[name] = f"expected a string, got {type(value).__name__}"
             return None
+        if isinstance(value, int) and not -(10**max_length) < value < 10**max_length:
+            errors[name] = f"longer than {max_length} characters (an integer of {value.bit_length()} bits)"
+            return None
         text = str(value).strip()
         if not text:
             return None
@@ -326,6 +342,28 @@ class ChargeValidator:
             errors[name] = "contains control or invalid characters"
             return None
         return text
+
+
+#: The seed's user profile ids are database bigints.
+MAX_PROFILE_ID = 2**63 - 1
+#: An integer written as text: optional minus, ASCII digits, at most 40 of them.
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,40}")
+
+
+def _shown_int(value: int) -> str:
+    """An integer for an error message; a huge one by its size (str() refuses > 4300 digits)."""
+    if -(10**40) < value < 10**40:
+        return str(value)
+    return f"{'a negative' if value < 0 else 'an'} integer of {value.bit_length()} bits"
+
+
+def _field_name(key: Any) -> str:
+    """A caller's field name for an error, printable and short whatever it was."""
+    try:
+        text = key if isinstance(key, str) else repr(key)
+    except Exception:  # a hostile key's own repr failed
+        text = f"<{type(key).__name__}>"
+    return text[:64]
 
 
 def _shown(value: str, limit: int = 40) -> str:

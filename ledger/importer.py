@@ -154,6 +154,12 @@ def read_jsonl(handle: io.BufferedReader) -> Iterator[tuple[Line, int]]:
         except json.JSONDecodeError as exc:
             yield Line(number, text, errors={"line": f"not valid JSON: {exc.msg} at column {exc.colno}"}), consumed
             continue
+        except ValueError as exc:  # valid JSON Python refuses, e.g. an integer of over 4300 digits
+            yield Line(number, text, errors={"line": f"unreadable JSON value: {exc}"}), consumed
+            continue
+        except RecursionError:
+            yield Line(number, text, errors={"line": "JSON nested too deeply"}), consumed
+            continue
         if not isinstance(value, dict):
             yield Line(number, text, errors={"line": f"expected a JSON object, got {type(value).__name__}"}), consumed
             continue

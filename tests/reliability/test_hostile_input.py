@@ -1,0 +1,190 @@
+"""Hostile input through every door: the service, the Huey task and ``ledger import``.
+
+Each case of :mod:`hostile_corpus` (1,500 of them: wrong types, negative and
+huge integers, NaN-like strings, control and unassigned characters, oversize
+strings, SQL look-alikes, missing accounts, bad zones, naive and out-of-range
+times, hostile field names) is either rejected with an error naming the bad
+field and nothing stored, or - when it is nasty but valid - stored verbatim.
+In batches and files, the valid neighbours of every bad item are stored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from huey.exceptions import CancelExecution
+from typer.testing import CliRunner
+
+from hostile_corpus import STRING_FIELDS, Case, base, corpus
+from ledger import InvalidCharge, Ledger, Settings
+from ledger.charges import INPUT_FIELDS
+from ledger.persistence import charge_ids
+
+CASES = corpus()
+NEIGHBOUR_OFFSET = 1_000_000
+
+
+def test_the_corpus_is_large_and_mixed() -> None:
+    assert len(CASES) >= 1_000
+    assert sum(c.expect is None for c in CASES) >= 200  # nasty but valid: must be stored
+    assert len({c.expect for c in CASES}) >= 12  # every field gets named
+
+
+def named(case: Case, errors: dict[str, str]) -> bool:
+    """The error names the case's bad field (any unknown name for a non-text key)."""
+    if case.expect == "<unknown>":
+        return any(name not in INPUT_FIELDS for name in errors)
+    return case.expect in errors
+
+
+def stored_rows(ledger: Ledger) -> dict[str, dict[str, Any]]:
+    with ledger.recorder.transaction(commit=False) as session:
+        rows = session.execute(sa.select(charge_ids.c.charge_id, charge_ids.c.payload)).all()
+    return {row.charge_id: json.loads(row.payload) for row in rows}
+
+
+def check_verbatim(case: Case, payload: dict[str, Any]) -> None:
+    """A valid nasty value is stored as given (trimmed), never mangled."""
+    for field in STRING_FIELDS:
+        if field in case.fields and field != "charge_id":
+            value = case.fields[field]
+            assert payload[field] == ((str(value).strip() or None) if field != "user_id"
+                                      else str(value).strip()), (case.name, field)
+
+
+def event_count(ledger: Ledger) -> int:
+    table = ledger.recorder.events_record_cls.__table__
+    with ledger.recorder.transaction(commit=False) as session:
+        return int(session.execute(
+            sa.select(sa.func.count()).select_from(table).where(table.c.topic.like("%ChargeRecorded"))
+        ).scalar())
+
+
+def test_each_case_alone_through_the_service(ledger: Ledger) -> None:
+    accepted: dict[str, Case] = {}
+    failures = []
+    for case in (c for c in CASES if c.kwargs_safe):
+        try:
+            receipt = ledger.record_charge(**case.fields)
+        except InvalidCharge as exc:
+            if case.expect is None or not named(case, exc.errors):
+                failures.append((case.name, case.expect, exc.errors))
+            continue
+        if case.expect is not None:
+            failures.append((case.name, case.expect, "stored"))
+        else:
+            assert not receipt.duplicate, case.name
+            accepted[receipt.charge_id] = case
+    assert failures == []
+    rows = stored_rows(ledger)
+    assert set(rows) == set(accepted)  # nothing else entered the log
+    assert event_count(ledger) == len(accepted)
+    for charge_id, case in accepted.items():
+        check_verbatim(case, rows[charge_id])
+
+
+def test_batches_keep_every_valid_neighbour(ledger: Ledger) -> None:
+    """Eight hostile items per batch, each between two valid neighbours."""
+    expected_ids: set[str] = set()
+    for start in range(0, len(CASES), 8):
+        chunk = CASES[start : start + 8]
+        items: list[Any] = []
+        roles: list[Case | None] = []
+        for offset, case in enumerate(chunk):
+            neighbour = base(NEIGHBOUR_OFFSET + start + offset)
+            items += [neighbour, case.fields]
+            roles += [None, case]
+            expected_ids.add(neighbour["charge_id"])
+        outcomes = ledger.record_charges(items)
+        assert [o.index for o in outcomes] == list(range(len(items)))
+        for outcome, role in zip(outcomes, roles):
+            if role is None:
+                assert outcome.ok and not outcome.receipt.duplicate, outcome
+            elif role.expect is None:
+                assert outcome.ok, (role.name, outcome.error)
+                expected_ids.add(outcome.receipt.charge_id)
+            else:
+                assert isinstance(outcome.error, InvalidCharge), (role.name, outcome)
+                assert named(role, outcome.error.errors), (role.name, role.expect, outcome.error.errors)
+    rows = stored_rows(ledger)
+    assert set(rows) == expected_ids
+    assert event_count(ledger) == len(expected_ids)
+
+
+@pytest.fixture
+def task_ledger(store_url, monkeypatch):
+    """The jobs' per-process ledger, on this test's store."""
+    from jobs.tasks import close_ledger, get_ledger
+
+    monkeypatch.setenv("LEDGER_DATABASE_URL", store_url)
+    close_ledger()
+    yield get_ledger()
+    close_ledger()
+
+
+def test_each_case_through_the_huey_task(task_ledger: Ledger) -> None:
+    """The task body as a worker runs it: a refused charge is kept, with its errors, not retried."""
+    from jobs import create_charge
+    from jobs.rejected import list_rejected
+
+    expected_rejects: dict[str, Case] = {}
+    recorded: set[str] = set()
+    for case in (c for c in CASES if c.kwargs_safe):
+        task = create_charge.s(**case.fields)
+        if case.expect is None:
+            task.execute()
+            recorded.add(task.kwargs["charge_id"])
+        else:
+            with pytest.raises(CancelExecution):
+                task.execute()
+            assert task.retries == 0, case.name  # a refusal is final
+            expected_rejects[task.id] = case
+    kept = {row.task_id: row for row in list_rejected(task_ledger)}
+    assert set(kept) == set(expected_rejects)
+    failures = [(c.name, c.expect, kept[t].errors) for t, c in expected_rejects.items()
+                if not named(c, kept[t].errors)]
+    assert failures == []
+    rows = stored_rows(task_ledger)
+    assert set(rows) == {str(i).strip() for i in recorded}
+
+
+def test_each_case_through_ledger_import(tmp_path: Path, sqlite_url: str) -> None:
+    """One JSONL file: every hostile line between valid ones; rejects name line and field."""
+    from ledger.cli import app
+
+    lines: list[str] = []
+    roles: dict[int, Case | None] = {}
+    for i, case in enumerate(c for c in CASES if c.json_safe):
+        neighbour = base(NEIGHBOUR_OFFSET + i)
+        lines.append(json.dumps(neighbour))
+        roles[len(lines)] = None
+        lines.append(json.dumps(case.fields))
+        roles[len(lines)] = case
+    source = tmp_path / "hostile.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["--database-url", sqlite_url, "import", str(source), "--json"])
+    assert result.exit_code == 3, result.output  # some lines rejected, the rest recorded
+    summary = json.loads(result.stdout)
+    rejects = {}
+    for text in Path(summary["rejects_path"]).read_text(encoding="utf-8").splitlines():
+        entry = json.loads(text)
+        rejects[entry["line"]] = entry["errors"]
+    failures = []
+    for number, role in roles.items():
+        if role is None or role.expect is None:
+            if number in rejects:
+                failures.append((number, role.name if role else "neighbour", rejects[number]))
+        elif number not in rejects or not named(role, rejects[number]):
+            failures.append((number, role.name, role.expect, rejects.get(number)))
+    assert failures == []
+    valid = sum(1 for role in roles.values() if role is None or role.expect is None)
+    assert summary["recorded"] == valid and summary["rejected"] == len(roles) - valid
+    ledger = Ledger(Settings(database_url=sqlite_url))
+    try:
+        assert len(stored_rows(ledger)) == valid == event_count(ledger)
+    finally:
+        ledger.close()
