@@ -419,17 +419,23 @@ class Projector:
         return len(rows), new_position
 
     def _read(self, session: Session, position: int, limit: int, stop: int | None) -> list[tuple[Any, ...]]:
-        """(id, topic, state) of the next notifications, as plain driver tuples (the hot path)."""
+        """(id, topic, state) of the next notifications, as plain driver tuples (the hot path).
+
+        ``stop`` is applied here, not in SQL: with a second bound PostgreSQL may
+        misjudge the range (fresh tables have no statistics) and sort it
+        whole instead of walking the primary key.
+        """
         mark = "%s" if self.dialect == "postgresql" else "?"
-        sql = f"SELECT id, topic, {self._state_column} FROM {self._events.name} WHERE id > {mark}"
-        parameters: tuple[int, ...] = (position,)
-        if stop is not None:
-            sql += f" AND id <= {mark}"
-            parameters += (stop,)
-        sql += f" ORDER BY id LIMIT {int(limit)}"
+        sql = (
+            f"SELECT id, topic, {self._state_column} FROM {self._events.name} "
+            f"WHERE id > {mark} ORDER BY id LIMIT {int(limit)}"
+        )
         cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(sql, parameters)
-            return cursor.fetchall()
+            cursor.execute(sql, (position,))
+            rows = cursor.fetchall()
         finally:
             cursor.close()
+        if stop is not None and rows and rows[-1][0] > stop:
+            rows = [row for row in rows if row[0] <= stop]
+        return rows
