@@ -222,6 +222,8 @@ def _insert(dialect: str, table: sa.Table) -> Any:
 
 #: Columns of an upsert row, in order.
 ROW_COLUMNS = KEY_COLUMNS + VALUE_COLUMNS + ("updated_at",)
+
+
 def _on_conflict(table: sa.Table) -> str:
     added = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in VALUE_COLUMNS)
     return f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {added}, updated_at = excluded.updated_at"
