@@ -5,7 +5,8 @@ charges, 1% reversed), projects them, then compacts every closed day up to the
 projector's position and reports: raw charge rows of closed days, all event
 rows, bytes of each ledger table (SQLite: ``dbstat`` pages after VACUUM;
 PostgreSQL: ``pg_total_relation_size`` after VACUUM FULL), and compaction
-speed (events pruned per second, dry run and real run).
+speed (events pruned per second: the month at once, a rerun with nothing to
+do, and one more day compacted the next day).
 
     python bench/compaction_size.py --url sqlite:////tmp/compaction.db
     python bench/compaction_size.py --url postgresql+psycopg2://postgres@127.0.0.1:5432/bench
@@ -133,6 +134,24 @@ def main() -> None:
     report = audit(ledger)
     assert report.clean, report.to_dict()
     after = measure(ledger)
+
+    # Steady state: nothing new (the scan alone), then one more closed day,
+    # compacted from the snapshots the month's compaction left.
+    t0 = time.perf_counter()
+    idle = compact(ledger, before=today, projected_position=projector.position(), grace=timedelta(0))
+    idle_seconds = time.perf_counter() - t0
+    assert idle.events_pruned == 0
+    day_start = datetime.combine(today - timedelta(days=1), clock(), timezone.utc)
+    day_items = [{**item, "charge_id": f"next-{item['charge_id']}"}
+                 for item in month(1, args.accounts, args.users, args.charges // args.days, day_start)]
+    for offset in range(0, len(day_items), 5_000):
+        assert all(o.ok for o in ledger.record_charges(day_items[offset:offset + 5_000]))
+    projector.run()
+    t0 = time.perf_counter()
+    daily = compact(ledger, before=today, projected_position=projector.position(), grace=timedelta(0))
+    daily_seconds = time.perf_counter() - t0
+    projector.run()
+    assert audit(ledger).clean
     fresh.close()
     ledger.close()
 
@@ -150,6 +169,9 @@ def main() -> None:
         "compaction": {"seconds": round(compact_seconds, 2), "accounts": result.accounts, "days": result.days,
                        "events_pruned": result.events_pruned, "retries": result.retries,
                        "events_per_second": round(result.events_pruned / compact_seconds)},
+        "rerun_with_nothing_to_do_seconds": round(idle_seconds, 2),
+        "next_day": {"seconds": round(daily_seconds, 2), "events_pruned": daily.events_pruned,
+                     "events_per_second": round(daily.events_pruned / daily_seconds)},
         "audit_clean": report.clean,
     }, indent=2))
 
