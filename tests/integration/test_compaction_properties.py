@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from conftest import PG_URL, reset_postgres
 from ledger import Ledger, Settings
-from test_compaction import Model, check, fold_log, run
+from test_compaction import Model, check, run
 
 UTC = timezone.utc
 DAYS = [date(2026, 1, 1) + timedelta(days=i) for i in range(4)]
