@@ -1,18 +1,23 @@
 """End to end: record each charge with ``record_charge``, then project the day.
 
-The same charges and the same accounts as the CRUD baseline's end to end
-(one committed INSERT per charge, then its aggregation job).
+Paired with the CRUD design on the same store and the same charges: blocks of
+``record_charge`` calls take turns with blocks of committed CRUD INSERTs (see
+:mod:`bench.pairing`); then the projector and the CRUD aggregation job each
+run once. Each side's total is its recording plus its aggregation.
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 
+from bench import baselines
 from bench.checks import check_recorded, expect, projected_totals
 from bench.context import Context
-from bench.limit import CRUD_END_TO_END
-from bench.recording import _open_accounts
+from bench.pairing import alternate, blocks_of
+from bench.recording import SINGLE_BLOCK, _open_accounts
 from bench.rows import POSTGRESQL, Row, Target, missing
+from bench.stores import engine_for
 from bench.workload import account_ids, charges, tally_of
 from ledger import Ledger
 
@@ -25,28 +30,42 @@ def end_to_end(ctx: Context) -> list[Row]:
         from projections import Projector
     except ImportError:
         return [missing(name, ctx.kind, "projections")]
+    n = ctx.sizes.single
     accounts = account_ids(ctx.sizes.accounts)
-    items = list(charges("e2e", ctx.sizes.single, accounts))
+    items = list(charges("e2e", n, accounts))
     with ctx.fresh("e2e") as url:
         expected = _open_accounts(url, accounts, "e2e")
+        engine = engine_for(url)
         ledger = Ledger.from_url(url)
         try:
+            baselines.create_tables(engine)
             for account in accounts:
                 ledger.account_totals(account)
             projector = Projector(ledger)
             projector.run()  # the openings: yesterday's work
-            opened = projected_totals(ledger)
+
+            def record(block: range) -> None:
+                for i in block:
+                    ledger.record_charge(**items[i])
+
+            pairs = [
+                (partial(record, block), partial(baselines.crud_insert_one_per_call, engine, items[block.start : block.stop]))
+                for block in blocks_of(n, SINGLE_BLOCK)
+            ]
+            ledger_seconds, crud_seconds = alternate(pairs)
             began = time.perf_counter()
-            for item in items:
-                ledger.record_charge(**item)
             projector.run()
-            seconds = time.perf_counter() - began
+            project_seconds = time.perf_counter() - began
+            aggregate_seconds = baselines.crud_aggregate(engine)
             expected.merge(tally_of(items))
             expect("projected records", projected_totals(ledger), expected)
-            if opened.charges != len(accounts):
-                raise AssertionError("account openings were not projected")
+            baselines.check_crud(engine, tally_of(items))
         finally:
             ledger.close()
+            engine.dispose()
         check_recorded(url, accounts, expected)
-    row = Row(name, ctx.kind, len(items), seconds, target=END_TO_END_TARGET)
-    return [row.against(ctx.baseline(CRUD_END_TO_END))]
+    crud = Row("CRUD end to end, interleaved (insert each + aggregate)", ctx.kind, n, crud_seconds + aggregate_seconds,
+               note=f"aggregation {aggregate_seconds:.3f} s", key="crud-e2e-paired")
+    row = Row(name, ctx.kind, n, ledger_seconds + project_seconds, target=END_TO_END_TARGET,
+              note=f"projection {project_seconds:.3f} s")
+    return [crud, row.against(crud)]

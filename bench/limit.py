@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from bench import baselines
 from bench.context import Context
 from bench.rows import Inconsistent, Row
@@ -30,7 +32,7 @@ def raw_limit(ctx: Context) -> list[Row]:
             data = raw_event_rows(list(charges("raw", WARM_UP + sizes.single, accounts)))
             baselines.insert_raw_one_per_commit(engine, data[:WARM_UP])
             seconds = baselines.insert_raw_one_per_commit(engine, data[WARM_UP:])
-            _expect_rows(engine, len(data))
+            expect_rows(engine, len(data))
         finally:
             engine.dispose()
     rows.append(Row("raw INSERT, 1 row/commit", ctx.kind, sizes.single, seconds, "rows", key=RAW_SINGLE))
@@ -41,7 +43,7 @@ def raw_limit(ctx: Context) -> list[Row]:
             data = raw_event_rows(list(charges("raw", sizes.batch + sizes.batch_size, accounts)))
             baselines.insert_raw_batched(engine, data[: sizes.batch_size], sizes.batch_size)
             seconds = baselines.insert_raw_batched(engine, data[sizes.batch_size :], sizes.batch_size)
-            _expect_rows(engine, len(data))
+            expect_rows(engine, len(data))
         finally:
             engine.dispose()
     rows.append(
@@ -71,7 +73,8 @@ def crud(ctx: Context) -> list[Row]:
     ]
 
 
-def _expect_rows(engine, wanted: int) -> None:  # type: ignore[no-untyped-def]
+def expect_rows(engine: sa.engine.Engine, wanted: int) -> None:
+    """The raw table holds exactly the rows inserted."""
     found = baselines.count_rows(engine, baselines.raw_events)
     if found != wanted:
         raise Inconsistent(f"raw table holds {found} rows, {wanted} were inserted")

@@ -2,25 +2,32 @@
 
 Each scenario runs on an empty store; its accounts are opened (one untimed
 charge each) before the clock starts, as they would be in a running system.
-Afterwards a fresh Ledger must show exactly the charges recorded.
+Single and batch recording take turns with their raw-insert baseline on the
+same store (see :mod:`bench.pairing`). Afterwards a fresh Ledger must show
+exactly the charges recorded.
 """
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from typing import Sequence
 
-from bench import writers
+from bench import baselines, writers
 from bench.checks import check_recorded
 from bench.context import Context
-from bench.limit import RAW_BATCH, RAW_SINGLE
+from bench.limit import WARM_UP, expect_rows
+from bench.pairing import alternate, blocks_of
 from bench.rows import Row, at_least
-from bench.workload import Tally, account_ids, charges, tally_of
+from bench.stores import engine_for
+from bench.workload import Tally, account_ids, charges, raw_event_rows, tally_of
 from ledger import Ledger
 
 SINGLE_ONE = "ledger-single-1"
 SINGLE_MANY = "ledger-single-100"
 BATCH = "ledger-batch"
+
+#: record_charge calls per turn before the raw baseline takes its turn.
+SINGLE_BLOCK = 100
 
 SINGLE_TARGET = at_least(0.60, "≥ 60% of raw 1 row/commit")
 BATCH_TARGET = at_least(0.50, "≥ 50% of raw batched")
@@ -39,64 +46,89 @@ def _open_accounts(url: str, accounts: Sequence[str], prefix: str) -> Tally:
     return tally_of(opening)
 
 
-def _single(ctx: Context, name: str, accounts: Sequence[str]) -> tuple[float, Tally]:
-    items = list(charges(name, ctx.sizes.single, accounts))
+def _single(ctx: Context, name: str, accounts: Sequence[str]) -> tuple[float, float]:
+    """(ledger seconds, raw seconds) for ``single`` charges each, interleaved on one store."""
+    n = ctx.sizes.single
+    items = list(charges(name, n, accounts))
+    raw_rows = raw_event_rows(list(charges(f"{name}-raw", n, account_ids(len(accounts), "raw"))))
     with ctx.fresh(name) as url:
         expected = _open_accounts(url, accounts, name)
+        engine = engine_for(url)
         ledger = Ledger.from_url(url)
         try:
+            baselines.create_tables(engine)
+            warm_up = raw_event_rows(list(charges(f"{name}-warm", WARM_UP, account_ids(1, "warm"))))
+            baselines.insert_raw_one_per_commit(engine, warm_up)
             for account in accounts:
                 ledger.account_totals(account)
-            began = time.perf_counter()
-            for item in items:
-                ledger.record_charge(**item)
-            seconds = time.perf_counter() - began
+
+            def record(block: range) -> None:
+                for i in block:
+                    ledger.record_charge(**items[i])
+
+            pairs = [
+                (partial(record, block), partial(baselines.insert_raw_one_per_commit, engine, raw_rows[block.start : block.stop]))
+                for block in blocks_of(n, SINGLE_BLOCK)
+            ]
+            ledger_seconds, raw_seconds = alternate(pairs)
+            expect_rows(engine, WARM_UP + n)
         finally:
             ledger.close()
+            engine.dispose()
         expected.merge(tally_of(items))
         check_recorded(url, accounts, expected)
-    return seconds, expected
+    return ledger_seconds, raw_seconds
 
 
 def single(ctx: Context) -> list[Row]:
-    """``record_charge`` one call at a time: one account, then many accounts."""
-    raw = ctx.baseline(RAW_SINGLE)
+    """``record_charge`` one call at a time (one account, then many), each paired with raw one-row commits."""
     n = ctx.sizes.single
-    seconds_one, _ = _single(ctx, "single1", account_ids(1))
-    one = Row("record_charge, 1 account", ctx.kind, n, seconds_one, target=SINGLE_TARGET, key=SINGLE_ONE)
-    ctx.remember(one)
-    many_accounts = account_ids(ctx.sizes.accounts)
-    seconds_many, _ = _single(ctx, "single100", many_accounts)
-    many = Row(
-        f"record_charge, {len(many_accounts)} accounts", ctx.kind, n, seconds_many, target=SINGLE_TARGET, key=SINGLE_MANY
-    )
-    return [one.against(raw), many.against(raw)]
+    rows = []
+    for accounts, key in ((account_ids(1), SINGLE_ONE), (account_ids(ctx.sizes.accounts), SINGLE_MANY)):
+        label = "1 account" if len(accounts) == 1 else f"{len(accounts)} accounts"
+        ledger_seconds, raw_seconds = _single(ctx, f"single{len(accounts)}", accounts)
+        raw = Row(f"raw INSERT, 1 row/commit, interleaved ({label})", ctx.kind, n, raw_seconds, "rows",
+                  key=f"{key}-raw")
+        row = Row(f"record_charge, {label}", ctx.kind, n, ledger_seconds, target=SINGLE_TARGET, key=key)
+        rows += [raw, row.against(raw)]
+    return rows
 
 
 def batch(ctx: Context) -> list[Row]:
-    """``record_charges`` with ``batch_size`` charges per call, over many accounts."""
+    """``record_charges`` with ``batch_size`` charges per call, paired with raw batched commits."""
     sizes = ctx.sizes
     accounts = account_ids(sizes.accounts)
     items = list(charges("batch", sizes.batch, accounts))
+    raw_rows = raw_event_rows(list(charges("batch-raw", sizes.batch, account_ids(sizes.accounts, "raw"))))
     with ctx.fresh("batch") as url:
         expected = _open_accounts(url, accounts, "batch")
+        engine = engine_for(url)
         ledger = Ledger.from_url(url)
         try:
-            began = time.perf_counter()
-            for start in range(0, len(items), sizes.batch_size):
-                outcomes = ledger.record_charges(items[start : start + sizes.batch_size])
+            baselines.create_tables(engine)
+
+            def record(block: range) -> None:
+                outcomes = ledger.record_charges(items[block.start : block.stop])
                 failed = [o for o in outcomes if not o.ok]
                 if failed:
                     raise RuntimeError(f"record_charges rejected {len(failed)} charges: {failed[0].error}")
-            seconds = time.perf_counter() - began
+
+            def insert(block: range) -> float:
+                return baselines.insert_raw_batched(engine, raw_rows[block.start : block.stop], sizes.batch_size)
+
+            pairs = [(partial(record, block), partial(insert, block)) for block in blocks_of(sizes.batch, sizes.batch_size)]
+            ledger_seconds, raw_seconds = alternate(pairs)
+            expect_rows(engine, sizes.batch)
         finally:
             ledger.close()
+            engine.dispose()
         expected.merge(tally_of(items))
         check_recorded(url, accounts, expected)
-    row = Row(
-        f"record_charges, {sizes.batch_size:,}/call", ctx.kind, sizes.batch, seconds, target=BATCH_TARGET, key=BATCH
-    )
-    return [row.against(ctx.baseline(RAW_BATCH))]
+    raw = Row(f"raw INSERT, {sizes.batch_size:,} rows/commit, interleaved", ctx.kind, sizes.batch, raw_seconds, "rows",
+              key=f"{BATCH}-raw")
+    row = Row(f"record_charges, {sizes.batch_size:,}/call", ctx.kind, sizes.batch, ledger_seconds,
+              target=BATCH_TARGET, key=BATCH)
+    return [raw, row.against(raw)]
 
 
 def _concurrent(ctx: Context, name: str, accounts: Sequence[str], writer_count: int, per_writer: int, threads: bool) -> tuple[int, float]:

@@ -23,17 +23,13 @@ def account_ids(count: int, prefix: str = "acct") -> list[str]:
     return [f"{prefix}-{i:04d}" for i in range(count)]
 
 
-def charge(
-    prefix: str,
-    i: int,
-    accounts: Sequence[str],
-    *,
-    start: datetime | None = None,
-    days: int = 1,
-) -> dict[str, Any]:
-    """Charge number ``i`` of a workload: spread over accounts, users, types, models and days."""
+#: One charge in this many arrives late: backdated by one to three days.
+LATE_EVERY = 50
+
+
+def charge(prefix: str, i: int, accounts: Sequence[str], *, occurred_at: datetime) -> dict[str, Any]:
+    """Charge number ``i`` of a workload: spread over accounts, users, types and models."""
     provider, model = MODELS[i % len(MODELS)]
-    start = start or datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     return {
         "charge_id": f"{prefix}-{i:09d}",
         "account_id": accounts[i % len(accounts)],
@@ -45,7 +41,7 @@ def charge(
         "completion_tokens": 50 + (i * 13) % 700,
         "session_key": f"sess-{i % 977:04d}",
         "reference": f"req_{i:012d}",
-        "occurred_at": start + timedelta(seconds=(i * 7919) % (days * 86400)),
+        "occurred_at": occurred_at,
     }
 
 
@@ -58,9 +54,19 @@ def charges(
     start: datetime | None = None,
     days: int = 1,
 ) -> Iterator[dict[str, Any]]:
+    """``count`` charges arriving in time order over ``days`` from ``start`` (default: today, UTC).
+
+    As in production, most charges are recorded soon after the call; one in
+    :data:`LATE_EVERY` is backdated by one to three days.
+    """
     start = start or datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    for i in range(first, first + count):
-        yield charge(prefix, i, accounts, start=start, days=days)
+    step = days * 86400 / max(count, 1)
+    for k in range(count):
+        i = first + k
+        occurred_at = start + timedelta(seconds=k * step)
+        if i % LATE_EVERY == LATE_EVERY - 1:
+            occurred_at -= timedelta(days=1 + i % 3)
+        yield charge(prefix, i, accounts, occurred_at=occurred_at)
 
 
 @dataclass
