@@ -205,8 +205,10 @@ class Ledger(Application):
     def reverse_charge(self, charge_id: str, reason: str = "") -> Receipt:
         """Cancel a recorded charge with a new event (the original stays).
 
-        Raises :class:`UnknownCharge` or :class:`AlreadyReversed`.
+        Raises :class:`UnknownCharge` or :class:`AlreadyReversed`, and
+        :class:`InvalidCharge` for a ``reason`` that is not storable text.
         """
+        charge_id, reason = self._reversal_input(charge_id, reason)
         for attempt in range(self.settings.retry_attempts):
             try:
                 with self.recorder.transaction(commit=True) as session:
@@ -215,6 +217,30 @@ class Ledger(Application):
             except IntegrityError:
                 _backoff(attempt)
         raise BusyAccount(f"could not reverse {charge_id!r}: concurrent writers kept conflicting")
+
+    def _reversal_input(self, charge_id: Any, reason: Any) -> tuple[str, str]:
+        """The id as recording normalises it, and the reason as text (by the charges' own rules).
+
+        An id validation would refuse can never have been recorded: it is
+        unknown, whatever its type or content (drivers would refuse it).
+        """
+        errors: dict[str, str] = {}
+        given = ChargeValidator._optional_str(
+            {"charge_id": charge_id}, "charge_id", errors, self.settings.max_string_length
+        )
+        if given is None:
+            shown = charge_id[:80] if isinstance(charge_id, str) else f"<{type(charge_id).__name__}>"
+            raise UnknownCharge(shown)
+        if reason is None:
+            return given, ""
+        if isinstance(reason, str):
+            reason = reason.strip()[: self.settings.max_reference_length]
+        text = ChargeValidator._optional_str(
+            {"reason": reason}, "reason", errors, self.settings.max_reference_length
+        )
+        if errors:
+            raise InvalidCharge(errors)
+        return given, text or ""
 
     def _reverse(self, charge_id: str, reason: str) -> Receipt:
         row = self.store.find_charge(charge_id)
@@ -225,7 +251,7 @@ class Ledger(Application):
         now = datetime.now(timezone.utc)
         account.reverse_charge(
             charge_id=charge_id,
-            reason=str(reason)[: self.settings.max_reference_length],
+            reason=reason,
             account_id=row.account_id,
             user_id=facts["user_id"],
             charge_type=facts["charge_type"],

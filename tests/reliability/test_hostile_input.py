@@ -188,3 +188,41 @@ def test_each_case_through_ledger_import(tmp_path: Path, sqlite_url: str) -> Non
         assert len(stored_rows(ledger)) == valid == event_count(ledger)
     finally:
         ledger.close()
+
+
+HOSTILE_IDS: list[Any] = ["a\x00b", None, 10**5000, ["x"], {"a": 1}, b"x", 1.5, "y" * 10_000, "\ud800", "",
+                          "   ", "'; DROP TABLE ledger_charge_ids; --", "\x1b[2J", "nope", 5, -1, True]
+HOSTILE_REASONS: list[tuple[Any, bool]] = [  # (reason, storable)
+    ("duplicate call", True), ("'; DROP TABLE ledger_events; --", True), ("x" * 5000, True), (None, True),
+    (42, True), ("\u202eevil \U0001f642", True), ("a\x00b", False), ("\ud800", False), (10**5000, False),
+    (["list"], False), (b"bytes", False), (1.5, False), ("line\nbreak", False),
+]
+
+
+def test_hostile_reversals_are_refused_by_name_and_store_nothing(ledger: Ledger) -> None:
+    """Ids that can never have been recorded are unknown (not driver errors); bad reasons are named."""
+    from ledger.errors import UnknownCharge
+
+    for n, (reason, _) in enumerate(HOSTILE_REASONS):
+        ledger.record_charge(**base(n))
+    before = event_count(ledger)
+    for charge_id in HOSTILE_IDS:
+        with pytest.raises(UnknownCharge):
+            ledger.reverse_charge(charge_id, "why")
+    reversed_count = 0
+    for n, (reason, storable) in enumerate(HOSTILE_REASONS):
+        if storable:
+            receipt = ledger.reverse_charge(f"h-{n}", reason)
+            assert receipt.charge_id == f"h-{n}"
+            reversed_count += 1
+        else:
+            with pytest.raises(InvalidCharge) as caught:
+                ledger.reverse_charge(f"h-{n}", reason)
+            assert "reason" in caught.value.errors
+    assert event_count(ledger) == before
+    table = ledger.recorder.events_record_cls.__table__
+    with ledger.recorder.transaction(commit=False) as session:
+        reversals = session.execute(
+            sa.select(sa.func.count()).select_from(table).where(table.c.topic.like("%ChargeReversed"))
+        ).scalar()
+    assert reversals == reversed_count

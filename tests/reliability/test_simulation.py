@@ -127,6 +127,7 @@ class LedgerSimulation(RuleBasedStateMachine):
         self.zone = zone
         self.model = Model(ZoneInfo(zone))
         self.ledger = self._open()
+        self.other = self._open()  # a second process on the same store, with its own caches
         self.observer = Observer(self.ledger)
 
     def _open(self) -> Ledger:
@@ -135,6 +136,7 @@ class LedgerSimulation(RuleBasedStateMachine):
     def teardown(self) -> None:
         if self.ledger is not None:
             self.ledger.close()
+            self.other.close()
             type(self).release_store(self.url)
 
     # -- helpers -------------------------------------------------------------
@@ -424,6 +426,12 @@ class LedgerSimulation(RuleBasedStateMachine):
         """A new process: no cached aggregates, new connections."""
         self.ledger.close()
         self.ledger = self._open()
+        self.observer.ledger = self.ledger
+
+    @rule()
+    def switch_process(self) -> None:
+        """Carry on in the other process: its cached accounts may predate what this one did."""
+        self.ledger, self.other = self.other, self.ledger
         self.observer.ledger = self.ledger
 
     # -- invariants --------------------------------------------------------------
