@@ -172,3 +172,82 @@ def test_eight_writers_with_projector_and_compaction(store_url: str) -> None:
         assert result.conservation.records == model.sums()
     finally:
         ledger.close()
+
+
+def test_eight_threads_share_one_ledger_with_projector_and_compaction(store_url: str) -> None:
+    """As a Huey thread worker runs: charge tasks, the projector and compaction share one ledger."""
+    import threading
+
+    seed = int(os.environ.get("REL_CONCURRENT_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"concurrency seed: REL_CONCURRENT_SEED={seed}")
+    items = charges(seed)[: CHARGES // 2]
+    parts = shares(items, seed)
+    to_reverse = reversed_ids(items)
+    ledger = Ledger(Settings(database_url=store_url))
+    stop = threading.Event()
+    errors: list[str] = []
+    duplicates = [0]
+    lock = threading.Lock()
+
+    def writer(w: int, part: list[dict[str, Any]]) -> None:
+        rng = random.Random(seed + w)
+        try:
+            position = 0
+            while position < len(part):
+                size = rng.choice([1, 1, 4])
+                chunk = part[position : position + size]
+                position += size
+                if size == 1:
+                    found = int(ledger.record_charge(**chunk[0]).duplicate)
+                else:
+                    outcomes = ledger.record_charges(chunk)
+                    assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
+                    found = sum(o.receipt.duplicate for o in outcomes)
+                with lock:
+                    duplicates[0] += found
+            for item in part:
+                if item["charge_id"] in to_reverse and int(item["charge_id"][2:]) % WRITERS == w:
+                    ledger.reverse_charge(item["charge_id"])
+        except BaseException as exc:
+            errors.append(f"writer {w}: {type(exc).__name__}: {exc}")
+
+    def background(kind: str) -> None:
+        try:
+            while not stop.is_set():
+                projector = Projector(ledger, batch_size=random.randint(10, 200))
+                projector.run()
+                if kind == "compactor":
+                    compact(ledger, before=date(2026, 1, 7), projected_position=projector.position(),
+                            grace=timedelta(0))
+                time.sleep(0.005)
+        except BaseException as exc:
+            errors.append(f"{kind}: {type(exc).__name__}: {exc}")
+
+    try:
+        threads = [threading.Thread(target=writer, args=(w, part)) for w, part in enumerate(parts)]
+        helpers = [threading.Thread(target=background, args=(kind,)) for kind in ("projector", "compactor")]
+        for thread in helpers + threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        stop.set()
+        for thread in helpers:
+            thread.join(timeout=300)
+        assert errors == []
+        assert duplicates[0] == len(items) // 10
+
+        model = Model(ZoneInfo("UTC"))
+        for item in items:
+            model.accept(item, 0)
+        for charge_id in to_reverse:
+            model.reverse(charge_id, 0)
+        projector = Projector(ledger)
+        projector.run()
+        for account_id, figures in model.account_totals().items():
+            assert ledger.account_totals(account_id) == Totals(*figures), account_id
+        assert Observer(ledger).live() == model.records()
+        result = audit(ledger)
+        assert result.clean, result.to_dict()
+        assert result.rollups_checked > 0  # compaction did run alongside
+    finally:
+        ledger.close()
