@@ -170,7 +170,7 @@ def test_each_case_through_ledger_import(tmp_path: Path, sqlite_url: str) -> Non
     assert result.exit_code == 3, result.output  # some lines rejected, the rest recorded
     summary = json.loads(result.stdout)
     rejects = {}
-    for text in Path(summary["rejects_path"]).read_text(encoding="utf-8").splitlines():
+    for text in filter(None, Path(summary["rejects_path"]).read_text(encoding="utf-8").split("\n")):
         entry = json.loads(text)
         rejects[entry["line"]] = entry["errors"]
     failures = []
@@ -226,3 +226,56 @@ def test_hostile_reversals_are_refused_by_name_and_store_nothing(ledger: Ledger)
             sa.select(sa.func.count()).select_from(table).where(table.c.topic.like("%ChargeReversed"))
         ).scalar()
     assert reversals == reversed_count
+
+
+def csv_safe(case: Case) -> bool:
+    """Cases a CSV file can carry: known columns, text or integer values UTF-8 can encode, no NUL."""
+    if not all(isinstance(k, str) and k in INPUT_FIELDS for k in case.fields):
+        return False
+    for value in case.fields.values():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            return False
+        text = value if isinstance(value, str) else ("9" * 5000 if abs(value) >= 10**4000 else str(value))
+        if "\x00" in text or any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
+            return False
+        if not text.strip() and case.expect is not None:
+            return False  # an empty cell means absent: a blank token is then no error at all
+    return True
+
+
+def test_each_case_through_a_csv_import(tmp_path: Path, sqlite_url: str) -> None:
+    """The same through CSV: every value is text there, so the same fields must be named."""
+    import csv
+
+    from ledger.cli import app
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, int) and abs(value) >= 10**4000:
+            return "9" * 5000  # as long, and as refused
+        return str(value)
+
+    columns = list(INPUT_FIELDS)
+    source = tmp_path / "hostile.csv"
+    roles: list[Case | None] = []
+    with source.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for i, case in enumerate(c for c in CASES if csv_safe(c)):
+            for fields, role in ((base(NEIGHBOUR_OFFSET + i), None), (case.fields, case)):
+                writer.writerow([cell(fields.get(name)) for name in columns])
+                roles.append(role)
+    result = CliRunner().invoke(app, ["--database-url", sqlite_url, "import", str(source), "--json"])
+    assert result.exit_code == 3, result.output
+    summary = json.loads(result.stdout)
+    text = Path(summary["rejects_path"]).read_text("utf-8")
+    rejected = [json.loads(line) for line in text.split("\n") if line]  # not splitlines(): U+2028 is data
+    bad = [role for role in roles if role is not None and role.expect is not None]
+    assert summary["lines"] == len(roles) and summary["rejected"] == len(rejected) == len(bad)
+    failures = [(role.name, role.expect, entry["errors"]) for role, entry in zip(bad, rejected)
+                if role.expect not in entry["errors"]]
+    assert failures == []
+    assert summary["recorded"] == len(roles) - len(bad)

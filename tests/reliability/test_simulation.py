@@ -48,8 +48,9 @@ from projections import Projector, audit, rebuild
 from rel_model import Crash, Model, Observer, statement_fault
 
 UTC = timezone.utc
-DAYS = [date(2026, 1, 1) + timedelta(days=i) for i in range(4)]
-ZONES = ["UTC", "America/New_York", "Asia/Kolkata"]
+#: Closed days around a DST change (New York springs forward on 2026-03-08).
+DAYS = [date(2026, 3, 7) + timedelta(days=i) for i in range(4)]
+ZONES = ["UTC", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"]
 NO_GRACE = timedelta(0)
 STEPS = ["rolled_up", "saved", "snapshotted", "pruned", "committed"]
 
@@ -99,6 +100,7 @@ batch_items = st.lists(
         st.tuples(st.just("conflict"), st.integers(0, 10**6), st.integers(0, len(CONFLICTS) - 1)),
         st.tuples(st.just("invalid"), facts, st.integers(0, len(INVALID) - 1)),
         st.tuples(st.just("repeat"), st.integers(0, 10**6)),  # an id earlier in the same batch
+        st.tuples(st.just("repeat_conflict"), st.integers(0, 10**6), st.integers(0, len(CONFLICTS) - 1)),
     ),
     min_size=1,
     max_size=6,
@@ -253,6 +255,12 @@ class LedgerSimulation(RuleBasedStateMachine):
             elif kind == "repeat" and new_ids:
                 batch.append(dict(list(new_ids.values())[item[1] % len(new_ids)]))
                 expect.append(("duplicate", None))
+            elif kind == "repeat_conflict" and new_ids:
+                fields = dict(list(new_ids.values())[item[1] % len(new_ids)])
+                name, change = CONFLICTS[item[2]]
+                change(fields)
+                batch.append(fields)
+                expect.append(("conflict", name))
         outcomes = self.ledger.record_charges(batch)
         assert [o.index for o in outcomes] == list(range(len(batch)))
         for outcome, (want, name) in zip(outcomes, expect):
