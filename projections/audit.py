@@ -6,7 +6,10 @@ Three independent checks, at one well-defined log position (the live one):
    diff it with the live table, row by row (see :mod:`projections.rebuild`).
 2. **Conservation** - the sums over the live records equal the sums over the
    log, streamed separately: charges add, reversals subtract, and a rollup
-   replaces its account's day with its own totals.
+   replaces its account's day with its own totals. For accounts with rollups
+   the aggregates' own running totals (which rollups never change, so they
+   still count every pruned charge) must equal the log's figures too: a
+   rollup that misstates its day cannot hide behind replay equality.
 3. **Rollups** - each rollup's groups add up to its ``charges``, tokens add
    up, and where events it covers are still in the log (normally compaction
    prunes them with the rollup's own commit) its digest and totals are
