@@ -19,6 +19,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench.stores import reset_postgres
 from ledger import Ledger
 from projections import Projector, rebuild
 
@@ -29,16 +30,13 @@ def peak_rss_mib() -> float:
 
 
 def reset(url: str) -> None:
-    if url.startswith("sqlite"):
-        path = Path(url.split(":///", 1)[1])
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    """An empty store: the SQLite files removed, or every PostgreSQL table dropped."""
+    if not url.startswith("sqlite"):
+        reset_postgres(url)
         return
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
-        connection.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
+    path = Path(url.split(":///", 1)[1])
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def charges(count: int, accounts: int, start: datetime, scatter: bool):
