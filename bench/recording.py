@@ -12,6 +12,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Sequence
 
+import sqlalchemy as sa
+
 from bench import baselines, writers
 from bench.checks import check_recorded
 from bench.context import Context
@@ -21,6 +23,7 @@ from bench.rows import Row, at_least
 from bench.stores import engine_for
 from bench.workload import Tally, account_ids, charges, raw_event_rows, tally_of
 from ledger import Ledger
+from ledger.persistence import charge_ids
 
 SINGLE_ONE = "ledger-single-1"
 SINGLE_MANY = "ledger-single-100"
@@ -131,7 +134,10 @@ def batch(ctx: Context) -> list[Row]:
     return [raw, row.against(raw)]
 
 
-def _concurrent(ctx: Context, name: str, accounts: Sequence[str], writer_count: int, per_writer: int, threads: bool) -> tuple[int, float]:
+def _concurrent(
+    ctx: Context, name: str, accounts: Sequence[str], writer_count: int, per_writer: int, threads: bool
+) -> tuple[int, float, int]:
+    """(charges recorded, seconds, transactions that stored them)."""
     items = list(charges(name, writer_count * per_writer, accounts))
     shares = writers.split(items, writer_count)
     with ctx.fresh(name) as url:
@@ -140,15 +146,38 @@ def _concurrent(ctx: Context, name: str, accounts: Sequence[str], writer_count: 
         count, seconds = run(url, shares)
         expected.merge(tally_of(items))
         check_recorded(url, accounts, expected)
-    return count, seconds
+        commits = _transactions(url, f"{name}-open-")
+    return count, seconds, commits
+
+
+def _transactions(url: str, opening_prefix: str) -> int:
+    """Transactions that stored the timed charges: one ``recorded_at`` per transaction."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as connection:
+            count = connection.execute(
+                sa.select(sa.func.count(sa.distinct(charge_ids.c.recorded_at))).where(
+                    sa.not_(charge_ids.c.charge_id.startswith(opening_prefix))
+                )
+            ).scalar_one()
+            connection.rollback()
+    finally:
+        engine.dispose()
+    return int(count)
+
+
+def _per_commit(count: int, commits: int) -> str:
+    return f"{commits:,} transactions, {count / max(commits, 1):.1f} charges per commit"
 
 
 def hot_account(ctx: Context) -> list[Row]:
     """Several writer processes on one account: they queue on its stream."""
     sizes = ctx.sizes
-    count, seconds = _concurrent(ctx, "hot", account_ids(1), sizes.hot_writers, sizes.hot_per_writer, threads=False)
+    count, seconds, commits = _concurrent(
+        ctx, "hot", account_ids(1), sizes.hot_writers, sizes.hot_per_writer, threads=False
+    )
     row = Row(f"hot account, {sizes.hot_writers} writer processes", ctx.kind, count, seconds,
-              note="PostgreSQL scenario; SQLite for comparison")
+              note=_per_commit(count, commits))
     return [row.against(ctx.baseline(SINGLE_ONE))]
 
 
@@ -160,11 +189,11 @@ def concurrent(ctx: Context) -> list[Row]:
     rows = []
     for threads in (False, True):
         how = "threads in 1 process" if threads else "processes"
-        count, seconds = _concurrent(
+        count, seconds, commits = _concurrent(
             ctx, "threads" if threads else "procs", accounts, sizes.writers, sizes.concurrent_per_writer, threads
         )
         row = Row(f"concurrent, {sizes.writers} writer {how}, {len(accounts)} accounts", ctx.kind, count, seconds,
-                  target=CONCURRENT_TARGET)
+                  target=CONCURRENT_TARGET, note=_per_commit(count, commits))
         rows.append(row.against(baseline))
     return rows
 
