@@ -159,15 +159,16 @@ class LedgerSimulation(RuleBasedStateMachine):
                if reversed_ is None or (c in self.model.reversals) == reversed_]
         return dict(self.model.charges[ids[index % len(ids)]].fields) if ids else None
 
-    def take_new_events(self, expected: dict[str, str]) -> None:
-        """The events stored since the last look are exactly ``expected`` (charge id -> kind)."""
+    def take_new_events(self, expected: dict[str, str]) -> dict[str, tuple[str, int]]:
+        """The events stored since the last look are exactly ``expected`` (charge id -> kind);
+        returns charge id -> (kind, position)."""
         found = {}
         for position, topic, state in self.observer.new_events():
             kind = "reversal" if topic.endswith("ChargeReversed") else "charge"
             assert state["charge_id"] not in found, f"{state['charge_id']} stored twice"
             found[state["charge_id"]] = (kind, position)
         assert {k: v[0] for k, v in found.items()} == expected
-        return found  # type: ignore[return-value]
+        return found
 
     def expect_nothing_stored(self) -> None:
         assert self.observer.new_events() == [], "a refused write left events behind"
