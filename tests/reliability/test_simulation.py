@@ -123,17 +123,20 @@ class LedgerSimulation(RuleBasedStateMachine):
 
     # -- set-up and teardown ---------------------------------------------------
 
-    @initialize(zone=st.sampled_from(ZONES))
-    def open_store(self, zone: str) -> None:
+    @initialize(zone=st.sampled_from(ZONES), snapshots=st.sampled_from([10, 1_000]),
+                cache=st.sampled_from([0, 10_000]))
+    def open_store(self, zone: str, snapshots: int, cache: int) -> None:
+        """A fresh store; snapshots every 10 versions or rarely, with or without cached accounts."""
         self.url = type(self).fresh_store()
         self.zone = zone
+        self.options = {"snapshot_interval": snapshots, "aggregate_cache_size": cache}
         self.model = Model(ZoneInfo(zone))
         self.ledger = self._open()
         self.other = self._open()  # a second process on the same store, with its own caches
         self.observer = Observer(self.ledger)
 
     def _open(self) -> Ledger:
-        return Ledger(Settings(database_url=self.url, billing_tz=self.zone))
+        return Ledger(Settings(database_url=self.url, billing_tz=self.zone, **self.options))
 
     def teardown(self) -> None:
         if self.ledger is not None:
