@@ -31,6 +31,8 @@ BATCH = "ledger-batch"
 
 #: record_charge calls per turn before the raw baseline takes its turn.
 SINGLE_BLOCK = 100
+#: Turns each for the concurrent threads and the lone writer beside them.
+PAIRED_TURNS = 10
 
 SINGLE_TARGET = at_least(0.60, "≥ 60% of raw 1 row/commit")
 BATCH_TARGET = at_least(0.50, "≥ 50% of raw batched")
@@ -150,14 +152,15 @@ def _concurrent(
     return count, seconds, commits
 
 
-def _transactions(url: str, opening_prefix: str) -> int:
+def _transactions(url: str, opening_prefix: str, only: str = "") -> int:
     """Transactions that stored the timed charges: one ``recorded_at`` per transaction."""
     engine = engine_for(url)
     try:
         with engine.connect() as connection:
             count = connection.execute(
                 sa.select(sa.func.count(sa.distinct(charge_ids.c.recorded_at))).where(
-                    sa.not_(charge_ids.c.charge_id.startswith(opening_prefix))
+                    sa.not_(charge_ids.c.charge_id.startswith(opening_prefix)),
+                    charge_ids.c.charge_id.startswith(only),
                 )
             ).scalar_one()
             connection.rollback()
@@ -182,18 +185,58 @@ def hot_account(ctx: Context) -> list[Row]:
 
 
 def concurrent(ctx: Context) -> list[Row]:
-    """Many writers over many accounts, each waiting for durability: processes, then threads."""
+    """Many writers over many accounts, each waiting for durability: processes, then threads.
+
+    Processes are compared with the single-writer rate measured just before
+    (``record_charge, N accounts``). Threads share one Ledger and take turns
+    with one writer on that same Ledger (see :mod:`bench.pairing`), so their
+    ratio is paired.
+    """
     sizes = ctx.sizes
     accounts = account_ids(sizes.accounts)
-    baseline = ctx.baseline(SINGLE_MANY)
-    rows = []
-    for threads in (False, True):
-        how = "threads in 1 process" if threads else "processes"
-        count, seconds, commits = _concurrent(
-            ctx, "threads" if threads else "procs", accounts, sizes.writers, sizes.concurrent_per_writer, threads
-        )
-        row = Row(f"concurrent, {sizes.writers} writer {how}, {len(accounts)} accounts", ctx.kind, count, seconds,
-                  target=CONCURRENT_TARGET, note=_per_commit(count, commits))
-        rows.append(row.against(baseline))
-    return rows
+    count, seconds, commits = _concurrent(ctx, "procs", accounts, sizes.writers, sizes.concurrent_per_writer, False)
+    processes = Row(f"concurrent, {sizes.writers} writer processes, {len(accounts)} accounts", ctx.kind, count,
+                    seconds, target=CONCURRENT_TARGET, note=_per_commit(count, commits))
+    return [processes.against(ctx.baseline(SINGLE_MANY)), *_threads_paired(ctx, accounts)]
 
+
+def _threads_paired(ctx: Context, accounts: Sequence[str]) -> list[Row]:
+    sizes = ctx.sizes
+    together = list(charges("conc", sizes.writers * sizes.concurrent_per_writer, accounts))
+    alone = list(charges("solo", sizes.single, accounts))
+    turns = PAIRED_TURNS
+    with ctx.fresh("threads") as url:
+        expected = _open_accounts(url, accounts, "conc")
+        ledger = Ledger.from_url(url)
+        try:
+            for account in accounts:
+                ledger.account_totals(account)
+
+            def one_writer(block: range) -> None:
+                for i in block:
+                    ledger.record_charge(**alone[i])
+
+            def many_writers(block: range) -> float:
+                return writers.threaded(ledger, writers.split(together[block.start : block.stop], sizes.writers))[1]
+
+            turns_of = list(zip(_turns(len(together), turns), _turns(len(alone), turns)))
+            pairs = [(partial(many_writers, many), partial(one_writer, one)) for many, one in turns_of]
+            many_seconds, one_seconds = alternate(pairs)
+            done_many = sum(len(many) for many, _ in turns_of)
+            done_one = sum(len(one) for _, one in turns_of)
+        finally:
+            ledger.close()
+        expected.merge(tally_of(together[:done_many]))
+        expected.merge(tally_of(alone[:done_one]))
+        check_recorded(url, accounts, expected)
+        commits = _transactions(url, "conc-open-", only="conc-")
+    single = Row(f"record_charge, 1 writer, interleaved ({len(accounts)} accounts)", ctx.kind, done_one, one_seconds,
+                 key=f"{SINGLE_MANY}-paired")
+    row = Row(f"concurrent, {sizes.writers} writer threads in 1 process, {len(accounts)} accounts", ctx.kind,
+              done_many, many_seconds, target=CONCURRENT_TARGET, note=_per_commit(done_many, commits))
+    return [single, row.against(single)]
+
+
+def _turns(count: int, turns: int) -> list[range]:
+    """``count`` items in (at most) ``turns`` blocks."""
+    return blocks_of(count, max(1, -(-count // turns)))

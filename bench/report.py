@@ -220,9 +220,14 @@ Sizes: {sizes}. Wall time of the whole run: {elapsed:.0f} s.
   `daily_billing_record` rows and deletes the charges it summed.
 - **Ledger recording**: `record_charge` per call (it returns once the charge
   is durable), `record_charges` per batch; accounts are opened (one untimed
-  charge each) and cached before the clock starts. Concurrent writers are
-  spawned processes (each its own `Ledger`) or threads sharing one `Ledger`,
-  released together; the rate is all charges over first start to last finish.
+  charge each) and cached before the clock starts. Single and batch
+  recording alternate in blocks with their raw baseline on the same store
+  (`bench/pairing.py`), and end to end with the CRUD design. Concurrent
+  writers are processes (each its own `Ledger`, compared with the
+  single-writer rate) or threads sharing one `Ledger` (alternating with one
+  writer on that `Ledger`), released together; the rate is all charges over
+  first start to last finish; charges per commit count distinct `recorded_at`
+  stamps in the charge-id index (one per transaction).
 - **Projection / rebuild / compaction** read a log filled by
   `bench.seeding.seed_log`: the ledger's own aggregate events and charge-id
   index rows saved 5,000 charges per transaction (one in 200 reversed).

@@ -85,24 +85,29 @@ def in_threads(url: str, shares: Sequence[list[dict[str, Any]]]) -> tuple[int, f
     try:
         for share in shares:
             _warm(ledger, share)
-        barrier = threading.Barrier(len(shares))
-        results: queue.Queue[tuple[Any, ...]] = queue.Queue()
-
-        def run(share: list[dict[str, Any]]) -> None:
-            barrier.wait()
-            try:
-                results.put(("done", *_write(ledger, share)))
-            except BaseException:
-                results.put(("error", traceback.format_exc()))
-
-        threads = [threading.Thread(target=run, args=(share,), daemon=True) for share in shares]
-        for thread in threads:
-            thread.start()
-        outcomes = [_outcome(results.get(timeout=TIMEOUT)) for _ in threads]
-        for thread in threads:
-            thread.join()
+        return threaded(ledger, shares)
     finally:
         ledger.close()
+
+
+def threaded(ledger: Ledger, shares: Sequence[list[dict[str, Any]]]) -> tuple[int, float]:
+    """(charges recorded, seconds): one thread per share on ``ledger``, released together."""
+    barrier = threading.Barrier(len(shares))
+    results: queue.Queue[tuple[Any, ...]] = queue.Queue()
+
+    def run(share: list[dict[str, Any]]) -> None:
+        barrier.wait()
+        try:
+            results.put(("done", *_write(ledger, share)))
+        except BaseException:
+            results.put(("error", traceback.format_exc()))
+
+    threads = [threading.Thread(target=run, args=(share,), daemon=True) for share in shares]
+    for thread in threads:
+        thread.start()
+    outcomes = [_outcome(results.get(timeout=TIMEOUT)) for _ in threads]
+    for thread in threads:
+        thread.join()
     return _span(outcomes)
 
 
