@@ -28,13 +28,25 @@ from ledger.charges import Charge, canonical_json
 from ledger.domain import ACCOUNT_OPENED_TOPIC as OPENED_TOPIC
 from ledger.domain import CHARGE_RECORDED_TOPIC as CHARGE_TOPIC
 from ledger.domain import Account, account_uuid
+from ledger.errors import BusyAccount
+from ledger.pricing import CATALOGUE_ID, PriceTable
+
+#: (cost_micros, price_version) of one charge; (None, None) when unpriced.
+Cost = tuple["int | None", "int | None"]
+
+#: Re-costing attempts when prices change under a batch (each a price set).
+STALE_CATALOGUE_RETRIES = 20
+
+
+class StaleCatalogue(Exception):
+    """A price was set after the batch was costed: nothing was appended."""
 
 #: PostgreSQL: lock, look up, number, insert; one call per batch.
 PG_APPEND_FUNCTION = """
 CREATE OR REPLACE FUNCTION ledger_append_charges(
     p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
     p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
-    p_topic text, p_opened_topic text
+    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
 ) RETURNS TABLE(idx integer, known_payload text, known_recorded_at timestamptz, notification_id bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -45,6 +57,15 @@ DECLARE
     found_recorded_at timestamptz;
 BEGIN
     LOCK TABLE ledger_events IN EXCLUSIVE MODE;
+    -- Costs were computed with catalogue version p_catalogue_version: if a
+    -- price was set since, append nothing and say so (idx 0) so the caller
+    -- re-costs with the new catalogue.
+    SELECT max(e.originator_version) INTO v FROM ledger_events e WHERE e.originator_id = p_catalogue_id;
+    IF coalesce(v, 0) <> p_catalogue_version THEN
+        idx := 0; known_payload := NULL; known_recorded_at := NULL; notification_id := coalesce(v, 0);
+        RETURN NEXT;
+        RETURN;
+    END IF;
     FOR i IN 1 .. coalesce(array_length(p_charge_ids, 1), 0) LOOP
         SELECT c.payload, c.recorded_at INTO found_payload, found_recorded_at
             FROM ledger_charge_ids c WHERE c.charge_id = p_charge_ids[i];
@@ -81,11 +102,12 @@ $$;
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """One charge's fate: stored now at ``position``, or already known."""
+    """One charge's fate: stored now at ``position`` (with its cost), or already known."""
 
     position: int | None = None
     known_payload: dict[str, Any] | None = None
     known_recorded_at: datetime | None = None
+    cost: Cost = (None, None)
 
     @property
     def known(self) -> bool:
@@ -115,7 +137,9 @@ class Appender:
 
     # -- encoding ------------------------------------------------------------
 
-    def charge_state(self, charge: Charge, originator_id: UUID, recorded_at: datetime) -> bytes:
+    def charge_state(
+        self, charge: Charge, originator_id: UUID, recorded_at: datetime, cost: Cost = (None, None)
+    ) -> bytes:
         """The stored state of a ChargeRecorded event, as ``Application.save`` writes it.
 
         With the plain JSON transcoder (no cipher, no compressor) the state is
@@ -123,7 +147,9 @@ class Appender:
         two equal); otherwise the event goes through the mapper.
         """
         if not self._direct:
-            return self.mapper.to_stored_event(self._charge_event(charge, originator_id, recorded_at)).state
+            return self.mapper.to_stored_event(
+                self._charge_event(charge, originator_id, recorded_at, cost)
+            ).state
         stamp = {"_type_": "datetime_iso", "_data_": recorded_at.isoformat()}
         return orjson.dumps(
             {
@@ -142,11 +168,13 @@ class Appender:
                 "user_profile_id": charge.user_profile_id,
                 "session_key": charge.session_key,
                 "reference": charge.reference,
+                "cost_micros": cost[0],
+                "price_version": cost[1],
             }
         )
 
     @staticmethod
-    def _charge_event(charge: Charge, originator_id: UUID, recorded_at: datetime) -> Any:
+    def _charge_event(charge: Charge, originator_id: UUID, recorded_at: datetime, cost: Cost) -> Any:
         return Account.ChargeRecorded(  # type: ignore[attr-defined]
             originator_id=originator_id,
             originator_version=0,  # a column, not state: the store numbers it
@@ -165,6 +193,8 @@ class Appender:
             user_profile_id=charge.user_profile_id,
             session_key=charge.session_key,
             reference=charge.reference,
+            cost_micros=cost[0],
+            price_version=cost[1],
         )
 
     def opened_state(self, account_id: str) -> bytes:
@@ -180,22 +210,45 @@ class Appender:
     # -- appending -----------------------------------------------------------
 
     def append(self, charges: Sequence[Charge], recorded_at: datetime) -> list[Appended]:
-        """Append in one transaction; per charge, where it landed or what was known."""
-        originators = [account_uuid(c.account_id) for c in charges]
-        states = [self.charge_state(c, o, recorded_at) for c, o in zip(charges, originators)]
-        facts = [c.payload() for c in charges]
-        payloads = [canonical_json(f) for f in facts]
-        hashes = [c.payload_hash(f) for c, f in zip(charges, facts)]
-        if self.is_postgres:
-            return self._append_postgres(charges, originators, states, payloads, hashes, recorded_at)
-        return self._append_sqlite(charges, originators, states, payloads, hashes, recorded_at)
+        """Append in one transaction; per charge, where it landed or what was known.
 
-    def _append_postgres(self, charges, originators, states, payloads, hashes, recorded_at):
+        Each charge is costed with the catalogue as the ledger last read it;
+        under the append lock the store confirms that catalogue is still the
+        latest, else the batch is re-costed with the new one and tried again,
+        so a charge is never costed with a price set before it was stored
+        but missed.
+        """
+        for _ in range(STALE_CATALOGUE_RETRIES):
+            prices = self.ledger.price_table()
+            try:
+                return self._append_costed(charges, prices, recorded_at)
+            except StaleCatalogue:
+                self.ledger.price_table(refresh=True)
+        raise BusyAccount("prices kept changing while the charges were costed; nothing was stored, retry")
+
+    def _append_costed(
+        self, charges: Sequence[Charge], prices: PriceTable, recorded_at: datetime
+    ) -> list[Appended]:
+        originators = [account_uuid(c.account_id) for c in charges]
+        costs = [prices.cost(c) for c in charges]
+        states = [self.charge_state(c, o, recorded_at, k) for c, o, k in zip(charges, originators, costs)]
+        facts = [c.payload() for c in charges]
+        payloads = [
+            canonical_json({**f, "cost_micros": k[0], "price_version": k[1]}) for f, k in zip(facts, costs)
+        ]
+        hashes = [c.payload_hash(f) for c, f in zip(charges, facts)]
+        append = self._append_postgres if self.is_postgres else self._append_sqlite
+        results = append(charges, originators, states, payloads, hashes, recorded_at, prices.version)
+        return [
+            Appended(r.position, cost=k) if r.position is not None else r for r, k in zip(results, costs)
+        ]
+
+    def _append_postgres(self, charges, originators, states, payloads, hashes, recorded_at, catalogue_version):
         opened = [self.opened_state(c.account_id) for c in charges]
         with self.ledger.recorder.transaction(commit=True) as session:
             rows = session.connection().exec_driver_sql(
                 "SELECT idx, known_payload, known_recorded_at, notification_id FROM ledger_append_charges("
-                "%s, %s, %s::uuid[], %s, %s, %s::bytea[], %s::bytea[], %s, %s, %s)",
+                "%s, %s, %s::uuid[], %s, %s, %s::bytea[], %s::bytea[], %s, %s, %s, %s::uuid, %s)",
                 (
                     [c.charge_id for c in charges],
                     [c.account_id for c in charges],
@@ -207,8 +260,12 @@ class Appender:
                     recorded_at,
                     CHARGE_TOPIC,
                     OPENED_TOPIC,
+                    str(CATALOGUE_ID),
+                    catalogue_version,
                 ),
             ).fetchall()
+        if rows and rows[0][0] == 0:
+            raise StaleCatalogue(rows[0][3])
         results = [Appended()] * len(charges)
         for idx, known_payload, known_recorded_at, position in rows:
             results[idx - 1] = (
@@ -218,11 +275,17 @@ class Appender:
             )
         return results
 
-    def _append_sqlite(self, charges, originators, states, payloads, hashes, recorded_at):
+    def _append_sqlite(self, charges, originators, states, payloads, hashes, recorded_at, catalogue_version):
         stamp = _sqlite_datetime(recorded_at)
         results: list[Appended] = []
         with self.ledger.recorder.transaction(commit=True) as session:
             cursor = session.connection().connection.cursor()  # BEGIN IMMEDIATE: the lock
+            head = cursor.execute(
+                "SELECT coalesce(max(originator_version), 0) FROM ledger_events WHERE originator_id = ?",
+                (CATALOGUE_ID.bytes,),
+            ).fetchone()[0]
+            if head != catalogue_version:
+                raise StaleCatalogue(head)
             for charge, originator, state, payload, digest in zip(
                 charges, originators, states, payloads, hashes
             ):

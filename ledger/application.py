@@ -24,6 +24,7 @@ from ledger.appender import Appended, Appender
 from ledger.charges import Charge, ChargeValidator, ProfileResolver
 from ledger.compaction import CompactedRepository
 from ledger.domain import Account, Totals, account_uuid
+from ledger.pricing import CATALOGUE_ID, Price, PriceCatalogue, PriceTable, validate_price
 from ledger.group_commit import GroupCommit
 from ledger.errors import (
     BusyAccount,
@@ -31,7 +32,9 @@ from ledger.errors import (
     InvalidCharge,
     LedgerError,
     UnknownAccount,
+    InvalidPrice,
     UnknownCharge,
+    Unpriced,
 )
 from ledger.persistence import APPLICATION_NAME, LedgerRecorder, stored_payload
 from ledger.settings import Settings
@@ -45,6 +48,9 @@ class Receipt:
     account_id: str
     duplicate: bool = False
     recorded_at: datetime | None = None
+    #: Its cost by the catalogue price of ``price_version``; None when unpriced.
+    cost_micros: int | None = None
+    price_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class Ledger(Application):
         type(self).snapshotting_intervals = {Account: self.settings.snapshot_interval}
         self._create_tables()
         self.appender = Appender(self)
+        self._prices: PriceTable | None = None
         self._snapshot_checked: set[UUID] = set()
         self.group_commit = GroupCommit(
             self.appender.append,
@@ -128,7 +135,7 @@ class Ledger(Application):
         (the id was recorded with other facts). A repeated id with the same
         facts returns the original receipt with ``duplicate=True``.
         """
-        charge = self.validate(fields)
+        charge = self._priced_or_refused(self.validate(fields))
         return self._record_valid([charge])[0]
 
     def record_charges(self, items: Iterable[Mapping[str, Any]]) -> list[Outcome]:
@@ -141,7 +148,7 @@ class Ledger(Application):
         valid: list[tuple[int, Charge]] = []
         for index, item in enumerate(items):
             try:
-                valid.append((index, self.validate(item)))
+                valid.append((index, self._priced_or_refused(self.validate(item))))
             except InvalidCharge as exc:
                 outcomes[index] = Outcome(index, error=exc)
         if valid:
@@ -169,7 +176,9 @@ class Ledger(Application):
             if outcome.known:
                 results.append(_compare(charge, outcome.known_payload, outcome.known_recorded_at))
             else:
-                results.append(Receipt(charge.charge_id, charge.account_id, False, recorded_at))
+                results.append(
+                    Receipt(charge.charge_id, charge.account_id, False, recorded_at, *outcome.cost)
+                )
         if not tolerate:
             for result in results:
                 if isinstance(result, LedgerError):
@@ -199,6 +208,79 @@ class Ledger(Application):
             return self.repository.get(account_uuid(account_id))
         except AggregateNotFoundError:
             return Account(account_id=account_id)
+
+    # -- prices --------------------------------------------------------------
+
+    def price_table(self, *, refresh: bool = False) -> PriceTable:
+        """The price catalogue as last read (``refresh`` reads what was set since).
+
+        Recording checks under its lock that this is still the latest (see
+        :meth:`Appender.append`), so a stale copy is never used to cost a charge.
+        """
+        if self._prices is None or refresh:
+            try:
+                catalogue = self.repository.get(CATALOGUE_ID)
+            except AggregateNotFoundError:
+                catalogue = None
+            self._prices = PriceTable.of(catalogue)
+        return self._prices
+
+    def set_price(self, **fields: Any) -> Price:
+        """Set a price from its ``effective_from`` on (default: now); an event, never an edit.
+
+        Setting a price equal to one already in the catalogue (same key, same
+        effective time, same rates) changes nothing and returns that one, so
+        importing a catalogue file twice is harmless. Raises :class:`InvalidPrice`.
+        """
+        values = validate_price(fields, self.settings.charge_types)
+        return self.set_prices([values])[0]
+
+    def set_prices(self, items: Iterable[Mapping[str, Any]]) -> list[Price]:
+        """Set many prices in one transaction (all or none: each is validated first)."""
+        entries = [validate_price(item, self.settings.charge_types) for item in items]
+        for attempt in range(self.settings.retry_attempts):
+            try:
+                return self._set_prices(entries)
+            except IntegrityError:  # another process set a price at the same version
+                self.price_table(refresh=True)
+                _backoff(attempt)
+        raise BusyAccount("could not set prices: concurrent price changes kept conflicting")
+
+    def _set_prices(self, entries: Sequence[Mapping[str, Any]]) -> list[Price]:
+        try:
+            catalogue: PriceCatalogue = self.repository.get(CATALOGUE_ID)
+        except AggregateNotFoundError:
+            catalogue = PriceCatalogue(self.settings.currency)
+        if catalogue.currency != self.settings.currency:
+            raise InvalidPrice({"currency": (
+                f"the catalogue is in {catalogue.currency}; this ledger is set to "
+                f"{self.settings.currency} (LEDGER_CURRENCY)"
+            )})
+        table = PriceTable.of(catalogue)
+        result: list[Price] = []
+        for values in entries:
+            wanted = Price(version=0, **values)
+            same = next((p for p in table.prices if p.same_terms(wanted)), None)
+            if same is None:
+                catalogue.set_price(**values)
+                same = Price.from_entry(catalogue.prices[-1])
+                table = PriceTable.of(catalogue)
+            result.append(same)
+        if catalogue.pending_events:
+            self.save(catalogue)
+        self._prices = PriceTable.of(catalogue)
+        return result
+
+    def _priced_or_refused(self, charge: Charge) -> Charge:
+        """With ``unpriced="reject"``, refuse a charge no price covers (naming why)."""
+        if self.settings.unpriced != "reject":
+            return charge
+        if self.price_table().cost(charge)[1] is None and self.price_table(refresh=True).cost(charge)[1] is None:
+            raise Unpriced({"model": (
+                f"no price for provider {charge.provider!r}, model {charge.model!r}, charge type "
+                f"{charge.charge_type!r} at {charge.occurred_at.isoformat()} (LEDGER_UNPRICED=reject)"
+            )})
+        return charge
 
     # -- corrections ---------------------------------------------------------
 
@@ -262,9 +344,13 @@ class Ledger(Application):
             total_tokens=facts["total_tokens"],
             occurred_at=datetime.fromisoformat(facts["occurred_at"]),
             recorded_at=now,
+            cost_micros=facts.get("cost_micros"),
+            price_version=facts.get("price_version"),
         )
         self.save(account, reversed_charges=[charge_id], reversed_at=now)
-        return Receipt(charge_id, row.account_id, False, now)
+        return Receipt(
+            charge_id, row.account_id, False, now, facts.get("cost_micros"), facts.get("price_version")
+        )
 
     # -- reading -------------------------------------------------------------
 
@@ -308,7 +394,14 @@ def _compare(charge: Charge, stored: Mapping[str, Any], recorded_at: datetime | 
         return ChargeConflict(charge.charge_id, differences)
     if recorded_at is not None and recorded_at.tzinfo is None:
         recorded_at = recorded_at.replace(tzinfo=timezone.utc)  # SQLite drops the zone
-    return Receipt(charge.charge_id, stored["account_id"], True, recorded_at)
+    return Receipt(
+        charge.charge_id,
+        stored["account_id"],
+        True,
+        recorded_at,
+        stored.get("cost_micros"),
+        stored.get("price_version"),
+    )
 
 
 def _backoff(attempt: int) -> None:

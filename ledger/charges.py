@@ -251,8 +251,9 @@ class ChargeValidator:
             return
         values.update(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
+    @staticmethod
     def _occurred_at(
-        self, raw: Mapping[str, Any], errors: dict[str, str], now: datetime | None
+        raw: Mapping[str, Any], errors: dict[str, str], now: datetime | None
     ) -> tuple[datetime | None, bool]:
         """A timezone-aware instant, kept in UTC; absent means now."""
         value = raw.get("occurred_at")

@@ -19,6 +19,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.measures import Figures, event_figures
+
 #: Namespace of account ids; changing it would orphan every stream.
 ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "urn:llm-usage-ledger:account")
 
@@ -31,27 +33,44 @@ def account_uuid(account_id: str) -> UUID:
 
 @dataclass(frozen=True)
 class Totals:
-    """Counted charges and tokens, net of reversals."""
+    """Counted charges, tokens and cost, net of reversals (fields in MEASURES order)."""
 
     charges: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cost_micros: int = 0
+    unpriced_charges: int = 0
+
+    @classmethod
+    def of_unpriced(cls, charges: int, prompt_tokens: int, completion_tokens: int, total_tokens: int) -> "Totals":
+        """Totals of charges no price covered: no cost, every charge unpriced."""
+        return cls(charges, prompt_tokens, completion_tokens, total_tokens, 0, charges)
 
     def __add__(self, other: "Totals") -> "Totals":
-        return Totals(
-            self.charges + other.charges,
-            self.prompt_tokens + other.prompt_tokens,
-            self.completion_tokens + other.completion_tokens,
-            self.total_tokens + other.total_tokens,
-        )
+        return Totals(*(a + b for a, b in zip(self.figures, other.figures)))
 
     def __neg__(self) -> "Totals":
-        return Totals(-self.charges, -self.prompt_tokens, -self.completion_tokens, -self.total_tokens)
+        return Totals(*(-a for a in self.figures))
+
+    @property
+    def figures(self) -> Figures:
+        return (
+            self.charges,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+            self.cost_micros,
+            self.unpriced_charges,
+        )
 
 
 class Account(Aggregate):
     """An account: who is billed. Its events are the charges made to it."""
+
+    #: Defaults for accounts snapshotted before costs existed.
+    cost_micros = 0
+    unpriced_charges = 0
 
     @staticmethod
     def create_id(account_id: str) -> UUID:
@@ -64,16 +83,33 @@ class Account(Aggregate):
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.total_tokens = 0
+        self.cost_micros = 0
+        self.unpriced_charges = 0
 
     @property
     def totals(self) -> Totals:
-        return Totals(self.charges, self.prompt_tokens, self.completion_tokens, self.total_tokens)
+        return Totals(
+            self.charges,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+            self.cost_micros,
+            self.unpriced_charges,
+        )
 
-    def _add(self, sign: int, prompt_tokens: int, completion_tokens: int, total_tokens: int) -> None:
-        self.charges += sign
-        self.prompt_tokens += sign * prompt_tokens
-        self.completion_tokens += sign * completion_tokens
-        self.total_tokens += sign * total_tokens
+    def _add(self, sign: int, prompt_tokens: int, completion_tokens: int, total_tokens: int,
+             cost_micros: int | None) -> None:
+        figures = event_figures(
+            {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+             "total_tokens": total_tokens, "cost_micros": cost_micros},
+            sign,
+        )
+        self.charges += figures[0]
+        self.prompt_tokens += figures[1]
+        self.completion_tokens += figures[2]
+        self.total_tokens += figures[3]
+        self.cost_micros += figures[4]
+        self.unpriced_charges += figures[5]
 
     @event("ChargeRecorded")
     def record_charge(
@@ -92,9 +128,16 @@ class Account(Aggregate):
         user_profile_id: int | None,
         session_key: str | None,
         reference: str | None,
+        cost_micros: int | None = None,
+        price_version: int | None = None,
     ) -> None:
-        """An accepted charge: immutable once stored (invariant 5)."""
-        self._add(1, prompt_tokens, completion_tokens, total_tokens)
+        """An accepted charge: immutable once stored (invariant 5).
+
+        ``cost_micros`` is its cost by the catalogue price of version
+        ``price_version`` in effect at ``occurred_at``; both are None for an
+        unpriced charge (and for charges recorded before prices existed).
+        """
+        self._add(1, prompt_tokens, completion_tokens, total_tokens, cost_micros)
 
     @event("ChargeReversed")
     def reverse_charge(
@@ -111,9 +154,15 @@ class Account(Aggregate):
         total_tokens: int,
         occurred_at: datetime,
         recorded_at: datetime,
+        cost_micros: int | None = None,
+        price_version: int | None = None,
     ) -> None:
-        """Cancels a recorded charge by a new event; the original stays in the log."""
-        self._add(-1, prompt_tokens, completion_tokens, total_tokens)
+        """Cancels a recorded charge by a new event; the original stays in the log.
+
+        It carries the charge's own cost and price version, so it takes back
+        exactly what the charge added.
+        """
+        self._add(-1, prompt_tokens, completion_tokens, total_tokens, cost_micros)
 
     @event("DayRolledUp")
     def roll_up_day(
@@ -132,7 +181,9 @@ class Account(Aggregate):
         """A closed day's totals, standing for the raw events compaction prunes.
 
         ``groups`` holds one dict per (user_id, charge_type, provider, model) with
-        ``charges``, ``prompt_tokens``, ``completion_tokens`` and ``total_tokens``:
+        ``charges``, ``prompt_tokens``, ``completion_tokens``, ``total_tokens``,
+        ``cost_micros`` and ``unpriced_charges`` (the last two absent in rollups
+        written before costs existed: see :func:`ledger.measures.group_figures`):
         projections *set* the day to these values. It changes no running total:
         the events it summarises were counted when they were recorded.
         """

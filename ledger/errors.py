@@ -9,8 +9,10 @@ class LedgerError(Exception):
     """Base of every error the ledger raises on purpose."""
 
 
-class InvalidCharge(LedgerError, ValueError):
-    """A charge failed validation; ``errors`` maps each bad field to why."""
+class InvalidInput(LedgerError, ValueError):
+    """Input failed validation; ``errors`` maps each bad field to why."""
+
+    what = "input"
 
     def __init__(self, errors: Mapping[str, str]) -> None:
         self.errors = dict(errors)
@@ -18,7 +20,23 @@ class InvalidCharge(LedgerError, ValueError):
 
     def __str__(self) -> str:
         listed = "; ".join(f"{name}: {message}" for name, message in sorted(self.errors.items()))
-        return f"invalid charge: {listed}"
+        return f"invalid {self.what}: {listed}"
+
+
+class InvalidCharge(InvalidInput):
+    """A charge failed validation: nothing was stored."""
+
+    what = "charge"
+
+
+class InvalidPrice(InvalidInput):
+    """A price or a catalogue file failed validation: no price was set."""
+
+    what = "price"
+
+
+class Unpriced(InvalidCharge):
+    """No price covers the charge, and the ledger is set to refuse unpriced charges."""
 
 
 class ChargeConflict(LedgerError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -43,6 +44,11 @@ class Settings(BaseSettings):
     group_commit_max: int = Field(default=5_000, ge=1)
     group_commit_window_ms: float = Field(default=2.0, ge=0, le=100)
     projector_batch_size: int = Field(default=5_000, ge=1)
+    #: Prices: the catalogue's currency (its costs are in micro-units of it),
+    #: and what to do with a charge no price covers: "record" it with cost
+    #: unknown (counted as unpriced in records and reports) or "reject" it.
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    unpriced: Literal["record", "reject"] = "record"
     #: Background jobs: retries after a transient failure (the budget is fixed
     #: when a task is enqueued), the first retry's delay (doubling after each
     #: attempt, capped), and the daily job's crontab in the billing time zone.

@@ -87,7 +87,7 @@ class Model:
         for charge_id, c in self.charges.items():
             if c["account_id"] == account and charge_id not in self.reversed:
                 p, q = c["prompt_tokens"], c["completion_tokens"]
-                total = total + Totals(1, p, q, p + q)
+                total = total + Totals.of_unpriced(1, p, q, p + q)
         return total
 
     def accounts(self) -> set[str]:

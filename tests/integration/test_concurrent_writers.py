@@ -77,7 +77,7 @@ def expected(accounts: list[str]) -> dict[str, Totals]:
     totals = {a: Totals() for a in accounts}
     for i in range(CHARGES):
         a = accounts[i % len(accounts)]
-        totals[a] = totals[a] + Totals(1, i % 97, i % 13, i % 97 + i % 13)
+        totals[a] = totals[a] + Totals.of_unpriced(1, i % 97, i % 13, i % 97 + i % 13)
     return totals
 
 

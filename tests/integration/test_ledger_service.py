@@ -36,7 +36,7 @@ def test_seed_example_is_recorded_durably(ledger, make_ledger):
                                    prompt_tokens=100, completion_tokens=50)
     assert receipt.account_id == "profile-123" and not receipt.duplicate
     fresh = make_ledger()  # another process's view: only what was committed
-    assert fresh.account_totals("profile-123") == Totals(1, 100, 50, 150)
+    assert fresh.account_totals("profile-123") == Totals.of_unpriced(1, 100, 50, 150)
 
 
 def test_duplicate_returns_the_original_receipt_and_stores_nothing(ledger):
@@ -46,7 +46,7 @@ def test_duplicate_returns_the_original_receipt_and_stores_nothing(ledger):
     assert again.duplicate and again.charge_id == "c-1" and again.account_id == "acme"
     assert again.recorded_at == first.recorded_at
     assert len(stored_events(ledger)) == count
-    assert ledger.account_totals("acme") == Totals(1, 100, 50, 150)
+    assert ledger.account_totals("acme") == Totals.of_unpriced(1, 100, 50, 150)
 
 
 def test_retry_without_a_time_is_still_a_duplicate(ledger):
@@ -63,7 +63,7 @@ def test_conflicting_payload_names_the_differences(ledger):
         ledger.record_charge(**charge(charge_id="c-1", model="gpt-4o-mini", prompt_tokens=101))
     assert caught.value.fields == ["model", "prompt_tokens", "total_tokens"]
     assert "recorded 'gpt-4o', now 'gpt-4o-mini'" in str(caught.value)
-    assert ledger.account_totals("acme") == Totals(1, 100, 50, 150)
+    assert ledger.account_totals("acme") == Totals.of_unpriced(1, 100, 50, 150)
 
 
 def test_invalid_charge_stores_nothing(ledger):
@@ -85,7 +85,7 @@ def test_batch_reports_per_item_and_keeps_valid_neighbours(ledger):
     assert outcomes[11].ok and outcomes[11].receipt.duplicate
     recorded = [i for i in range(20) if i not in (3, 7, 11)]
     assert all(outcomes[i].ok and not outcomes[i].receipt.duplicate for i in recorded)
-    assert ledger.account_totals("acme") == Totals(17, sum(recorded), 0, sum(recorded))
+    assert ledger.account_totals("acme") == Totals.of_unpriced(17, sum(recorded), 0, sum(recorded))
     # A second submission of the whole batch is all duplicates (or the same errors).
     again = ledger.record_charges(items)
     assert all(o.receipt.duplicate for o in again if o.ok)
@@ -96,7 +96,7 @@ def test_batch_across_accounts_in_one_transaction(ledger):
     items = [charge(account_id=f"acct-{i % 5}", charge_id=f"x-{i}") for i in range(50)]
     assert all(o.ok for o in ledger.record_charges(items))
     for n in range(5):
-        assert ledger.account_totals(f"acct-{n}") == Totals(10, 1000, 500, 1500)
+        assert ledger.account_totals(f"acct-{n}") == Totals.of_unpriced(10, 1000, 500, 1500)
 
 
 def test_reversal_is_a_new_event(ledger):
@@ -104,14 +104,14 @@ def test_reversal_is_a_new_event(ledger):
     ledger.record_charge(**charge(charge_id="c-2", prompt_tokens=1, completion_tokens=1))
     receipt = ledger.reverse_charge("c-1", reason="customer refund")
     assert receipt.account_id == "acme"
-    assert ledger.account_totals("acme") == Totals(1, 1, 1, 2)
+    assert ledger.account_totals("acme") == Totals.of_unpriced(1, 1, 1, 2)
     topics = [n.topic.rsplit(".", 1)[-1] for n in stored_events(ledger)]
     assert topics == ["Opened", "ChargeRecorded", "ChargeRecorded", "ChargeReversed"]
     with pytest.raises(AlreadyReversed):
         ledger.reverse_charge("c-1", reason="again")
     with pytest.raises(UnknownCharge):
         ledger.reverse_charge("never-recorded")
-    assert ledger.account_totals("acme") == Totals(1, 1, 1, 2)
+    assert ledger.account_totals("acme") == Totals.of_unpriced(1, 1, 1, 2)
 
 
 def test_reversed_charge_id_stays_a_duplicate(ledger):
@@ -185,8 +185,8 @@ def test_a_long_replay_leaves_a_snapshot(make_ledger):
     writer = make_ledger(snapshot_interval=10)
     writer.record_charges([charge(charge_id=f"s-{i}") for i in range(25)])
     reader = make_ledger(snapshot_interval=10)
-    assert reader.account_totals("acme") == Totals(25, 2500, 1250, 3750)
+    assert reader.account_totals("acme") == Totals.of_unpriced(25, 2500, 1250, 3750)
     snapshots = reader.snapshots.recorder.select_events(reader.get_account("acme").id)
     assert [s.originator_version for s in snapshots] == [26]
     writer.record_charge(**charge(charge_id="s-late"))
-    assert make_ledger(snapshot_interval=10).account_totals("acme") == Totals(26, 2600, 1300, 3900)
+    assert make_ledger(snapshot_interval=10).account_totals("acme") == Totals.of_unpriced(26, 2600, 1300, 3900)

@@ -134,7 +134,7 @@ def expected_totals(trials: int) -> dict[str, Totals]:
                 if c["charge_id"] in reversed_ids:
                     continue
                 p, q = c["prompt_tokens"], c["completion_tokens"]
-                totals[c["account_id"]] = totals.get(c["account_id"], Totals()) + Totals(1, p, q, p + q)
+                totals[c["account_id"]] = totals.get(c["account_id"], Totals()) + Totals.of_unpriced(1, p, q, p + q)
     return totals
 
 

@@ -27,13 +27,13 @@ def test_totals_count_charges_net_of_reversals():
     account = Account(account_id="acme")
     charge(account, "c1", 10, 5)
     charge(account, "c2", 1, 1)
-    assert account.totals == Totals(2, 11, 6, 17)
+    assert account.totals == Totals.of_unpriced(2, 11, 6, 17)
     account.reverse_charge(
         charge_id="c2", reason="test", account_id="acme", user_id="u", charge_type="completion",
         provider="openai", model="gpt", prompt_tokens=1, completion_tokens=1, total_tokens=2,
         occurred_at=T, recorded_at=T,
     )
-    assert account.totals == Totals(1, 10, 5, 15)
+    assert account.totals == Totals.of_unpriced(1, 10, 5, 15)
     events = account.collect_events()
     assert [type(e).__name__ for e in events] == ["Opened", "ChargeRecorded", "ChargeRecorded", "ChargeReversed"]
     assert [e.originator_version for e in events] == [1, 2, 3, 4]
@@ -48,12 +48,12 @@ def test_rollup_changes_no_running_total():
                      charges=1, prompt_tokens=10, completion_tokens=5, total_tokens=15)],
         charges=1, events=1, digest="0" * 64, first_position=1, last_position=2, recorded_at=T,
     )
-    assert account.totals == Totals(1, 10, 5, 15)
+    assert account.totals == Totals.of_unpriced(1, 10, 5, 15)
 
 
 def test_totals_arithmetic():
-    assert Totals(1, 2, 3, 5) + Totals(1, 1, 1, 2) == Totals(2, 3, 4, 7)
-    assert -Totals(1, 2, 3, 5) == Totals(-1, -2, -3, -5)
+    assert Totals.of_unpriced(1, 2, 3, 5) + Totals.of_unpriced(1, 1, 1, 2) == Totals.of_unpriced(2, 3, 4, 7)
+    assert -Totals.of_unpriced(1, 2, 3, 5) == Totals.of_unpriced(-1, -2, -3, -5)
 
 
 def test_appender_writes_events_byte_for_byte_as_the_mapper(tmp_path):

@@ -1,0 +1,55 @@
+"""What a charge, a reversal or a rollup group counts: the figures summed per day.
+
+One place turns a stored event's state into its figures, so the projector,
+compaction, the audit and repricing cannot disagree on them. A charge
+recorded without a price (or before prices existed) counts as unpriced and
+adds no cost; a reversal takes back exactly what its charge added.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+#: The figures of a daily billing record, in column order.
+MEASURES = (
+    "charges",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_micros",
+    "unpriced_charges",
+)
+Figures = tuple[int, int, int, int, int, int]
+ZERO: Figures = (0, 0, 0, 0, 0, 0)
+
+
+def event_figures(state: Mapping[str, Any], sign: int) -> Figures:
+    """A charge's figures (``sign`` 1) or its reversal's (``sign`` -1)."""
+    cost = state.get("cost_micros")
+    return (
+        sign,
+        sign * state["prompt_tokens"],
+        sign * state["completion_tokens"],
+        sign * state["total_tokens"],
+        0 if cost is None else sign * cost,
+        sign if cost is None else 0,
+    )
+
+
+def group_figures(group: Mapping[str, Any]) -> Figures:
+    """A rollup group's figures; groups written before costs existed were all unpriced."""
+    priced = "cost_micros" in group
+    return (
+        group["charges"],
+        group["prompt_tokens"],
+        group["completion_tokens"],
+        group["total_tokens"],
+        group["cost_micros"] if priced else 0,
+        group["unpriced_charges"] if priced else group["charges"],
+    )
+
+
+def add(into: list[int], figures: Figures) -> None:
+    """Accumulate ``figures`` into a running list of the same shape."""
+    for i, value in enumerate(figures):
+        into[i] += value
