@@ -47,7 +47,8 @@ A rollup's ``digest`` is the SHA-256 hex digest of UTF-8 text built as:
   JSON array ``[charge_id, sign, prompt_tokens, completion_tokens,
   total_tokens]`` (``sign`` is 1 for a charge, -1 for a reversal; tokens are
   the event's positive figures; ``json.dumps(..., separators=(",", ":"),
-  ensure_ascii=False)``);
+  ensure_ascii=False)``), extended by ``cost_micros, price_version`` for a
+  priced event (so digests of unpriced events are what they always were);
 
 every line ending in ``\\n``. :func:`digest_of` computes it and
 :func:`digest_item` turns a stored event's state into its item, so an audit
@@ -80,6 +81,7 @@ from ledger.domain import (
     Account,
 )
 from ledger.errors import LedgerError
+from ledger.measures import MEASURES, ZERO, add, event_figures, group_figures
 
 if TYPE_CHECKING:  # the application imports this module (its repository)
     from ledger.application import Ledger
@@ -98,8 +100,8 @@ MAX_EVENTS_PER_TRANSACTION = 100_000
 
 SCAN_BATCH_SIZE = 5_000
 
-#: (charge_id, sign, prompt_tokens, completion_tokens, total_tokens)
-DigestItem = tuple[str, int, int, int, int]
+#: (charge_id, sign, prompt_tokens, completion_tokens, total_tokens[, cost_micros, price_version])
+DigestItem = tuple[Any, ...]
 GroupKey = tuple[str, str, "str | None", "str | None"]
 Progress = Callable[[int, int], None]
 StepHook = Callable[[str, UUID], None]
@@ -139,13 +141,16 @@ def digest_item(topic: str, state: Mapping[str, Any]) -> DigestItem:
     if topic not in RAW_TOPICS:
         raise ValueError(f"not a charge or reversal topic: {topic!r}")
     sign = 1 if topic == CHARGE_RECORDED_TOPIC else -1
-    return (
+    item: DigestItem = (
         str(state["charge_id"]),
         sign,
         int(state["prompt_tokens"]),
         int(state["completion_tokens"]),
         int(state["total_tokens"]),
     )
+    if state.get("price_version") is not None:
+        item += (int(state["cost_micros"]), int(state["price_version"]))
+    return item
 
 
 def digest_of(items: Iterable[DigestItem], previous: str | None = None) -> str:
@@ -263,9 +268,7 @@ class _Day:
             )
         self.previous, self.previous_id, self.previous_bytes = state, notification_id, size
         self.groups = {
-            (g["user_id"], g["charge_type"], g["provider"], g["model"]): [
-                g["charges"], g["prompt_tokens"], g["completion_tokens"], g["total_tokens"],
-            ]
+            (g["user_id"], g["charge_type"], g["provider"], g["model"]): list(group_figures(g))
             for g in state["groups"]
         }
         if not rules.may_prune(notification_id, state["recorded_at"]):
@@ -277,12 +280,7 @@ class _Day:
         self.items.append(item)
         self.raw_bytes += size
         key = (state["user_id"], state["charge_type"], state["provider"], state["model"])
-        totals = self.groups.setdefault(key, [0, 0, 0, 0])
-        sign = item[1]
-        totals[0] += sign
-        totals[1] += sign * item[2]
-        totals[2] += sign * item[3]
-        totals[3] += sign * item[4]
+        add(self.groups.setdefault(key, list(ZERO)), event_figures(state, item[1]))
         if not rules.may_prune(notification_id, state["recorded_at"]):
             self.blocked = True
 
@@ -307,10 +305,7 @@ class _Day:
                 "charge_type": key[1],
                 "provider": key[2],
                 "model": key[3],
-                "charges": totals[0],
-                "prompt_tokens": totals[1],
-                "completion_tokens": totals[2],
-                "total_tokens": totals[3],
+                **dict(zip(MEASURES, totals)),
             }
             for key, totals in sorted(self.groups.items(), key=lambda kv: _sort_key(kv[0]))
         ]

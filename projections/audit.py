@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from ledger.compaction import digest_item, digest_of
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC, DAY_ROLLED_UP_TOPIC
+from ledger.measures import ZERO, add, event_figures, group_figures
 from projections.projector import Decoder, Projector, billing_date_function, state_decoder
 from projections.rebuild import Difference, rebuild
 from projections.tables import VALUE_COLUMNS
@@ -259,7 +260,7 @@ class _Rollup:
 
 @dataclass
 class _Day:
-    figures: Figures = field(default_factory=lambda: [0, 0, 0, 0])
+    figures: Figures = field(default_factory=lambda: list(ZERO))
     raw_since_rollup: int = 0
     rolled_up: bool = False
 
@@ -294,11 +295,7 @@ class _Tally:
             self.reversal_events += 1
         key = (state["account_id"], self.date_of(state["occurred_at"]["_data_"]))
         day = self.days.setdefault(key, _Day())
-        f = day.figures
-        f[0] += sign
-        f[1] += sign * state["prompt_tokens"]
-        f[2] += sign * state["completion_tokens"]
-        f[3] += sign * state["total_tokens"]
+        add(day.figures, event_figures(state, sign))
         day.raw_since_rollup += 1
 
     def _rollup(self, position: int, originator_id: Any, state: dict[str, Any]) -> None:
@@ -316,7 +313,7 @@ class _Tally:
 
     def totals(self, accounts: set[str] | None = None) -> dict[str, int]:
         """Sums over every account's days, or over the given accounts'."""
-        sums = [0, 0, 0, 0]
+        sums = list(ZERO)
         for (account_id, _), day in self.days.items():
             if accounts is not None and account_id not in accounts:
                 continue
@@ -331,7 +328,7 @@ def _account_totals(ledger: Any, versions: dict[Any, int]) -> tuple[dict[str, in
     Only accounts with rollups are loaded: elsewhere the log still holds every
     charge, and compaction's snapshots make rolled-up accounts cheap to load.
     """
-    sums = [0, 0, 0, 0]
+    sums = list(ZERO)
     issues = []
     for originator_id, version in versions.items():
         try:
@@ -346,7 +343,10 @@ def _account_totals(ledger: Any, versions: dict[Any, int]) -> tuple[dict[str, in
 
 
 def _group_totals(groups: list[dict[str, Any]]) -> Figures:
-    return [sum(int(g[name]) for g in groups) for name in VALUE_COLUMNS]
+    totals = list(ZERO)
+    for g in groups:
+        add(totals, group_figures(g))
+    return totals
 
 
 def _internal_issues(position: int, state: dict[str, Any], totals: Figures) -> list[RollupIssue]:
@@ -357,6 +357,8 @@ def _internal_issues(position: int, state: dict[str, Any], totals: Figures) -> l
     for g in state["groups"]:
         if g["prompt_tokens"] + g["completion_tokens"] != g["total_tokens"]:
             found.append(_issue(position, state, f"group {g['user_id']}/{g['charge_type']}: total != prompt + completion"))
+        if abs(group_figures(g)[5]) > abs(g["charges"]):
+            found.append(_issue(position, state, f"group {g['user_id']}/{g['charge_type']}: more unpriced than charges"))
     return found
 
 
@@ -390,16 +392,13 @@ def _verify(log: _LogReader, rollup: _Rollup, tally: _Tally) -> list[RollupIssue
         if topic == DAY_ROLLED_UP_TOPIC:
             if event["billing_date"] == state["billing_date"]:
                 previous, items = event, []
-                groups = {_group_key(g): [int(g[n]) for n in VALUE_COLUMNS] for g in event["groups"]}
+                groups = {_group_key(g): list(group_figures(g)) for g in event["groups"]}
             continue
         if tally.date_of(event["occurred_at"]["_data_"]) != day:
             continue
         item = digest_item(topic, event)
         items.append(item)
-        f = groups.setdefault(_group_key(event), [0, 0, 0, 0])
-        for i, value in enumerate(item[2:], start=1):
-            f[i] += item[1] * value
-        f[0] += item[1]
+        add(groups.setdefault(_group_key(event), list(ZERO)), event_figures(event, item[1]))
     present = len(items) + (int(previous["events"]) if previous else 0)
     if not items and previous is None:
         return []
@@ -409,7 +408,7 @@ def _verify(log: _LogReader, rollup: _Rollup, tally: _Tally) -> list[RollupIssue
     found = []
     if digest_of(items, previous["digest"] if previous else None) != state["digest"]:
         found.append(_issue(rollup.position, state, "digest does not match the events it covers"))
-    claimed = {_group_key(g): [int(g[n]) for n in VALUE_COLUMNS] for g in state["groups"]}
+    claimed = {_group_key(g): list(group_figures(g)) for g in state["groups"]}
     if _nonzero(claimed) != _nonzero(groups):
         found.append(_issue(rollup.position, state, "groups do not match the events it covers"))
     rollup.verified = not found

@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC, DAY_ROLLED_UP_TOPIC
+from ledger.measures import ZERO, add, group_figures
 from projections.tables import (
     KEY_COLUMNS,
     LIVE_NAME,
@@ -43,7 +44,7 @@ from projections.tables import (
 DayKey = tuple[str, date]
 #: (user_id, charge_type, provider, model), provider/model '' when unspecified.
 GroupKey = tuple[str, str, str, str]
-#: [charges, prompt_tokens, completion_tokens, total_tokens]
+#: [charges, prompt_tokens, completion_tokens, total_tokens, cost_micros, unpriced_charges]
 Figures = list[int]
 
 Decoder = Callable[[bytes], dict[str, Any]]
@@ -151,19 +152,25 @@ class DayFold:
                 groups = days[day] = {}
             key = (e["user_id"], e["charge_type"], e["provider"] or UNSPECIFIED, e["model"] or UNSPECIFIED)
             figures = groups.get(key)
-            p, c, t = e["prompt_tokens"], e["completion_tokens"], e["total_tokens"]
+            p, c, t, k = e["prompt_tokens"], e["completion_tokens"], e["total_tokens"], e.get("cost_micros")
+            u = 1 if k is None else 0  # unpriced (see ledger.measures.event_figures)
+            k = k or 0
             if figures is None:
-                groups[key] = [sign, sign * p, sign * c, sign * t]
+                groups[key] = [sign, sign * p, sign * c, sign * t, sign * k, sign * u]
             elif sign > 0:
                 figures[0] += 1
                 figures[1] += p
                 figures[2] += c
                 figures[3] += t
+                figures[4] += k
+                figures[5] += u
             else:
                 figures[0] -= 1
                 figures[1] -= p
                 figures[2] -= c
                 figures[3] -= t
+                figures[4] -= k
+                figures[5] -= u
 
     def roll_up(self, e: dict[str, Any]) -> None:
         """Set the account's day to the rollup's groups (dropping what was pending)."""
@@ -177,17 +184,13 @@ class DayFold:
         groups: dict[GroupKey, Figures] = {}
         for g in e["groups"]:
             key = (g["user_id"], g["charge_type"], g["provider"] or UNSPECIFIED, g["model"] or UNSPECIFIED)
-            figures = groups.setdefault(key, [0, 0, 0, 0])
-            figures[0] += g["charges"]
-            figures[1] += g["prompt_tokens"]
-            figures[2] += g["completion_tokens"]
-            figures[3] += g["total_tokens"]
+            add(groups.setdefault(key, list(ZERO)), group_figures(g))
         self.days[day] = groups
 
     def rows(self, billing_date: Callable[[date], Any], updated_at: Any) -> list[tuple[Any, ...]]:
         """One upsert row per touched key, in ``ROW_COLUMNS`` order."""
         return [
-            (account_id, billing_date(day), user_id, charge_type, provider, model, f[0], f[1], f[2], f[3], updated_at)
+            (account_id, billing_date(day), user_id, charge_type, provider, model, *f, updated_at)
             for (account_id, day), groups in self.days.items()
             for (user_id, charge_type, provider, model), f in groups.items()
         ]
@@ -260,9 +263,13 @@ def postgres_upsert_sql(table: sa.Table) -> str:
 def _copy_text(fold: "DayFold") -> io.StringIO:
     """The fold's rows in COPY text format (tab-separated, escaped, one per line)."""
     lines = []
-    for account_id, day, user_id, charge_type, provider, model, n, p, c, t, _ in fold.rows(date.isoformat, None):
-        keys = (account_id, day, user_id, charge_type, provider, model)
-        lines.append("\t".join(k.translate(_COPY_ESCAPES) for k in keys) + f"\t{n}\t{p}\t{c}\t{t}\n")
+    for row in fold.rows(date.isoformat, None):
+        keys, figures = row[: len(KEY_COLUMNS)], row[len(KEY_COLUMNS) : -1]
+        lines.append(
+            "\t".join(key.translate(_COPY_ESCAPES) for key in keys)
+            + "".join(f"\t{value}" for value in figures)
+            + "\n"
+        )
     return io.StringIO("".join(lines))
 
 

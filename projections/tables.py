@@ -16,11 +16,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ledger.measures import MEASURES
+
 #: The key of a daily billing record, in primary-key order (account and date
 #: first: reports and rollups select by account and day).
 KEY_COLUMNS = ("account_id", "billing_date", "user_id", "charge_type", "provider", "model")
-#: The figures summed per key.
-VALUE_COLUMNS = ("charges", "prompt_tokens", "completion_tokens", "total_tokens")
+#: The figures summed per key (see :mod:`ledger.measures`).
+VALUE_COLUMNS = MEASURES
 #: Stored in place of None for an unspecified provider or model.
 UNSPECIFIED = ""
 
@@ -44,6 +46,10 @@ def _billing_table(name: str) -> sa.Table:
         sa.Column("prompt_tokens", sa.BigInteger, nullable=False, default=0),
         sa.Column("completion_tokens", sa.BigInteger, nullable=False, default=0),
         sa.Column("total_tokens", sa.BigInteger, nullable=False, default=0),
+        # Sum of the charges' costs in micro-units of the catalogue's currency,
+        # and how many charges no price covered (they add no cost).
+        sa.Column("cost_micros", sa.BigInteger, nullable=False, default=0, server_default="0"),
+        sa.Column("unpriced_charges", sa.BigInteger, nullable=False, default=0, server_default="0"),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Index(f"{name}_date_idx", "billing_date", "account_id"),
     )
@@ -77,7 +83,30 @@ def ensure_tables(engine: sa.engine.Engine) -> None:
             # Two processes creating the same tables at once collide in the catalog.
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('projections.tables'))"))
         metadata.create_all(connection, checkfirst=True)
+        _add_cost_columns(connection)
     _ready.add(engine)
+
+
+def _add_cost_columns(connection: sa.engine.Connection) -> None:
+    """Migrate billing tables made before costs existed: add the two columns.
+
+    Their rows predate prices, so every charge they count was unpriced; a
+    rebuild from the log gives the same figures.
+    """
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    operations: Operations | None = None
+    for table in (daily_billing_records, daily_billing_records_rebuild):
+        present = {c["name"] for c in sa.inspect(connection).get_columns(table.name)}
+        if "cost_micros" in present:
+            continue
+        operations = operations or Operations(MigrationContext.configure(connection))
+        for name in ("cost_micros", "unpriced_charges"):
+            operations.add_column(
+                table.name, sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
+            )
+        connection.execute(table.update().values(unpriced_charges=table.c.charges))
 
 
 def engine_of(source: Any) -> sa.engine.Engine:

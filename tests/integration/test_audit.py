@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 from ledger.compaction import compact, digest_item, digest_of
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC
 from projections import Projector, audit, rebuild
+from projections.tables import VALUE_COLUMNS
 from projections.tables import daily_billing_records as records_table
 from test_projector import Model, charges, group, head, live, roll_up
 
@@ -17,9 +18,13 @@ UTC = timezone.utc
 DAY = date(2026, 3, 1)
 
 
+def unpriced(values) -> dict[str, int]:
+    """A model's token figures as a record's (no prices set: every charge unpriced)."""
+    return dict(zip(VALUE_COLUMNS, (*values, 0, values[0])))
+
+
 def figures(model: Model) -> dict[str, int]:
-    sums = [sum(v[i] for v in model.records().values()) for i in range(4)]
-    return dict(zip(("charges", "prompt_tokens", "completion_tokens", "total_tokens"), sums))
+    return unpriced([sum(v[i] for v in model.records().values()) for i in range(4)])
 
 
 def projected(ledger, n: int = 40) -> Model:
@@ -62,7 +67,7 @@ def test_audit_lists_a_corrupted_live_row(ledger):
     [difference] = result.differences
     assert difference.key == {"account_id": account, "billing_date": date.fromisoformat(day), "user_id": user,
                               "charge_type": charge_type, "provider": provider, "model": model_name}
-    expected = dict(zip(("charges", "prompt_tokens", "completion_tokens", "total_tokens"), model.records()[target]))
+    expected = unpriced(model.records()[target])
     assert difference.rebuilt == expected
     assert difference.live == {**expected, "total_tokens": expected["total_tokens"] + 1000}
     assert result.conservation.records["total_tokens"] == result.conservation.log["total_tokens"] + 1000

@@ -10,7 +10,7 @@ from projections import Projector
 from projections.reports import GROUP_COLUMNS, account_summaries, daily_billing_view, records
 
 UTC = timezone.utc
-FIGURES = ("charges", "prompt_tokens", "completion_tokens", "total_tokens")
+FIGURES = ("charges", "prompt_tokens", "completion_tokens", "total_tokens", "cost_micros", "unpriced_charges")
 
 
 def charge(charge_id: str, account: str, user: str, day: int, charge_type: str = "completion",
@@ -38,7 +38,9 @@ def billed(ledger):
 
 
 def figures(row):
-    return tuple(row[name] for name in FIGURES)
+    """Charges and tokens (no prices are set here: cost 0, every charge unpriced)."""
+    assert (row["cost_micros"], row["unpriced_charges"]) == (0, row["charges"])
+    return tuple(row[name] for name in FIGURES[:4])
 
 
 def test_row_level_records_have_the_agreed_keys_and_unspecified_as_none(billed):

@@ -97,13 +97,13 @@ def test_charges_add_and_reversals_subtract_per_key():
         (CHARGE_REVERSED_TOPIC, _charge(p=10)),
         ("ledger.domain:Account.Opened", {"account_id": "acme"}),
     ])
-    assert result.days == {DAY: {KEY: [1, 20, 5, 25]}}
+    assert result.days == {DAY: {KEY: [1, 20, 5, 25, 0, 1]}}
     assert result.resets == set()
 
 
 def test_unspecified_provider_and_model_are_their_own_group():
     result = fold([(CHARGE_RECORDED_TOPIC, _charge(provider=None)), (CHARGE_RECORDED_TOPIC, _charge())])
-    assert result.days[DAY] == {("u1", "completion", "", ""): [1, 10, 5, 15], KEY: [1, 10, 5, 15]}
+    assert result.days[DAY] == {("u1", "completion", "", ""): [1, 10, 5, 15, 0, 1], KEY: [1, 10, 5, 15, 0, 1]}
 
 
 def test_rollup_sets_its_day_after_the_events_before_it_and_before_those_after_it():
@@ -114,16 +114,16 @@ def test_rollup_sets_its_day_after_the_events_before_it_and_before_those_after_i
         (CHARGE_RECORDED_TOPIC, _charge(p=2)),  # late charge after the rollup: adds on top
     ])
     assert result.resets == {DAY}
-    assert result.days[DAY] == {KEY: [4, 32, 20, 52]}
-    assert result.days[("acme", date(2026, 3, 9))] == {KEY: [1, 7, 5, 12]}
+    assert result.days[DAY] == {KEY: [4, 32, 20, 52, 0, 4]}
+    assert result.days[("acme", date(2026, 3, 9))] == {KEY: [1, 7, 5, 12, 0, 1]}
 
 
 def test_rows_carry_every_touched_key_once():
     result = fold([(CHARGE_RECORDED_TOPIC, _charge()), (CHARGE_RECORDED_TOPIC, _charge(user="u2"))])
     rows = result.rows(date.isoformat, "now")
     assert sorted(rows) == [
-        ("acme", "2026-03-08", "u1", "completion", "openai", "", 1, 10, 5, 15, "now"),
-        ("acme", "2026-03-08", "u2", "completion", "openai", "", 1, 10, 5, 15, "now"),
+        ("acme", "2026-03-08", "u1", "completion", "openai", "", 1, 10, 5, 15, 0, 1, "now"),
+        ("acme", "2026-03-08", "u2", "completion", "openai", "", 1, 10, 5, 15, 0, 1, "now"),
     ]
 
 

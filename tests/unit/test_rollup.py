@@ -105,9 +105,11 @@ def test_a_day_folds_charges_and_reversals_per_group_keeping_zero_groups():
     assert day.ready and day.pruned_ids == [1, 2, 3, 4] and day.pruned_bytes == 400
     assert fields["groups"] == [
         dict(user_id="u1", charge_type="completion", provider=None, model="m",
-             charges=2, prompt_tokens=12, completion_tokens=5, total_tokens=17),
+             charges=2, prompt_tokens=12, completion_tokens=5, total_tokens=17,
+             cost_micros=0, unpriced_charges=2),
         dict(user_id="u2", charge_type="completion", provider=None, model=None,
-             charges=0, prompt_tokens=0, completion_tokens=0, total_tokens=0),
+             charges=0, prompt_tokens=0, completion_tokens=0, total_tokens=0,
+             cost_micros=0, unpriced_charges=0),
     ]
     assert (fields["charges"], fields["events"]) == (2, 4)
     assert (fields["first_position"], fields["last_position"]) == (1, 4)
