@@ -62,4 +62,4 @@ def projected_totals(ledger: Ledger) -> Tally:
 
     with ledger.recorder.transaction(commit=False) as session:
         totals = table_totals(session, daily_billing_records)
-    return Tally(**totals)
+    return Tally(*(totals[name] for name in ("charges", "prompt_tokens", "completion_tokens", "total_tokens")))

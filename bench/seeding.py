@@ -52,12 +52,14 @@ def seed_log(
                 account = accounts[facts["account_id"]] = Account(account_id=facts["account_id"])
                 events.extend(account.collect_events())
             events.append(_apply(account, Account.ChargeRecorded, now, facts, recorded_at=now,
-                                 user_profile_id=None, session_key=raw.get("session_key"), reference=raw.get("reference")))
+                                 user_profile_id=None, session_key=raw.get("session_key"), reference=raw.get("reference"),
+                                 cost_micros=None, price_version=None))
             number += 1
             tally.add(raw)
             reversed_at = None
             if reverse_every and number % reverse_every == 0:
-                events.append(_apply(account, Account.ChargeReversed, now, facts, reason="bench", recorded_at=now))
+                events.append(_apply(account, Account.ChargeReversed, now, facts, reason="bench", recorded_at=now,
+                                     cost_micros=None, price_version=None))
                 tally.add(raw, -1)
                 reversed_at = now
             rows.append(_index_row(raw, facts, now, reversed_at))

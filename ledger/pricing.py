@@ -118,13 +118,21 @@ class Price:
 
     def cost_micros(self, prompt_tokens: int, completion_tokens: int, total_tokens: int) -> int:
         """The charge's cost, rounded once, half up (see the module doc)."""
+        return self._token_micros(prompt_tokens, completion_tokens, total_tokens) + self.per_call_micros
+
+    def group_cost_micros(self, charges: int, prompt_tokens: int, completion_tokens: int, total_tokens: int) -> int:
+        """The cost of a group's token sums, rounded once, plus the per-call fee per charge."""
+        return self._token_micros(prompt_tokens, completion_tokens, total_tokens) + self.per_call_micros * charges
+
+    def _token_micros(self, prompt_tokens: int, completion_tokens: int, total_tokens: int) -> int:
         unsplit = total_tokens - prompt_tokens - completion_tokens
         exact = (
             prompt_tokens * self.prompt_micros_per_million
             + completion_tokens * self.completion_micros_per_million
             + unsplit * self.prompt_micros_per_million
         )
-        return (exact + MICROS_PER_MILLION // 2) // MICROS_PER_MILLION + self.per_call_micros
+        sign = -1 if exact < 0 else 1  # a reversed group's sums: round its magnitude the same way
+        return sign * ((abs(exact) + MICROS_PER_MILLION // 2) // MICROS_PER_MILLION)
 
     def same_terms(self, other: "Price") -> bool:
         """Equal but for the version: setting it again would change nothing."""
@@ -246,6 +254,36 @@ def validate_price(
     if errors:
         raise InvalidPrice(errors)
     return values
+
+
+def load_catalogue_file(
+    path: str, charge_types: Iterable[str], currency: str
+) -> list[dict[str, Any]]:
+    """A catalogue file's prices, each validated (errors name ``price[N].field``).
+
+    The file's ``currency``, when given, must be the ledger's: a price in
+    another currency would be summed with the wrong unit.
+    """
+    file_currency, entries = read_catalogue_file(path)
+    if file_currency is not None and file_currency != currency:
+        raise InvalidPrice({"currency": f"{path} is in {file_currency}; this ledger bills in {currency}"})
+    errors: dict[str, str] = {}
+    prices = []
+    for index, entry in enumerate(entries):
+        try:
+            prices.append(validate_price(entry, charge_types))
+        except InvalidPrice as exc:
+            errors.update({f"price[{index}].{name}": message for name, message in exc.errors.items()})
+    if errors:
+        raise InvalidPrice(errors)
+    return prices
+
+
+def table_of(prices: Iterable[Mapping[str, Any]], currency: str | None = None) -> PriceTable:
+    """A catalogue made of validated prices, numbered in order (a scratch catalogue)."""
+    return PriceTable(
+        (Price(version=n, **values) for n, values in enumerate(prices, start=1)), 0, currency
+    )
 
 
 def read_catalogue_file(path: str) -> tuple[str | None, list[dict[str, Any]]]:

@@ -8,6 +8,7 @@ so a missing one is a clear error for that command and never breaks the rest.
 from ledger.cli.app import EXIT, CliError, app
 from ledger.cli import write as _write  # noqa: F401 - registers commands
 from ledger.cli import read as _read  # noqa: F401
+from ledger.cli import prices as _prices  # noqa: F401
 from ledger.cli import ops as _ops  # noqa: F401
 
 

@@ -206,6 +206,18 @@ def print_table(table: Any) -> None:
         Console(width=240, highlight=False).print(table)
 
 
+#: Table headings of the figures (cost is shown in currency units, exact).
+HEADINGS = {"prompt_tokens": "prompt", "completion_tokens": "completion", "total_tokens": "total",
+            "cost_micros": "cost", "unpriced_charges": "unpriced"}
+
+
+def show_figure(name: str, value: int) -> str:
+    """A figure for a person: cost as a decimal of the currency, counts with separators."""
+    from ledger.money import format_micros
+
+    return format_micros(value) if name == "cost_micros" else f"{value:,}"
+
+
 def note(message: str) -> None:
     """A remark for humans on stderr (stdout stays clean for data), never wrapped."""
     sys.stderr.write(message + "\n")

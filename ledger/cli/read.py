@@ -13,6 +13,8 @@ from rich.table import Column, Table
 
 from ledger.cli.app import (
     EXIT,
+    HEADINGS,
+    show_figure,
     CliError,
     app,
     emit_json,
@@ -25,8 +27,9 @@ from ledger.cli.app import (
     state_of,
 )
 
+from ledger.measures import MEASURES as VALUE_COLUMNS
+
 KEY_COLUMNS = ("account_id", "user_id", "billing_date", "charge_type", "provider", "model")
-VALUE_COLUMNS = ("charges", "prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def run_projector(ledger: Any, description: str = "projecting") -> tuple[int, int]:
@@ -143,7 +146,7 @@ def print_audit(result: Any, limit: int | None = None) -> None:
               markup=False)
     out.print(f"  conservation: {'balanced' if c.balanced else 'UNBALANCED'}: records "
               f"{_figures(c.records)}, log {_figures(c.log)}, accounts {_figures(c.accounts)} "
-              "(charges/prompt/completion/total)", markup=False)
+              "(charges/prompt/completion/total/cost micros/unpriced)", markup=False)
     out.print(f"  rollups: {result.rollups_checked} checked, {len(result.rollup_issues)} issue(s); "
               f"{result.rollups_verified} digest(s) recomputed from raw events still in the log", markup=False)
     for issue in result.rollup_issues:
@@ -218,14 +221,14 @@ def print_records(rows: list[dict[str, Any]], shown: list[str], title: str | Non
     if not rows:
         out.print("no records match")
         return
-    table = Table(*shown, *(Column(name.replace("_tokens", ""), justify="right") for name in VALUE_COLUMNS),
+    table = Table(*shown, *(Column(HEADINGS.get(name, name), justify="right") for name in VALUE_COLUMNS),
                   title=title, show_footer=True)
     for row in rows:
         table.add_row(*(("-" if row[k] is None else str(row[k])) for k in shown),
-                      *(f"{row[k]:,}" for k in VALUE_COLUMNS))
+                      *(show_figure(k, row[k]) for k in VALUE_COLUMNS))
     totals = {k: sum(row[k] for row in rows) for k in VALUE_COLUMNS}
     for column, name in zip(table.columns[len(shown):], VALUE_COLUMNS):
-        column.footer = f"{totals[name]:,}"
+        column.footer = show_figure(name, totals[name])
     if shown:
         table.columns[0].footer = "total"
     print_table(table)

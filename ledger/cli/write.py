@@ -9,7 +9,9 @@ import sqlalchemy as sa
 import typer
 from rich.table import Column, Table
 
-from ledger.cli.app import EXIT, print_table, app, emit_json, note, out, progress_bar, state_of
+from ledger.cli.app import EXIT, HEADINGS, print_table, app, emit_json, note, out, progress_bar, show_figure, state_of
+from ledger.measures import MEASURES
+from ledger.money import format_micros
 
 
 def _receipt_dict(receipt: Any) -> dict[str, Any]:
@@ -18,7 +20,15 @@ def _receipt_dict(receipt: Any) -> dict[str, Any]:
         "account_id": receipt.account_id,
         "duplicate": receipt.duplicate,
         "recorded_at": receipt.recorded_at.isoformat() if receipt.recorded_at else None,
+        "cost_micros": receipt.cost_micros,
+        "price_version": receipt.price_version,
     }
+
+
+def _cost_text(receipt: Any) -> str:
+    if receipt.price_version is None:
+        return "unpriced"
+    return f"cost {format_micros(receipt.cost_micros)} (price version {receipt.price_version})"
 
 
 @app.command()
@@ -62,10 +72,10 @@ def record(
     when = receipt.recorded_at.isoformat(timespec="seconds") if receipt.recorded_at else "?"
     if receipt.duplicate:
         out.print(f"already recorded: charge {receipt.charge_id} for account {receipt.account_id} "
-                  f"at {when} (not counted again)", markup=False)
+                  f"at {when}, {_cost_text(receipt)} (not counted again)", markup=False)
     else:
-        out.print(f"recorded charge {receipt.charge_id} for account {receipt.account_id} at {when}",
-                  markup=False)
+        out.print(f"recorded charge {receipt.charge_id} for account {receipt.account_id} at {when}, "
+                  f"{_cost_text(receipt)}", markup=False)
 
 
 @app.command("import")
@@ -156,22 +166,15 @@ def accounts(
     rows = []
     for account_id in wanted:
         totals = ledger.account_totals(account_id)  # UnknownAccount names a missing one
-        rows.append({
-            "account_id": account_id,
-            "charges": totals.charges,
-            "prompt_tokens": totals.prompt_tokens,
-            "completion_tokens": totals.completion_tokens,
-            "total_tokens": totals.total_tokens,
-        })
+        rows.append({"account_id": account_id, **dict(zip(MEASURES, totals.figures))})
     if json_output:
         emit_json(rows)
         return
     if not rows:
         out.print("no accounts yet")
         return
-    table = Table("account", *(Column(h, justify="right") for h in ("charges", "prompt", "completion", "total")))
+    table = Table("account", *(Column(HEADINGS.get(k, k), justify="right") for k in MEASURES))
     for row in rows:
-        table.add_row(row["account_id"], *(f"{row[k]:,}" for k in
-                      ("charges", "prompt_tokens", "completion_tokens", "total_tokens")))
+        table.add_row(row["account_id"], *(show_figure(k, row[k]) for k in MEASURES))
     print_table(table)
 

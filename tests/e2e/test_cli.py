@@ -17,9 +17,9 @@ from ledger.cli import app
 
 runner = CliRunner()
 COMMANDS = ("record", "import", "reverse", "accounts", "project", "rebuild", "audit", "report",
-            "compact", "rejected", "worker", "bench", "demo")
+            "compact", "prices", "reprice", "rejected", "worker", "bench", "demo")
 KEYS = ["account_id", "user_id", "billing_date", "charge_type", "provider", "model",
-        "charges", "prompt_tokens", "completion_tokens", "total_tokens"]
+        "charges", "prompt_tokens", "completion_tokens", "total_tokens", "cost_micros", "unpriced_charges"]
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_record_prints_a_receipt_and_a_retry_is_not_counted_twice(cli):
     assert again.stdout.startswith("already recorded: charge c1 for account acme at ")
     totals = json.loads(ok(cli("accounts", "--json")).stdout)
     assert totals == [{"account_id": "acme", "charges": 1, "prompt_tokens": 120,
-                       "completion_tokens": 30, "total_tokens": 150}]
+                       "completion_tokens": 30, "total_tokens": 150, "cost_micros": 0, "unpriced_charges": 1}]
 
 
 def test_record_seed_style_by_user_profile(cli):
@@ -183,8 +183,8 @@ def test_project_then_report_json_has_exactly_the_contract_keys(cli):
     assert {row["billing_date"] for row in rows} == {days_ago(2)[:10], days_ago(1)[:10]}
     by_user = json.loads(ok(cli("report", "--format", "json", "--group-by", "account_id,user_id")).stdout)
     assert by_user == [
-        dict(zip(KEYS, ["acme", "ada", None, None, None, None, 2, 150, 25, 175])),
-        dict(zip(KEYS, ["acme", "grace", None, None, None, None, 1, 10, 1, 11])),
+        dict(zip(KEYS, ["acme", "ada", None, None, None, None, 2, 150, 25, 175, 0, 2])),
+        dict(zip(KEYS, ["acme", "grace", None, None, None, None, 1, 10, 1, 11, 0, 1])),
     ]
     filtered = json.loads(ok(cli("report", "--format", "json", "--model", "gpt-4o-mini",
                                  "--from", days_ago(2)[:10], "--to", days_ago(2)[:10])).stdout)
@@ -195,8 +195,8 @@ def test_report_csv_and_table(cli):
     record(cli, "c1", when=days_ago(1))
     csv_text = ok(cli("report", "--format", "csv", "--group-by", "account_id,model")).stdout
     assert csv_text.splitlines() == [
-        "account_id,model,charges,prompt_tokens,completion_tokens,total_tokens",
-        "acme,gpt-4o,1,100,20,120",
+        "account_id,model,charges,prompt_tokens,completion_tokens,total_tokens,cost_micros,unpriced_charges",
+        "acme,gpt-4o,1,100,20,120,0,1",
     ]
     table = ok(cli("report", "--group-by", "model")).stdout
     assert "gpt-4o" in table and "total" in table
@@ -305,7 +305,7 @@ def test_rejected_list_and_resubmit_with_a_correction(cli):
 # -- help everywhere, and the benchmark's wiring ------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "bench"] + ["rejected list", "rejected resubmit"])
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "bench"] + ["rejected list", "rejected resubmit", "prices set", "prices list", "prices import"])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0

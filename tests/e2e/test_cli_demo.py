@@ -88,7 +88,7 @@ def test_installed_script_records_imports_and_reports(tmp_path):
     assert json.loads(report.stdout) == [{
         "account_id": "acme", "user_id": None, "billing_date": "2026-01-15", "charge_type": None,
         "provider": None, "model": None, "charges": 2, "prompt_tokens": 125, "completion_tokens": 30,
-        "total_tokens": 155}]
+        "total_tokens": 155, "cost_micros": 0, "unpriced_charges": 2}]
 
 
 def catches(pid: int, signum: int) -> bool:
