@@ -20,7 +20,9 @@ from datetime import date, datetime, time as clock, timedelta, timezone
 from typing import Any, Callable, Protocol
 from zoneinfo import ZoneInfo
 
+from ledger.domain import Totals
 from ledger.errors import ChargeConflict, InvalidCharge
+from ledger.measures import MEASURES
 
 ACCOUNT_NAMES = (
     "acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka",
@@ -33,6 +35,17 @@ MODELS = {
     "anthropic": [("claude-sonnet-4", 5, 2_600, 520), ("claude-haiku-3.5", 4, 700, 180)],
     "google": [("gemini-1.5-pro", 2, 3_200, 400), ("gemini-1.5-flash", 3, 1_100, 210)],
     "meta": [("llama-3.1-70b", 1, 1_500, 350)],
+}
+#: The demo's catalogue: (provider, model) -> (prompt, completion) micro-USD per
+#: million tokens. llama is left unpriced on purpose; gpt-4o gets cheaper mid-month.
+PRICES = {
+    ("openai", "gpt-4o"): (2_500_000, 10_000_000),
+    ("openai", "gpt-4o-mini"): (150_000, 600_000),
+    ("openai", "o3-mini"): (1_100_000, 4_400_000),
+    ("anthropic", "claude-sonnet-4"): (3_000_000, 15_000_000),
+    ("anthropic", "claude-haiku-3.5"): (800_000, 4_000_000),
+    ("google", "gemini-1.5-pro"): (1_250_000, 5_000_000),
+    ("google", "gemini-1.5-flash"): (75_000, 300_000),
 }
 #: charge type -> weight (subscriptions are added once per account, not drawn)
 CHARGE_TYPES = {"completion": 82, "tool": 7, "plugin": 4, "usage": 7}
@@ -184,6 +197,23 @@ def synthetic_month(config: DemoConfig, *, end: date, zone: ZoneInfo) -> list[di
     return month
 
 
+def _catalogue(start: date, zone: ZoneInfo) -> list[dict[str, Any]]:
+    """List prices from before the month, a mid-month cut, and a rate for seed-style usage."""
+    opened = datetime.combine(start, datetime.min.time(), zone).isoformat()
+    entries = [
+        {"provider": provider, "model": model, "prompt_micros_per_million": prompt,
+         "completion_micros_per_million": completion, "effective_from": opened, "note": "list price"}
+        for (provider, model), (prompt, completion) in PRICES.items()
+    ]
+    cut = datetime.combine(start + timedelta(days=16), datetime.min.time(), zone).isoformat()
+    entries.append({"provider": "openai", "model": "gpt-4o", "prompt_micros_per_million": 2_000_000,
+                    "completion_micros_per_million": 8_000_000, "effective_from": cut, "note": "price cut"})
+    entries.append({"charge_type": "usage", "prompt_micros_per_million": 500_000,
+                    "completion_micros_per_million": 1_500_000, "effective_from": opened,
+                    "note": "metered usage without a model"})
+    return entries
+
+
 def _late_arrivals(month: list[dict[str, Any]], rnd: random.Random, share: float = 0.01) -> list[dict[str, Any]]:
     """Move a few charges later in the stream: calls reported after the fact."""
     picked = set(rnd.sample(range(len(month)), max(1, int(len(month) * share))))
@@ -214,6 +244,10 @@ def run_demo(ledger: Any, config: DemoConfig = DemoConfig(), reporter: Reporter 
 
     month = _late_arrivals(synthetic_month(config, end=today, zone=zone), rnd)
     result.charges = len(month)
+    with say.step("setting the price catalogue"):
+        prices = ledger.set_prices(_catalogue(today - timedelta(days=config.days + 1), zone))
+    say.done(f"set {len(prices)} prices (micro-USD per million tokens; llama-3.1-70b left unpriced, "
+             "gpt-4o 20% cheaper from mid-month)")
     with say.step(f"recording {len(month):,} charges in batches of {config.batch_size:,}", len(month)) as update:
         started = time.perf_counter()
         for start in range(0, len(month), config.batch_size):
@@ -295,15 +329,9 @@ def run_demo(ledger: Any, config: DemoConfig = DemoConfig(), reporter: Reporter 
     summaries = sorted(account_summaries(ledger), key=lambda s: -s["total_tokens"])
     result.top_accounts = summaries[:5]
     result.by_model = sorted(records(ledger, group_by=("provider", "model")), key=lambda r: -r["total_tokens"])
-    result.totals = {k: sum(s[k] for s in summaries) for k in
-                     ("charges", "prompt_tokens", "completion_tokens", "total_tokens")}
-    account_totals = [ledger.account_totals(s["account_id"]) for s in summaries]
-    result.account_totals = {
-        "charges": sum(t.charges for t in account_totals),
-        "prompt_tokens": sum(t.prompt_tokens for t in account_totals),
-        "completion_tokens": sum(t.completion_tokens for t in account_totals),
-        "total_tokens": sum(t.total_tokens for t in account_totals),
-    }
+    result.totals = {k: sum(s[k] for s in summaries) for k in MEASURES}
+    account_totals = sum((ledger.account_totals(s["account_id"]) for s in summaries), Totals())
+    result.account_totals = dict(zip(MEASURES, account_totals.figures))
     result.seconds["total"] = time.perf_counter() - clock_start
     return result
 

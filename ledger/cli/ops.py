@@ -14,6 +14,8 @@ from rich.table import Column, Table
 
 from ledger.cli.app import (
     EXIT,
+    HEADINGS,
+    show_figure,
     CliError,
     app,
     emit_json,
@@ -227,18 +229,21 @@ def _fresh_sqlite(directory: Path | None) -> str:
 
 def _print_demo(result: Any, url: str, wall: float) -> None:
     out.print()
-    top = Table("account", *(Column(h, justify="right") for h in ("users", "charges", "prompt", "completion", "total")),
+    top = Table("account", Column("users", justify="right"),
+                *(Column(HEADINGS.get(k, k), justify="right") for k in VALUE_COLUMNS),
                 title="Top accounts by tokens")
     for row in result.top_accounts:
-        top.add_row(row["account_id"], str(row["users"]),
-                    *(f"{row[k]:,}" for k in VALUE_COLUMNS))
+        top.add_row(row["account_id"], str(row["users"]), *(show_figure(k, row[k]) for k in VALUE_COLUMNS))
     print_table(top)
     rows = [{**row} for row in result.by_model]
     print_records(rows, ["provider", "model"], title="Totals by provider and model (- = unspecified)")
     same = result.totals == result.account_totals
-    out.print(f"Records total {result.totals['total_tokens']:,} tokens in {result.totals['charges']:,} charges; "
-              f"account aggregates say {result.account_totals['total_tokens']:,} in "
-              f"{result.account_totals['charges']:,}: {'equal' if same else 'DIFFERENT'}", markup=False)
+    out.print(f"Records total {result.totals['total_tokens']:,} tokens in {result.totals['charges']:,} charges "
+              f"costing {show_figure('cost_micros', result.totals['cost_micros'])} USD "
+              f"({result.totals['unpriced_charges']:,} unpriced); account aggregates say "
+              f"{result.account_totals['total_tokens']:,} in {result.account_totals['charges']:,} costing "
+              f"{show_figure('cost_micros', result.account_totals['cost_micros'])}: "
+              f"{'equal' if same else 'DIFFERENT'}", markup=False)
     print_audit(result.audit, limit=10)
     out.print(f"Done in {wall:.1f} s. Explore it: ledger --database-url {url} report --group-by account_id,billing_date",
               markup=False)

@@ -110,7 +110,7 @@ def test_record_seed_style_by_user_profile(cli):
                                 "--prompt-tokens", "100", "--completion-tokens", "50", "--json")).stdout)
     assert receipt["account_id"] == "profile-123"
     assert receipt["duplicate"] is False
-    assert set(receipt) == {"charge_id", "account_id", "duplicate", "recorded_at"}
+    assert set(receipt) == {"charge_id", "account_id", "duplicate", "recorded_at", "cost_micros", "price_version"}
 
 
 def test_record_invalid_charge_names_each_field_and_stores_nothing(cli):
