@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+from operator import add
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
@@ -78,6 +79,8 @@ def state_decoder(mapper: Any) -> Decoder:
         return loads
 
     def decode(state: bytes) -> dict[str, Any]:
+        if state.__class__ is memoryview:
+            state = bytes(state)  # psycopg2 gives memoryview for bytea
         if cipher is not None:
             state = cipher.decrypt(state)
         if compressor is not None:
@@ -117,6 +120,29 @@ def billing_date_function(zone: ZoneInfo) -> Callable[[str], date]:
     return date_of
 
 
+#: How a charge event moves its key's figures: recorded adds, reversed subtracts.
+SIGNS = {CHARGE_RECORDED_TOPIC: 1, CHARGE_REVERSED_TOPIC: -1}
+
+
+def charge_values(e: dict[str, Any]) -> tuple[int, ...]:
+    """What one charge adds to its key, in ``VALUE_COLUMNS`` order (a reversal subtracts it).
+
+    The one place an event's state maps to figures: a new measure is a new
+    column in ``VALUE_COLUMNS`` and a new item here (and in ``rollup_values``).
+    """
+    return (1, e["prompt_tokens"], e["completion_tokens"], e["total_tokens"])
+
+
+def rollup_values(g: dict[str, Any]) -> tuple[int, ...]:
+    """A rollup group's figures, in ``VALUE_COLUMNS`` order."""
+    return tuple([g[name] for name in VALUE_COLUMNS])
+
+
+def group_key(e: dict[str, Any]) -> GroupKey:
+    """The key within an account's day of a charge or rollup group."""
+    return (e["user_id"], e["charge_type"], e["provider"] or UNSPECIFIED, e["model"] or UNSPECIFIED)
+
+
 class DayFold:
     """Pending per-key deltas of one batch, and the days its rollups reset."""
 
@@ -128,21 +154,21 @@ class DayFold:
         self.zone_name = zone_name
         self._date_of = date_of
 
-    def add_rows(self, rows: Iterable[tuple[str, bytes]], decode: Decoder) -> None:
-        """Fold (topic, state) rows in log order; other topics are skipped."""
+    def add_rows(self, rows: Iterable[tuple[str, Any]], decode: Decoder) -> None:
+        """Fold (topic, state) rows in log order; other topics are skipped before decoding.
+
+        The hot loop of the projector: one dict lookup picks the sign by topic,
+        the state is decoded once, and the figures are added in place.
+        """
         days = self.days
         date_of = self._date_of
+        sign_of = SIGNS.get
+        values_of = charge_values
         for topic, state in rows:
-            if state.__class__ is memoryview:
-                state = bytes(state)  # psycopg2 gives memoryview for bytea
-            if topic == CHARGE_RECORDED_TOPIC:
-                sign = 1
-            elif topic == CHARGE_REVERSED_TOPIC:
-                sign = -1
-            elif topic == DAY_ROLLED_UP_TOPIC:
-                self.roll_up(decode(state))
-                continue
-            else:
+            sign = sign_of(topic)
+            if sign is None:
+                if topic == DAY_ROLLED_UP_TOPIC:
+                    self.roll_up(decode(state))
                 continue
             e = decode(state)
             day = (e["account_id"], date_of(e["occurred_at"]["_data_"]))
@@ -150,20 +176,14 @@ class DayFold:
             if groups is None:
                 groups = days[day] = {}
             key = (e["user_id"], e["charge_type"], e["provider"] or UNSPECIFIED, e["model"] or UNSPECIFIED)
+            values = values_of(e)
             figures = groups.get(key)
-            p, c, t = e["prompt_tokens"], e["completion_tokens"], e["total_tokens"]
+            if sign < 0:
+                values = [-value for value in values]
             if figures is None:
-                groups[key] = [sign, sign * p, sign * c, sign * t]
-            elif sign > 0:
-                figures[0] += 1
-                figures[1] += p
-                figures[2] += c
-                figures[3] += t
+                groups[key] = list(values)
             else:
-                figures[0] -= 1
-                figures[1] -= p
-                figures[2] -= c
-                figures[3] -= t
+                figures[:] = map(add, figures, values)
 
     def roll_up(self, e: dict[str, Any]) -> None:
         """Set the account's day to the rollup's groups (dropping what was pending)."""
@@ -176,21 +196,23 @@ class DayFold:
         self.resets.add(day)
         groups: dict[GroupKey, Figures] = {}
         for g in e["groups"]:
-            key = (g["user_id"], g["charge_type"], g["provider"] or UNSPECIFIED, g["model"] or UNSPECIFIED)
-            figures = groups.setdefault(key, [0, 0, 0, 0])
-            figures[0] += g["charges"]
-            figures[1] += g["prompt_tokens"]
-            figures[2] += g["completion_tokens"]
-            figures[3] += g["total_tokens"]
+            key = group_key(g)
+            figures = groups.get(key)
+            if figures is None:
+                groups[key] = list(rollup_values(g))
+            else:
+                figures[:] = map(add, figures, rollup_values(g))
         self.days[day] = groups
 
     def rows(self, billing_date: Callable[[date], Any], updated_at: Any) -> list[tuple[Any, ...]]:
         """One upsert row per touched key, in ``ROW_COLUMNS`` order."""
-        return [
-            (account_id, billing_date(day), user_id, charge_type, provider, model, f[0], f[1], f[2], f[3], updated_at)
-            for (account_id, day), groups in self.days.items()
-            for (user_id, charge_type, provider, model), f in groups.items()
-        ]
+        rows = []
+        append = rows.append
+        for (account_id, day), groups in self.days.items():
+            when = billing_date(day)
+            for key, figures in groups.items():
+                append((account_id, when, *key, *figures, updated_at))
+        return rows
 
 
 class PositionMoved(ProjectionError):
@@ -257,12 +279,27 @@ def postgres_upsert_sql(table: sa.Table) -> str:
     )
 
 
+def _copy_field(value: str) -> str:
+    """A text value escaped for COPY's text format."""
+    return value.translate(_COPY_ESCAPES)
+
+
 def _copy_text(fold: "DayFold") -> io.StringIO:
-    """The fold's rows in COPY text format (tab-separated, escaped, one per line)."""
+    """The fold's rows in COPY text format (tab-separated, escaped, one per line).
+
+    Group keys repeat across a batch's days: each distinct one is escaped and
+    joined once, as is each account-day prefix.
+    """
+    escaped: dict[GroupKey, str] = {}
     lines = []
-    for account_id, day, user_id, charge_type, provider, model, n, p, c, t, _ in fold.rows(date.isoformat, None):
-        keys = (account_id, day, user_id, charge_type, provider, model)
-        lines.append("\t".join(k.translate(_COPY_ESCAPES) for k in keys) + f"\t{n}\t{p}\t{c}\t{t}\n")
+    append = lines.append
+    for (account_id, day), groups in fold.days.items():
+        prefix = f"{_copy_field(account_id)}\t{day.isoformat()}\t"
+        for key, figures in groups.items():
+            text = escaped.get(key)
+            if text is None:
+                text = escaped[key] = "\t".join([_copy_field(part) for part in key]) + "\t"
+            append(prefix + text + "\t".join(map(str, figures)) + "\n")
     return io.StringIO("".join(lines))
 
 
