@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     compaction_grace_days: int = Field(default=2, ge=1)
     group_commit_max: int = Field(default=5_000, ge=1)
     group_commit_window_ms: float = Field(default=2.0, ge=0, le=100)
-    projector_batch_size: int = Field(default=5_000, ge=1)
+    projector_batch_size: int = Field(default=50_000, ge=1)
     #: Background jobs: retries after a transient failure (the budget is fixed
     #: when a task is enqueued), the first retry's delay (doubling after each
     #: attempt, capped), and the daily job's crontab in the billing time zone.
