@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import io
 import json
-from operator import add
+import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from operator import add
 from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo
 
@@ -175,6 +176,7 @@ class DayFold:
             groups = days.get(day)
             if groups is None:
                 groups = days[day] = {}
+            # group_key(e), inlined: a call per event costs more than the key itself
             key = (e["user_id"], e["charge_type"], e["provider"] or UNSPECIFIED, e["model"] or UNSPECIFIED)
             values = values_of(e)
             figures = groups.get(key)
@@ -404,6 +406,8 @@ class Projector:
         self._state_column = "convert_from(state, 'UTF8')" if plain else "state"
         self._date_of = billing_date_function(self.zone)
         self._prepared = False
+        self._read_ahead = False
+        self._prefetch: _Prefetch | None = None
 
     def prepare(self) -> None:
         """Create tables and the tracking row on first use."""
@@ -426,25 +430,42 @@ class Projector:
         return int(value or 0)
 
     def run(self, max_events: int | None = None, *, stop: int | None = None) -> int:
-        """Apply the log up to its end (or ``stop``), at most ``max_events``; return notifications consumed."""
+        """Apply the log up to its end (or ``stop``), at most ``max_events``; return notifications consumed.
+
+        On PostgreSQL, while a full batch of the live table is folded and
+        written, the next one is read ahead on a second connection (see
+        ``_Prefetch``). Rebuilds into scratch do not read ahead: they are
+        well within their time and keep to one batch in memory.
+        """
         self.prepare()
         consumed = 0
-        while max_events is None or consumed < max_events:
-            limit = self.batch_size if max_events is None else min(self.batch_size, max_events - consumed)
-            try:
-                with self.ledger.recorder.transaction(commit=True) as session:
-                    count, _ = self.apply_batch(session, limit, stop)
-            except PositionMoved:
-                continue  # rolled back; read the winner's position and go on
-            consumed += count
-            if count < limit:
-                break
+        self._read_ahead = self.dialect == "postgresql" and max_events is None and self.target.owner is None
+        try:
+            while max_events is None or consumed < max_events:
+                limit = self.batch_size if max_events is None else min(self.batch_size, max_events - consumed)
+                try:
+                    with self.ledger.recorder.transaction(commit=True) as session:
+                        count, _ = self.apply_batch(session, limit, stop)
+                except PositionMoved:
+                    continue  # rolled back; read the winner's position and go on
+                consumed += count
+                if count < limit:
+                    break
+        finally:
+            self._read_ahead = False
+            self._drop_prefetch()
         return consumed
 
     def apply_batch(self, session: Session, limit: int, stop: int | None = None) -> tuple[int, int]:
         """One batch inside the caller's transaction: (notifications consumed, new position)."""
         position = lock_position(session, self.target)
-        rows = self._read(session, position, limit, stop)
+        rows = self._take_prefetch(position, limit)
+        if rows is None:
+            rows = self._read(session, position, limit)
+        if self._read_ahead and len(rows) == limit and (stop is None or rows[-1][0] < stop):
+            self._prefetch = _Prefetch(self, int(rows[-1][0]), limit)
+        if stop is not None and rows and rows[-1][0] > stop:
+            rows = [row for row in rows if row[0] <= stop]
         if not rows:
             return 0, position
         fold = DayFold(self.zone.key, self._date_of)
@@ -457,24 +478,80 @@ class Projector:
             self.before_commit(new_position)
         return len(rows), new_position
 
-    def _read(self, session: Session, position: int, limit: int, stop: int | None) -> list[tuple[Any, ...]]:
-        """(id, topic, state) of the next notifications, as plain driver tuples (the hot path).
-
-        ``stop`` is applied here, not in SQL: with a second bound PostgreSQL may
-        misjudge the range (fresh tables have no statistics) and sort it
-        whole instead of walking the primary key.
-        """
+    def _select_sql(self, limit: int) -> str:
         mark = "%s" if self.dialect == "postgresql" else "?"
-        sql = (
+        return (
             f"SELECT id, topic, {self._state_column} FROM {self._events.name} "
             f"WHERE id > {mark} ORDER BY id LIMIT {int(limit)}"
         )
+
+    def _read(self, session: Session, position: int, limit: int) -> list[tuple[Any, ...]]:
+        """(id, topic, state) of the next notifications, as plain driver tuples (the hot path).
+
+        ``stop`` is applied by the caller, not in SQL: with a second bound
+        PostgreSQL may misjudge the range (fresh tables have no statistics)
+        and sort it whole instead of walking the primary key.
+        """
         cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(sql, (position,))
-            rows = cursor.fetchall()
+            cursor.execute(self._select_sql(limit), (position,))
+            return cursor.fetchall()
         finally:
             cursor.close()
-        if stop is not None and rows and rows[-1][0] > stop:
-            rows = [row for row in rows if row[0] <= stop]
+
+    def _take_prefetch(self, position: int, limit: int) -> list[tuple[Any, ...]] | None:
+        """The rows read ahead, if they start where this batch does (else None: read now)."""
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is None:
+            return None
+        rows = prefetch.result()
+        if rows is None or prefetch.after != position or prefetch.limit != limit:
+            return None
         return rows
+
+    def _drop_prefetch(self) -> None:
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            prefetch.result()  # let its connection go back to the pool
+
+
+class _Prefetch:
+    """The batch after ``after``, read on a connection of its own in a thread.
+
+    Used only if the next batch, under the locked tracking row, starts at
+    ``after``. Reading outside that transaction is safe: events are never
+    changed once committed, and appends lock the events table, so ids become
+    visible in order and an earlier snapshot sees a prefix of a later one
+    (at worst fewer rows, as if the batch had been read a moment sooner).
+    psycopg2 releases the GIL while it waits for the server, so the server's
+    read overlaps with folding and writing the current batch.
+    """
+
+    def __init__(self, projector: "Projector", after: int, limit: int) -> None:
+        self.after = after
+        self.limit = limit
+        self._engine = projector.engine
+        self._sql = projector._select_sql(limit)
+        self._rows: list[tuple[Any, ...]] | None = None
+        self._thread = threading.Thread(target=self._read, name="projector-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            connection = self._engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                try:
+                    cursor.execute(self._sql, (self.after,))
+                    self._rows = cursor.fetchall()
+                finally:
+                    cursor.close()
+                connection.rollback()
+            finally:
+                connection.close()
+        except Exception:  # noqa: BLE001 - the batch is then read in its own transaction
+            self._rows = None
+
+    def result(self) -> list[tuple[Any, ...]] | None:
+        self._thread.join()
+        return self._rows
