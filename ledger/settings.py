@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     compaction_grace_days: int = Field(default=2, ge=1)
     group_commit_max: int = Field(default=5_000, ge=1)
     group_commit_window_ms: float = Field(default=2.0, ge=0, le=100)
-    projector_batch_size: int = Field(default=5_000, ge=1)
+    projector_batch_size: int = Field(default=50_000, ge=1)
     #: Prices: the catalogue's currency (its costs are in micro-units of it),
     #: and what to do with a charge no price covers: "record" it with cost
     #: unknown (counted as unpriced in records and reports) or "reject" it.

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from operator import add
 from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo
 
@@ -28,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC, DAY_ROLLED_UP_TOPIC
-from ledger.measures import ZERO, add, group_figures
+from ledger.measures import group_figures
 from projections.tables import (
     KEY_COLUMNS,
     LIVE_NAME,
@@ -79,6 +81,8 @@ def state_decoder(mapper: Any) -> Decoder:
         return loads
 
     def decode(state: bytes) -> dict[str, Any]:
+        if state.__class__ is memoryview:
+            state = bytes(state)  # psycopg2 gives memoryview for bytea
         if cipher is not None:
             state = cipher.decrypt(state)
         if compressor is not None:
@@ -118,6 +122,32 @@ def billing_date_function(zone: ZoneInfo) -> Callable[[str], date]:
     return date_of
 
 
+#: How a charge event moves its key's figures: recorded adds, reversed subtracts.
+SIGNS = {CHARGE_RECORDED_TOPIC: 1, CHARGE_REVERSED_TOPIC: -1}
+
+
+def charge_values(e: dict[str, Any]) -> tuple[int, ...]:
+    """What one charge adds to its key, in ``VALUE_COLUMNS`` order (a reversal subtracts it).
+
+    The one place an event's state maps to figures: a new measure is a new
+    column in ``VALUE_COLUMNS`` and a new item here (and in ``rollup_values``).
+    """
+    cost = e.get("cost_micros")  # None: unpriced (see ledger.measures.event_figures)
+    if cost is None:
+        return (1, e["prompt_tokens"], e["completion_tokens"], e["total_tokens"], 0, 1)
+    return (1, e["prompt_tokens"], e["completion_tokens"], e["total_tokens"], cost, 0)
+
+
+def rollup_values(g: dict[str, Any]) -> tuple[int, ...]:
+    """A rollup group's figures, in ``VALUE_COLUMNS`` order."""
+    return group_figures(g)
+
+
+def group_key(e: dict[str, Any]) -> GroupKey:
+    """The key within an account's day of a charge or rollup group."""
+    return (e["user_id"], e["charge_type"], e["provider"] or UNSPECIFIED, e["model"] or UNSPECIFIED)
+
+
 class DayFold:
     """Pending per-key deltas of one batch, and the days its rollups reset."""
 
@@ -129,48 +159,37 @@ class DayFold:
         self.zone_name = zone_name
         self._date_of = date_of
 
-    def add_rows(self, rows: Iterable[tuple[str, bytes]], decode: Decoder) -> None:
-        """Fold (topic, state) rows in log order; other topics are skipped."""
+    def add_rows(self, rows: Iterable[tuple[str, Any]], decode: Decoder) -> None:
+        """Fold (topic, state) rows in log order; other topics are skipped before decoding.
+
+        The hot loop of the projector: one dict lookup picks the sign by topic,
+        the state is decoded once, and the figures are added in place.
+        """
         days = self.days
         date_of = self._date_of
+        sign_of = SIGNS.get
+        values_of = charge_values
         for topic, state in rows:
-            if state.__class__ is memoryview:
-                state = bytes(state)  # psycopg2 gives memoryview for bytea
-            if topic == CHARGE_RECORDED_TOPIC:
-                sign = 1
-            elif topic == CHARGE_REVERSED_TOPIC:
-                sign = -1
-            elif topic == DAY_ROLLED_UP_TOPIC:
-                self.roll_up(decode(state))
-                continue
-            else:
+            sign = sign_of(topic)
+            if sign is None:
+                if topic == DAY_ROLLED_UP_TOPIC:
+                    self.roll_up(decode(state))
                 continue
             e = decode(state)
             day = (e["account_id"], date_of(e["occurred_at"]["_data_"]))
             groups = days.get(day)
             if groups is None:
                 groups = days[day] = {}
+            # group_key(e), inlined: a call per event costs more than the key itself
             key = (e["user_id"], e["charge_type"], e["provider"] or UNSPECIFIED, e["model"] or UNSPECIFIED)
+            values = values_of(e)
             figures = groups.get(key)
-            p, c, t, k = e["prompt_tokens"], e["completion_tokens"], e["total_tokens"], e.get("cost_micros")
-            u = 1 if k is None else 0  # unpriced (see ledger.measures.event_figures)
-            k = k or 0
+            if sign < 0:
+                values = [-value for value in values]
             if figures is None:
-                groups[key] = [sign, sign * p, sign * c, sign * t, sign * k, sign * u]
-            elif sign > 0:
-                figures[0] += 1
-                figures[1] += p
-                figures[2] += c
-                figures[3] += t
-                figures[4] += k
-                figures[5] += u
+                groups[key] = list(values)
             else:
-                figures[0] -= 1
-                figures[1] -= p
-                figures[2] -= c
-                figures[3] -= t
-                figures[4] -= k
-                figures[5] -= u
+                figures[:] = map(add, figures, values)
 
     def roll_up(self, e: dict[str, Any]) -> None:
         """Set the account's day to the rollup's groups (dropping what was pending)."""
@@ -183,17 +202,23 @@ class DayFold:
         self.resets.add(day)
         groups: dict[GroupKey, Figures] = {}
         for g in e["groups"]:
-            key = (g["user_id"], g["charge_type"], g["provider"] or UNSPECIFIED, g["model"] or UNSPECIFIED)
-            add(groups.setdefault(key, list(ZERO)), group_figures(g))
+            key = group_key(g)
+            figures = groups.get(key)
+            if figures is None:
+                groups[key] = list(rollup_values(g))
+            else:
+                figures[:] = map(add, figures, rollup_values(g))
         self.days[day] = groups
 
     def rows(self, billing_date: Callable[[date], Any], updated_at: Any) -> list[tuple[Any, ...]]:
         """One upsert row per touched key, in ``ROW_COLUMNS`` order."""
-        return [
-            (account_id, billing_date(day), user_id, charge_type, provider, model, *f, updated_at)
-            for (account_id, day), groups in self.days.items()
-            for (user_id, charge_type, provider, model), f in groups.items()
-        ]
+        rows = []
+        append = rows.append
+        for (account_id, day), groups in self.days.items():
+            when = billing_date(day)
+            for key, figures in groups.items():
+                append((account_id, when, *key, *figures, updated_at))
+        return rows
 
 
 class PositionMoved(ProjectionError):
@@ -260,16 +285,27 @@ def postgres_upsert_sql(table: sa.Table) -> str:
     )
 
 
+def _copy_field(value: str) -> str:
+    """A text value escaped for COPY's text format."""
+    return value.translate(_COPY_ESCAPES)
+
+
 def _copy_text(fold: "DayFold") -> io.StringIO:
-    """The fold's rows in COPY text format (tab-separated, escaped, one per line)."""
+    """The fold's rows in COPY text format (tab-separated, escaped, one per line).
+
+    Group keys repeat across a batch's days: each distinct one is escaped and
+    joined once, as is each account-day prefix.
+    """
+    escaped: dict[GroupKey, str] = {}
     lines = []
-    for row in fold.rows(date.isoformat, None):
-        keys, figures = row[: len(KEY_COLUMNS)], row[len(KEY_COLUMNS) : -1]
-        lines.append(
-            "\t".join(key.translate(_COPY_ESCAPES) for key in keys)
-            + "".join(f"\t{value}" for value in figures)
-            + "\n"
-        )
+    append = lines.append
+    for (account_id, day), groups in fold.days.items():
+        prefix = f"{_copy_field(account_id)}\t{day.isoformat()}\t"
+        for key, figures in groups.items():
+            text = escaped.get(key)
+            if text is None:
+                text = escaped[key] = "\t".join([_copy_field(part) for part in key]) + "\t"
+            append(prefix + text + "\t".join(map(str, figures)) + "\n")
     return io.StringIO("".join(lines))
 
 
@@ -374,6 +410,8 @@ class Projector:
         self._state_column = "convert_from(state, 'UTF8')" if plain else "state"
         self._date_of = billing_date_function(self.zone)
         self._prepared = False
+        self._read_ahead = False
+        self._prefetch: _Prefetch | None = None
 
     def prepare(self) -> None:
         """Create tables and the tracking row on first use."""
@@ -396,25 +434,42 @@ class Projector:
         return int(value or 0)
 
     def run(self, max_events: int | None = None, *, stop: int | None = None) -> int:
-        """Apply the log up to its end (or ``stop``), at most ``max_events``; return notifications consumed."""
+        """Apply the log up to its end (or ``stop``), at most ``max_events``; return notifications consumed.
+
+        On PostgreSQL, while a full batch of the live table is folded and
+        written, the next one is read ahead on a second connection (see
+        ``_Prefetch``). Rebuilds into scratch do not read ahead: they are
+        well within their time and keep to one batch in memory.
+        """
         self.prepare()
         consumed = 0
-        while max_events is None or consumed < max_events:
-            limit = self.batch_size if max_events is None else min(self.batch_size, max_events - consumed)
-            try:
-                with self.ledger.recorder.transaction(commit=True) as session:
-                    count, _ = self.apply_batch(session, limit, stop)
-            except PositionMoved:
-                continue  # rolled back; read the winner's position and go on
-            consumed += count
-            if count < limit:
-                break
+        self._read_ahead = self.dialect == "postgresql" and max_events is None and self.target.owner is None
+        try:
+            while max_events is None or consumed < max_events:
+                limit = self.batch_size if max_events is None else min(self.batch_size, max_events - consumed)
+                try:
+                    with self.ledger.recorder.transaction(commit=True) as session:
+                        count, _ = self.apply_batch(session, limit, stop)
+                except PositionMoved:
+                    continue  # rolled back; read the winner's position and go on
+                consumed += count
+                if count < limit:
+                    break
+        finally:
+            self._read_ahead = False
+            self._drop_prefetch()
         return consumed
 
     def apply_batch(self, session: Session, limit: int, stop: int | None = None) -> tuple[int, int]:
         """One batch inside the caller's transaction: (notifications consumed, new position)."""
         position = lock_position(session, self.target)
-        rows = self._read(session, position, limit, stop)
+        rows = self._take_prefetch(position, limit)
+        if rows is None:
+            rows = self._read(session, position, limit)
+        if self._read_ahead and len(rows) == limit and (stop is None or rows[-1][0] < stop):
+            self._prefetch = _Prefetch(self, int(rows[-1][0]), limit)
+        if stop is not None and rows and rows[-1][0] > stop:
+            rows = [row for row in rows if row[0] <= stop]
         if not rows:
             return 0, position
         fold = DayFold(self.zone.key, self._date_of)
@@ -427,24 +482,80 @@ class Projector:
             self.before_commit(new_position)
         return len(rows), new_position
 
-    def _read(self, session: Session, position: int, limit: int, stop: int | None) -> list[tuple[Any, ...]]:
-        """(id, topic, state) of the next notifications, as plain driver tuples (the hot path).
-
-        ``stop`` is applied here, not in SQL: with a second bound PostgreSQL may
-        misjudge the range (fresh tables have no statistics) and sort it
-        whole instead of walking the primary key.
-        """
+    def _select_sql(self, limit: int) -> str:
         mark = "%s" if self.dialect == "postgresql" else "?"
-        sql = (
+        return (
             f"SELECT id, topic, {self._state_column} FROM {self._events.name} "
             f"WHERE id > {mark} ORDER BY id LIMIT {int(limit)}"
         )
+
+    def _read(self, session: Session, position: int, limit: int) -> list[tuple[Any, ...]]:
+        """(id, topic, state) of the next notifications, as plain driver tuples (the hot path).
+
+        ``stop`` is applied by the caller, not in SQL: with a second bound
+        PostgreSQL may misjudge the range (fresh tables have no statistics)
+        and sort it whole instead of walking the primary key.
+        """
         cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(sql, (position,))
-            rows = cursor.fetchall()
+            cursor.execute(self._select_sql(limit), (position,))
+            return cursor.fetchall()
         finally:
             cursor.close()
-        if stop is not None and rows and rows[-1][0] > stop:
-            rows = [row for row in rows if row[0] <= stop]
+
+    def _take_prefetch(self, position: int, limit: int) -> list[tuple[Any, ...]] | None:
+        """The rows read ahead, if they start where this batch does (else None: read now)."""
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is None:
+            return None
+        rows = prefetch.result()
+        if rows is None or prefetch.after != position or prefetch.limit != limit:
+            return None
         return rows
+
+    def _drop_prefetch(self) -> None:
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            prefetch.result()  # let its connection go back to the pool
+
+
+class _Prefetch:
+    """The batch after ``after``, read on a connection of its own in a thread.
+
+    Used only if the next batch, under the locked tracking row, starts at
+    ``after``. Reading outside that transaction is safe: events are never
+    changed once committed, and appends lock the events table, so ids become
+    visible in order and an earlier snapshot sees a prefix of a later one
+    (at worst fewer rows, as if the batch had been read a moment sooner).
+    psycopg2 releases the GIL while it waits for the server, so the server's
+    read overlaps with folding and writing the current batch.
+    """
+
+    def __init__(self, projector: "Projector", after: int, limit: int) -> None:
+        self.after = after
+        self.limit = limit
+        self._engine = projector.engine
+        self._sql = projector._select_sql(limit)
+        self._rows: list[tuple[Any, ...]] | None = None
+        self._thread = threading.Thread(target=self._read, name="projector-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            connection = self._engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                try:
+                    cursor.execute(self._sql, (self.after,))
+                    self._rows = cursor.fetchall()
+                finally:
+                    cursor.close()
+                connection.rollback()
+            finally:
+                connection.close()
+        except Exception:  # noqa: BLE001 - the batch is then read in its own transaction
+            self._rows = None
+
+    def result(self) -> list[tuple[Any, ...]] | None:
+        self._thread.join()
+        return self._rows

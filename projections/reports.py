@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import sqlalchemy as sa
 
 from projections.tables import (
+    KEY_COLUMNS,
     UNSPECIFIED,
     VALUE_COLUMNS,
     daily_billing_records,
@@ -48,17 +49,26 @@ def records(
     """
     groups = _group_columns(group_by)
     table = daily_billing_records
-    sums = [sa.func.sum(table.c[name]).label(name) for name in VALUE_COLUMNS]
-    query = (
-        sa.select(*(table.c[name] for name in groups), *sums)
-        .where(*_filters(account_id, start, end, charge_type, provider, model, user_id))
-        .group_by(*(table.c[name] for name in groups))
-        .having(sa.or_(*(sum_ != 0 for sum_ in sums)))
-        .order_by(*(table.c[name] for name in _sort_order(groups)))
-    )
+    filters = _filters(account_id, start, end, charge_type, provider, model, user_id)
+    order = [table.c[name] for name in _sort_order(groups)]
+    if set(groups) == set(KEY_COLUMNS):  # the primary key: each row is its own group, nothing to sum
+        query = (
+            sa.select(*(table.c[name] for name in groups), *(table.c[name] for name in VALUE_COLUMNS))
+            .where(*filters, sa.or_(*(table.c[name] != 0 for name in VALUE_COLUMNS)))
+            .order_by(*order)
+        )
+    else:
+        sums = [sa.func.sum(table.c[name]).label(name) for name in VALUE_COLUMNS]
+        query = (
+            sa.select(*(table.c[name] for name in groups), *sums)
+            .where(*filters)
+            .group_by(*(table.c[name] for name in groups))
+            .having(sa.or_(*(sum_ != 0 for sum_ in sums)))
+            .order_by(*order)
+        )
     with _reading(source) as connection:
         rows = connection.execute(query).all()
-    return [_record(row._mapping, groups) for row in rows]
+    return _records(rows, groups)
 
 
 def daily_billing_view(
@@ -159,18 +169,26 @@ def _filters(
     return conditions
 
 
-def _record(row: Any, groups: Sequence[str]) -> dict[str, Any]:
-    record: dict[str, Any] = {name: None for name in GROUP_COLUMNS}
-    for name in groups:
-        value = row[name]
-        if name in ("provider", "model") and value == UNSPECIFIED:
-            value = None
-        elif name == "billing_date":
-            value = _as_date(value)
-        record[name] = value
-    for name in VALUE_COLUMNS:
-        record[name] = int(row[name])
-    return record
+def _records(rows: Iterable[Sequence[Any]], groups: Sequence[str]) -> list[dict[str, Any]]:
+    """Result rows (``groups`` then ``VALUE_COLUMNS``) as report dicts, every key column present."""
+    names = (*groups, *VALUE_COLUMNS)
+    template: dict[str, Any] = dict.fromkeys(GROUP_COLUMNS + VALUE_COLUMNS)
+    optional = [name for name in ("provider", "model") if name in groups]
+    dated = "billing_date" in groups
+    records = []
+    for row in rows:
+        record = template.copy()
+        record.update(zip(names, row))
+        for name in optional:
+            if record[name] == UNSPECIFIED:
+                record[name] = None
+        if dated and record["billing_date"].__class__ is not date:
+            record["billing_date"] = _as_date(record["billing_date"])
+        for name in VALUE_COLUMNS:
+            if record[name].__class__ is not int:  # sums come back as Decimal on PostgreSQL
+                record[name] = int(record[name])
+        records.append(record)
+    return records
 
 
 def _as_date(value: date | str) -> date:
