@@ -116,6 +116,7 @@ class Ledger(Application):
         return self.recorder
 
     def close(self) -> None:
+        self.appender.close()
         super().close()
         self.factory.close()
 
