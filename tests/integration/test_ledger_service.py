@@ -181,6 +181,27 @@ def test_subscribers_are_notified_of_appended_charges(postgres_url):
     assert notification.id == 3 and notification.topic.endswith("ChargeRecorded")
 
 
+def test_a_dropped_append_connection_is_replaced_and_the_charge_recorded_once(postgres_url):
+    """The appender's own connection killed between calls: the next call reconnects (via the retry)."""
+    from ledger import Ledger, Settings
+
+    ledger = Ledger(Settings(database_url=postgres_url))
+    try:
+        ledger.record_charge(**charge(charge_id="first"))
+        pid = ledger.appender._pg.get_backend_pid()
+        engine = sa.create_engine(postgres_url)
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            connection.commit()
+        engine.dispose()
+        assert not ledger.record_charge(**charge(charge_id="second")).duplicate
+        assert ledger.appender._pg.get_backend_pid() != pid
+        assert ledger.record_charge(**charge(charge_id="second")).duplicate
+        assert ledger.account_totals("acme").charges == 2
+    finally:
+        ledger.close()
+
+
 def test_a_long_replay_leaves_a_snapshot(make_ledger):
     writer = make_ledger(snapshot_interval=10)
     writer.record_charges([charge(charge_id=f"s-{i}") for i in range(25)])
