@@ -15,6 +15,7 @@ trip, then COMMIT); SQLite runs the same steps on its in-process connection.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Sequence
@@ -22,7 +23,19 @@ from uuid import UUID
 
 import orjson
 import sqlalchemy as sa
-from eventsourcing.persistence import JSONTranscoder
+from eventsourcing_sqlalchemy.datastore import transactions
+from eventsourcing.persistence import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    JSONTranscoder,
+    NotSupportedError,
+    OperationalError,
+    PersistenceError,
+    ProgrammingError,
+)
 
 from ledger.charges import Charge, canonical_json
 from ledger.domain import ACCOUNT_OPENED_TOPIC as OPENED_TOPIC
@@ -41,63 +54,193 @@ STALE_CATALOGUE_RETRIES = 20
 class StaleCatalogue(Exception):
     """A price was set after the batch was costed: nothing was appended."""
 
+
 #: PostgreSQL: lock, look up, number, insert; one call per batch.
+#:
+#: Set-based: the known ids in one probe (``= ANY``), one version lookup per
+#: distinct account (events and snapshots together: an account whose events
+#: compaction pruned continues after its snapshot), and one INSERT each for the
+#: index rows and the events, numbered per account with row_number() in input
+#: order. The events are inserted in input order (an account's Opened first),
+#: so notification ids follow versions. Per input position it returns the
+#: stored facts of an id already known (from the index, or from an earlier
+#: position of the same batch), else the new event's notification id.
 PG_APPEND_FUNCTION = """
 CREATE OR REPLACE FUNCTION ledger_append_charges(
     p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
     p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
     p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
 ) RETURNS TABLE(idx integer, known_payload text, known_recorded_at timestamptz, notification_id bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_nestloop = off AS $$
 DECLARE
-    i integer;
     v bigint;
-    s bigint;
-    found_payload text;
-    found_recorded_at timestamptz;
 BEGIN
     LOCK TABLE ledger_events IN EXCLUSIVE MODE;
     -- Costs were computed with catalogue version p_catalogue_version: if a
     -- price was set since, append nothing and say so (idx 0) so the caller
     -- re-costs with the new catalogue.
-    SELECT max(e.originator_version) INTO v FROM ledger_events e WHERE e.originator_id = p_catalogue_id;
-    IF coalesce(v, 0) <> p_catalogue_version THEN
-        idx := 0; known_payload := NULL; known_recorded_at := NULL; notification_id := coalesce(v, 0);
+    SELECT coalesce(max(e.originator_version), 0) INTO v FROM ledger_events e
+        WHERE e.originator_id = p_catalogue_id;
+    IF v <> p_catalogue_version THEN
+        idx := 0; known_payload := NULL; known_recorded_at := NULL; notification_id := v;
         RETURN NEXT;
         RETURN;
     END IF;
-    FOR i IN 1 .. coalesce(array_length(p_charge_ids, 1), 0) LOOP
-        SELECT c.payload, c.recorded_at INTO found_payload, found_recorded_at
-            FROM ledger_charge_ids c WHERE c.charge_id = p_charge_ids[i];
-        IF FOUND THEN
-            idx := i; known_payload := found_payload; known_recorded_at := found_recorded_at;
-            notification_id := NULL;
-            RETURN NEXT;
-            CONTINUE;
-        END IF;
-        SELECT max(e.originator_version) INTO v FROM ledger_events e
-            WHERE e.originator_id = p_originators[i];
-        SELECT max(n.originator_version) INTO s FROM ledger_snapshots n
-            WHERE n.originator_id = p_originators[i];
-        v := greatest(coalesce(v, 0), coalesce(s, 0));
-        IF v = 0 THEN
+    IF cardinality(p_charge_ids) = 1 THEN
+        -- One charge (the common call): the same steps, without the set machinery.
+        idx := 1;
+        SELECT c.payload, c.recorded_at INTO known_payload, known_recorded_at
+            FROM ledger_charge_ids c WHERE c.charge_id = p_charge_ids[1];
+        IF NOT FOUND THEN
+            SELECT greatest(
+                (SELECT max(e.originator_version) FROM ledger_events e WHERE e.originator_id = p_originators[1]),
+                (SELECT max(s.originator_version) FROM ledger_snapshots s WHERE s.originator_id = p_originators[1]),
+                0) INTO v;
+            IF v = 0 THEN
+                INSERT INTO ledger_events (originator_id, originator_version, topic, state)
+                    VALUES (p_originators[1], 1, p_opened_topic, p_opened_states[1]);
+                v := 1;
+            END IF;
+            INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, recorded_at)
+                VALUES (p_charge_ids[1], p_account_ids[1], p_hashes[1], p_payloads[1], p_recorded_at);
             INSERT INTO ledger_events (originator_id, originator_version, topic, state)
-                VALUES (p_originators[i], 1, p_opened_topic, p_opened_states[i]);
-            v := 1;
+                VALUES (p_originators[1], v + 1, p_topic, p_states[1])
+                RETURNING ledger_events.id INTO notification_id;
         END IF;
-        INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, recorded_at)
-            VALUES (p_charge_ids[i], p_account_ids[i], p_hashes[i], p_payloads[i], p_recorded_at);
-        INSERT INTO ledger_events (originator_id, originator_version, topic, state)
-            VALUES (p_originators[i], v + 1, p_topic, p_states[i])
-            RETURNING ledger_events.id INTO notification_id;
-        idx := i; known_payload := NULL; known_recorded_at := NULL;
         RETURN NEXT;
-    END LOOP;
+    ELSE
+    RETURN QUERY
+    WITH input AS (
+        SELECT t.i::integer AS i, t.charge_id, t.account_id, t.originator, t.hash, t.payload, t.state,
+               min(t.i::integer) OVER (PARTITION BY t.charge_id) AS first,
+               min(t.i::integer) OVER (PARTITION BY t.originator) AS account_first
+        FROM unnest(p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states)
+             WITH ORDINALITY AS t(charge_id, account_id, originator, hash, payload, state, i)
+    ), known AS (
+        SELECT c.charge_id, c.payload, c.recorded_at FROM ledger_charge_ids c
+        WHERE c.charge_id = ANY (p_charge_ids)
+    ), fresh AS (
+        SELECT n.* FROM input n
+        WHERE n.i = n.first AND NOT EXISTS (SELECT FROM known k WHERE k.charge_id = n.charge_id)
+    ), streams AS (
+        SELECT f.originator, min(f.i) AS first_i, min(f.account_first) AS account_first, greatest(
+            (SELECT max(e.originator_version) FROM ledger_events e WHERE e.originator_id = f.originator),
+            (SELECT max(s.originator_version) FROM ledger_snapshots s WHERE s.originator_id = f.originator),
+            0) AS base
+        FROM fresh f GROUP BY f.originator
+    ), numbered AS (
+        SELECT f.i, 1 AS kind, f.originator, p_topic AS topic, f.state,
+               greatest(s.base, 1) + row_number() OVER (PARTITION BY f.originator ORDER BY f.i) AS version
+        FROM fresh f JOIN streams s ON s.originator = f.originator
+        UNION ALL
+        SELECT s.first_i, 0, s.originator, p_opened_topic, p_opened_states[s.account_first], 1
+        FROM streams s WHERE s.base = 0
+    ), indexed AS (
+        INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, recorded_at)
+        SELECT f.charge_id, f.account_id, f.hash, f.payload, p_recorded_at FROM fresh f ORDER BY f.i
+    ), stored AS (
+        INSERT INTO ledger_events (originator_id, originator_version, topic, state)
+        SELECT r.originator, r.version, r.topic, r.state
+        FROM (SELECT * FROM numbered ORDER BY i, kind) r
+        RETURNING ledger_events.id, ledger_events.originator_id, ledger_events.originator_version
+    )
+    SELECT n.i,
+           coalesce(k.payload, CASE WHEN n.i <> n.first THEN p_payloads[n.first] END),
+           coalesce(k.recorded_at, CASE WHEN n.i <> n.first THEN p_recorded_at END),
+           e.id
+    FROM input n
+    LEFT JOIN known k ON k.charge_id = n.charge_id
+    LEFT JOIN numbered m ON m.i = n.i AND m.kind = 1
+    LEFT JOIN stored e ON e.originator_id = m.originator AND e.originator_version = m.version
+    ORDER BY n.i;
+    END IF;
     -- As the library's recorder does, for subscribers (delivered at commit).
     NOTIFY ledger_events;
 END;
 $$;
 """
+
+#: The arrays go as array literals (one string each, which the server parses
+#: in one go) rather than as ARRAY[...] expressions of one parameter each.
+_PG_APPEND_CALL = (
+    "SELECT idx, known_payload, known_recorded_at, notification_id FROM ledger_append_charges("
+    "%s::text[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s, %s, %s, %s::uuid, %s)"
+)
+
+
+#: The usual transport: each array as one string of its elements joined by the
+#: record separator (U+001E), split on the server. Validated ids never hold a
+#: control character and JSON escapes them, so it cannot occur inside an
+#: element (each call checks; if it does, or a state is not UTF-8 text, the
+#: array literals above are used). States go as their UTF-8 text: half the
+#: bytes of hex, and ``convert_to`` gives back exactly the same bytes.
+_PG_APPEND_CALL_JOINED = (
+    "SELECT idx, known_payload, known_recorded_at, notification_id FROM ledger_append_charges("
+    "string_to_array(%s, chr(30)), string_to_array(%s, chr(30)), string_to_array(%s, chr(30))::uuid[], "
+    "string_to_array(%s, chr(30)), string_to_array(%s, chr(30)), "
+    "(SELECT array_agg(convert_to(u.x, 'UTF8') ORDER BY u.o) "
+    "FROM unnest(string_to_array(%s, chr(30))) WITH ORDINALITY AS u(x, o)), "
+    "(SELECT array_agg(convert_to(u.x, 'UTF8') ORDER BY u.o) "
+    "FROM unnest(string_to_array(%s, chr(30))) WITH ORDINALITY AS u(x, o)), "
+    "%s, %s, %s, %s::uuid, %s)"
+)
+_SEPARATOR = "\x1e"
+
+
+def _joined(columns: Sequence[Sequence[str]], count: int) -> list[str] | None:
+    """Each column joined by the separator, or None if an element holds one (or is lost)."""
+    joined = [_SEPARATOR.join(column) for column in columns]
+    for text in joined:
+        if text.count(_SEPARATOR) != count - 1 or not text:
+            return None
+    return joined
+
+
+def _text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL array literal of (non-null) strings: each quoted, backslash-escaped."""
+    return "{%s}" % ",".join('"%s"' % v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+
+
+def _bytea_array(values: Sequence[bytes]) -> str:
+    """A PostgreSQL bytea[] literal: each element in hex form (its backslash escaped)."""
+    return "{%s}" % ",".join('"\\\\x%s"' % v.hex() for v in values)
+
+
+#: DB-API exception class names -> the library's, as its SQLAlchemy recorder maps them.
+_ERRORS_BY_NAME: dict[str, type[PersistenceError]] = {
+    cls.__name__: cls
+    for cls in (
+        IntegrityError,
+        DataError,
+        OperationalError,
+        InterfaceError,
+        InternalError,
+        ProgrammingError,
+        NotSupportedError,
+        DatabaseError,
+    )
+}
+
+
+def _dbapi_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(any psycopg2 error, those that mean the connection is gone or unusable)."""
+    try:
+        import psycopg2
+    except ImportError:  # SQLite only
+        return (), ()
+    return (psycopg2.Error,), (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+_DBAPI_ERRORS, _CONNECTION_ERRORS = _dbapi_errors()
+
+
+def _persistence_error(exc: BaseException) -> PersistenceError:
+    """The library's error for a driver error (by DB-API class, most specific first)."""
+    for cls in type(exc).__mro__:
+        mapped = _ERRORS_BY_NAME.get(cls.__name__)
+        if mapped is not None:
+            return mapped(exc)
+    return PersistenceError(exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +266,9 @@ class Appender:
         engine = ledger.recorder.datastore.engine
         self.is_postgres = engine.dialect.name == "postgresql"
         self._opened_state_cache: dict[str, bytes] = {}
+        self._originator_cache: dict[str, UUID] = {}
+        self._pg: Any = None  # the PostgreSQL connection appends use (see _call_postgres)
+        self._pg_pid = 0
         self._direct = (
             isinstance(self.mapper.transcoder, JSONTranscoder)
             and self.mapper.cipher is None
@@ -229,41 +375,62 @@ class Appender:
     def _append_costed(
         self, charges: Sequence[Charge], prices: PriceTable, recorded_at: datetime
     ) -> list[Appended]:
-        originators = [account_uuid(c.account_id) for c in charges]
+        originators = [self.originator(c.account_id) for c in charges]
         costs = [prices.cost(c) for c in charges]
         states = [self.charge_state(c, o, recorded_at, k) for c, o, k in zip(charges, originators, costs)]
-        facts = [c.payload() for c in charges]
-        payloads = [
-            canonical_json({**f, "cost_micros": k[0], "price_version": k[1]}) for f, k in zip(facts, costs)
-        ]
-        hashes = [c.payload_hash(f) for c, f in zip(charges, facts)]
+        entries = [c.index_entry({"cost_micros": k[0], "price_version": k[1]}) for c, k in zip(charges, costs)]
+        payloads = [payload for payload, _ in entries]
+        hashes = [digest for _, digest in entries]
         append = self._append_postgres if self.is_postgres else self._append_sqlite
         results = append(charges, originators, states, payloads, hashes, recorded_at, prices.version)
         return [
             Appended(r.position, cost=k) if r.position is not None else r for r, k in zip(results, costs)
         ]
 
+    def originator(self, account_id: str) -> UUID:
+        """The account's stream id (cached: the same for every charge of the account)."""
+        originator = self._originator_cache.get(account_id)
+        if originator is None:
+            originator = account_uuid(account_id)
+            if len(self._originator_cache) < 100_000:
+                self._originator_cache[account_id] = originator
+        return originator
+
     def _append_postgres(self, charges, originators, states, payloads, hashes, recorded_at, catalogue_version):
-        opened = [self.opened_state(c.account_id) for c in charges]
-        with self.ledger.recorder.transaction(commit=True) as session:
-            rows = session.connection().exec_driver_sql(
-                "SELECT idx, known_payload, known_recorded_at, notification_id FROM ledger_append_charges("
-                "%s, %s, %s::uuid[], %s, %s, %s::bytea[], %s::bytea[], %s, %s, %s, %s::uuid, %s)",
-                (
-                    [c.charge_id for c in charges],
-                    [c.account_id for c in charges],
-                    [str(o) for o in originators],
-                    hashes,
-                    payloads,
-                    states,
-                    opened,
-                    recorded_at,
-                    CHARGE_TOPIC,
-                    OPENED_TOPIC,
-                    str(CATALOGUE_ID),
-                    catalogue_version,
-                ),
-            ).fetchall()
+        # An account's Opened state is read from its first position only.
+        opened: list[bytes] = []
+        first: set[str] = set()
+        for charge in charges:
+            if charge.account_id in first:
+                opened.append(b"")
+            else:
+                first.add(charge.account_id)
+                opened.append(self.opened_state(charge.account_id))
+        originator_ids = [str(o) for o in originators]
+        charge_ids = [c.charge_id for c in charges]
+        account_ids = [c.account_id for c in charges]
+        try:
+            texts = [state.decode() for state in states], [state.decode() for state in opened]
+        except UnicodeDecodeError:
+            joined = None
+        else:
+            joined = _joined(
+                [charge_ids, account_ids, originator_ids, hashes, payloads, texts[0], texts[1]], len(charges)
+            )
+        if joined is not None:
+            sql, arrays = _PG_APPEND_CALL_JOINED, tuple(joined)
+        else:
+            sql, arrays = _PG_APPEND_CALL, (
+                _text_array(charge_ids),
+                _text_array(account_ids),
+                "{%s}" % ",".join(originator_ids),
+                _text_array(hashes),
+                _text_array(payloads),
+                _bytea_array(states),
+                _bytea_array(opened),
+            )
+        call = self._call_in_transaction if transactions.get(None) is not None else self._call_postgres
+        rows = call(sql, (*arrays, recorded_at, CHARGE_TOPIC, OPENED_TOPIC, str(CATALOGUE_ID), catalogue_version))
         if rows and rows[0][0] == 0:
             raise StaleCatalogue(rows[0][3])
         results = [Appended()] * len(charges)
@@ -274,6 +441,64 @@ class Appender:
                 else Appended(None, json.loads(known_payload), known_recorded_at)
             )
         return results
+
+    def _call_postgres(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """One round trip: the function call is its own (implicit) transaction.
+
+        The appender keeps one connection in autocommit mode (only the group
+        commit's leader appends, one batch at a time), so the call commits
+        when it returns: no BEGIN and no COMMIT round trips. A failed call
+        rolls back whole; a connection error drops the connection (the next
+        call opens a new one) and surfaces as the library's error types, which
+        the ledger's retry handles (the index makes a repeat exact).
+        """
+        connection = self._connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, params)
+                return cursor.fetchall()
+            finally:
+                cursor.close()
+        except BaseException as exc:
+            if not isinstance(exc, _DBAPI_ERRORS) or isinstance(exc, _CONNECTION_ERRORS) or connection.closed:
+                self.close()
+            if isinstance(exc, _DBAPI_ERRORS):
+                raise _persistence_error(exc) from exc
+            raise
+
+    def _call_in_transaction(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Inside a caller's open recorder transaction: join it (it commits or rolls back all)."""
+        with self.ledger.recorder.transaction(commit=True) as session:
+            return session.connection().exec_driver_sql(sql, params).fetchall()
+
+    def _connection(self) -> Any:
+        """The appender's own driver connection (autocommit), opened on first use or after a fork."""
+        if self._pg is not None and (self._pg_pid != os.getpid() or self._pg.closed):
+            if self._pg_pid == os.getpid():
+                self.close()
+            else:
+                self._pg = None  # the parent's: never touch it here
+        if self._pg is None:
+            engine = self.ledger.recorder.datastore.engine
+            try:
+                proxied = engine.raw_connection()
+            except sa.exc.DBAPIError as exc:
+                raise _persistence_error(exc.orig) from exc
+            connection = proxied.driver_connection
+            proxied.detach()  # ours alone: not returned to (or reset by) the pool
+            connection.autocommit = True
+            self._pg, self._pg_pid = connection, os.getpid()
+        return self._pg
+
+    def close(self) -> None:
+        """Close the appender's connection, if open (the next append opens another)."""
+        connection, self._pg = self._pg, None
+        if connection is not None and self._pg_pid == os.getpid():
+            try:
+                connection.close()
+            except Exception:  # already broken: nothing to release
+                pass
 
     def _append_sqlite(self, charges, originators, states, payloads, hashes, recorded_at, catalogue_version):
         stamp = _sqlite_datetime(recorded_at)

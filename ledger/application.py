@@ -123,6 +123,7 @@ class Ledger(Application):
         return self.recorder
 
     def close(self) -> None:
+        self.appender.close()
         super().close()
         self.factory.close()
 

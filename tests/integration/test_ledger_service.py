@@ -181,6 +181,27 @@ def test_subscribers_are_notified_of_appended_charges(postgres_url):
     assert notification.id == 3 and notification.topic.endswith("ChargeRecorded")
 
 
+def test_a_dropped_append_connection_is_replaced_and_the_charge_recorded_once(postgres_url):
+    """The appender's own connection killed between calls: the next call reconnects (via the retry)."""
+    from ledger import Ledger, Settings
+
+    ledger = Ledger(Settings(database_url=postgres_url))
+    try:
+        ledger.record_charge(**charge(charge_id="first"))
+        pid = ledger.appender._pg.get_backend_pid()
+        engine = sa.create_engine(postgres_url)
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            connection.commit()
+        engine.dispose()
+        assert not ledger.record_charge(**charge(charge_id="second")).duplicate
+        assert ledger.appender._pg.get_backend_pid() != pid
+        assert ledger.record_charge(**charge(charge_id="second")).duplicate
+        assert ledger.account_totals("acme").charges == 2
+    finally:
+        ledger.close()
+
+
 def test_a_long_replay_leaves_a_snapshot(make_ledger):
     writer = make_ledger(snapshot_interval=10)
     writer.record_charges([charge(charge_id=f"s-{i}") for i in range(25)])
@@ -190,3 +211,41 @@ def test_a_long_replay_leaves_a_snapshot(make_ledger):
     assert [s.originator_version for s in snapshots] == [26]
     writer.record_charge(**charge(charge_id="s-late"))
     assert make_ledger(snapshot_interval=10).account_totals("acme") == Totals.of_unpriced(26, 2600, 1300, 3900)
+
+
+@pytest.mark.parametrize("transport", ["joined", "array literals"])
+def test_a_batch_numbers_each_account_in_order_whatever_it_holds(ledger, monkeypatch, transport):
+    """New and existing accounts, known ids, repeats within the batch: versions contiguous, in id order."""
+    if transport == "array literals":
+        import ledger.appender as appender_module
+
+        monkeypatch.setattr(appender_module, "_joined", lambda columns, count: None)
+    ledger.record_charge(**charge(account_id="old", charge_id="k-1"))
+    ledger.record_charge(**charge(account_id="old", charge_id="k-2"))
+    odd = 'quote " back \\ brace {x,y} comma, ü 中 NULL'
+    items = []
+    for i in range(30):
+        items.append(charge(account_id=["old", "new-a", f"new ü {odd}", "new-b"][i % 4], charge_id=f"n-{i}",
+                            reference=odd, prompt_tokens=i, completion_tokens=0))
+    items[5] = charge(account_id="old", charge_id="k-1")  # known, same facts
+    items[9] = charge(account_id="new-a", charge_id="k-2", prompt_tokens=7)  # known, other facts
+    items[12] = dict(items[2])  # repeats an earlier position of this batch
+    items[14] = dict(items[2], prompt_tokens=999)  # ... with other facts
+    outcomes = ledger.record_charges(items)
+    assert outcomes[5].receipt.duplicate
+    assert isinstance(outcomes[9].error, ChargeConflict) and "account_id" in outcomes[9].error.differences
+    assert outcomes[12].receipt.duplicate and outcomes[12].receipt.recorded_at == outcomes[2].receipt.recorded_at
+    assert isinstance(outcomes[14].error, ChargeConflict)
+    new = [i for i in range(30) if i not in (5, 9, 12, 14)]
+    assert all(outcomes[i].ok and not outcomes[i].receipt.duplicate for i in new)
+    row = ledger.store.find_charge("n-2")
+    assert row.payload_hash == ledger.validate(items[2]).payload_hash() and row.account_id == items[2]["account_id"]
+    streams: dict = {}
+    for event in stored_events(ledger):
+        streams.setdefault(event.originator_id, []).append((event.originator_version, event.topic))
+    for versions in streams.values():  # in notification order: 1, 2, 3, ... with Opened first
+        assert [v for v, _ in versions] == list(range(1, len(versions) + 1))
+        assert versions[0][1].endswith("Opened")
+    totals = sum((ledger.account_totals(a) for a in {it["account_id"] for it in items}), Totals())
+    assert totals.charges == 2 + len(new)  # "old" held k-1 and k-2 before
+    assert ledger.account_totals(f"new ü {odd}").charges == len([i for i in new if i % 4 == 2])

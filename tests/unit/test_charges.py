@@ -161,3 +161,36 @@ def test_differences_ignore_a_defaulted_time(validate):
     assert set(changed.differences(first.payload())) == {"prompt_tokens", "total_tokens"}
     moved = validate(good(charge_id="c", occurred_at=NOW - timedelta(days=1)), now=NOW)
     assert set(moved.differences(first.payload())) == {"occurred_at"}
+
+
+def test_canonical_json_is_the_standard_librarys_spelling(validate):
+    """The fast encoder writes byte for byte what json.dumps(sort_keys, compact, unicode kept) writes."""
+    import json
+
+    from ledger.charges import canonical_json
+    from tests.reliability.hostile_corpus import corpus
+
+    def standard(data):
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    checked = 0
+    for case in corpus():
+        try:
+            payload = validate(case.fields, now=NOW).payload()
+        except InvalidCharge:
+            continue
+        assert canonical_json(payload) == standard(payload), case.name
+        checked += 1
+    assert checked > 100
+    odd = {"s": "\x00\x1f\x7f\u2028 \"\\ é 中 😀", "n": None, "big": 2**70, "i": -(2**63)}
+    assert canonical_json(odd) == standard(odd)
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_index_entry_is_the_payload_and_its_hash(validate, given):
+    from ledger.charges import canonical_json
+
+    fields = good(charge_id="c-1", occurred_at=NOW.isoformat()) if given else good(charge_id="c-1")
+    charge = validate(fields, now=NOW)
+    assert charge.occurred_at_given is given
+    assert charge.index_entry() == (canonical_json(charge.payload()), charge.payload_hash())
