@@ -257,15 +257,15 @@ class Ledger(Application):
                 f"the catalogue is in {catalogue.currency}; this ledger is set to "
                 f"{self.settings.currency} (LEDGER_CURRENCY)"
             )})
-        table = PriceTable.of(catalogue)
+        known = [Price.from_entry(entry) for entry in catalogue.prices]
         result: list[Price] = []
         for values in entries:
             wanted = Price(version=0, **values)
-            same = next((p for p in table.prices if p.same_terms(wanted)), None)
+            same = next((p for p in known if p.same_terms(wanted)), None)
             if same is None:
                 catalogue.set_price(**values)
                 same = Price.from_entry(catalogue.prices[-1])
-                table = PriceTable.of(catalogue)
+                known.append(same)
             result.append(same)
         if catalogue.pending_events:
             self.save(catalogue)
@@ -276,7 +276,7 @@ class Ledger(Application):
         """With ``unpriced="reject"``, refuse a charge no price covers (naming why)."""
         if self.settings.unpriced != "reject":
             return charge
-        if self.price_table().cost(charge)[1] is None and self.price_table(refresh=True).cost(charge)[1] is None:
+        if self.price_table().price_of(charge) is None and self.price_table(refresh=True).price_of(charge) is None:
             raise Unpriced({"model": (
                 f"no price for provider {charge.provider!r}, model {charge.model!r}, charge type "
                 f"{charge.charge_type!r} at {charge.occurred_at.isoformat()} (LEDGER_UNPRICED=reject)"

@@ -19,7 +19,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.measures import Figures, event_figures
+from ledger.measures import MEASURES, Figures, event_figures
 
 #: Namespace of account ids; changing it would orphan every stream.
 ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "urn:llm-usage-ledger:account")
@@ -55,14 +55,7 @@ class Totals:
 
     @property
     def figures(self) -> Figures:
-        return (
-            self.charges,
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.total_tokens,
-            self.cost_micros,
-            self.unpriced_charges,
-        )
+        return tuple(getattr(self, name) for name in MEASURES)  # type: ignore[return-value]
 
 
 class Account(Aggregate):
@@ -88,14 +81,7 @@ class Account(Aggregate):
 
     @property
     def totals(self) -> Totals:
-        return Totals(
-            self.charges,
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.total_tokens,
-            self.cost_micros,
-            self.unpriced_charges,
-        )
+        return Totals(*(getattr(self, name) for name in MEASURES))
 
     def _add(self, sign: int, prompt_tokens: int, completion_tokens: int, total_tokens: int,
              cost_micros: int | None) -> None:
@@ -104,12 +90,8 @@ class Account(Aggregate):
              "total_tokens": total_tokens, "cost_micros": cost_micros},
             sign,
         )
-        self.charges += figures[0]
-        self.prompt_tokens += figures[1]
-        self.completion_tokens += figures[2]
-        self.total_tokens += figures[3]
-        self.cost_micros += figures[4]
-        self.unpriced_charges += figures[5]
+        for name, value in zip(MEASURES, figures):
+            setattr(self, name, getattr(self, name) + value)
 
     @event("ChargeRecorded")
     def record_charge(

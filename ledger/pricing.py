@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 #: The one catalogue's stream id.
 CATALOGUE_ID = uuid5(NAMESPACE_URL, "urn:llm-usage-ledger:price-catalogue")
-PRICE_SET_TOPIC = "ledger.pricing:PriceCatalogue.PriceSet"
 MICROS_PER_MILLION = 1_000_000
 #: A rate above this (a million currency units per million tokens) is a typo.
 MAX_RATE = 10**12
@@ -168,9 +167,6 @@ class PriceTable:
             return cls([], 0, None)
         return cls((Price.from_entry(e) for e in catalogue.prices), catalogue.version, catalogue.currency)
 
-    def __len__(self) -> int:
-        return len(self.prices)
-
     def price_for(
         self, provider: str | None, model: str | None, charge_type: str | None, at: datetime
     ) -> Price | None:
@@ -185,9 +181,13 @@ class PriceTable:
                 return entries[i]
         return None
 
+    def price_of(self, charge: "Charge") -> Price | None:
+        """The price that costs ``charge``, or None when it is unpriced."""
+        return self.price_for(charge.provider, charge.model, charge.charge_type, charge.occurred_at)
+
     def cost(self, charge: "Charge") -> tuple[int | None, int | None]:
         """``(cost_micros, price_version)`` of a charge; ``(None, None)`` when no price covers it."""
-        price = self.price_for(charge.provider, charge.model, charge.charge_type, charge.occurred_at)
+        price = self.price_of(charge)
         if price is None:
             return None, None
         return (

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from ledger.compaction import digest_item, digest_of
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC, DAY_ROLLED_UP_TOPIC
 from ledger.measures import ZERO, add, event_figures, group_figures
-from projections.projector import Decoder, Projector, billing_date_function, state_decoder
+from projections.projector import Decoder, Projector, billing_date_function, group_key, state_decoder
 from projections.rebuild import Difference, rebuild
 from projections.tables import VALUE_COLUMNS
 
@@ -157,7 +157,7 @@ def audit(
     projector = Projector(ledger, batch_size=batch_size, billing_tz=billing_tz)
     if catch_up:
         projector.run()
-    log = _LogReader(ledger, projector.batch_size)
+    log = LogReader(ledger, projector.batch_size)
     head = log.max_position()
     rows_before = log.count(head)
     rebuilt = rebuild(
@@ -195,7 +195,7 @@ def audit(
     )
 
 
-class _LogReader:
+class LogReader:
     """The events table, read in short transactions."""
 
     def __init__(self, ledger: Any, batch_size: int) -> None:
@@ -366,15 +366,11 @@ def _issue(position: int, state: dict[str, Any], problem: str) -> RollupIssue:
     return RollupIssue(position, state["account_id"], state["billing_date"], problem)
 
 
-def _group_key(g: dict[str, Any]) -> tuple[str, str, str, str]:
-    return (g["user_id"], g["charge_type"], g["provider"] or "", g["model"] or "")
-
-
 def _nonzero(groups: dict[Any, Figures]) -> dict[Any, Figures]:
     return {key: figures for key, figures in groups.items() if any(figures)}
 
 
-def _verify(log: _LogReader, rollup: _Rollup, tally: _Tally) -> list[RollupIssue]:
+def _verify(log: LogReader, rollup: _Rollup, tally: _Tally) -> list[RollupIssue]:
     """Recompute a rollup's digest and groups from the events it covers that are still stored.
 
     Covered: the day's raw events after the latest earlier rollup of the day
@@ -392,13 +388,13 @@ def _verify(log: _LogReader, rollup: _Rollup, tally: _Tally) -> list[RollupIssue
         if topic == DAY_ROLLED_UP_TOPIC:
             if event["billing_date"] == state["billing_date"]:
                 previous, items = event, []
-                groups = {_group_key(g): list(group_figures(g)) for g in event["groups"]}
+                groups = {group_key(g): list(group_figures(g)) for g in event["groups"]}
             continue
         if tally.date_of(event["occurred_at"]["_data_"]) != day:
             continue
         item = digest_item(topic, event)
         items.append(item)
-        add(groups.setdefault(_group_key(event), list(ZERO)), event_figures(event, item[1]))
+        add(groups.setdefault(group_key(event), list(ZERO)), event_figures(event, item[1]))
     present = len(items) + (int(previous["events"]) if previous else 0)
     if not items and previous is None:
         return []
@@ -408,7 +404,7 @@ def _verify(log: _LogReader, rollup: _Rollup, tally: _Tally) -> list[RollupIssue
     found = []
     if digest_of(items, previous["digest"] if previous else None) != state["digest"]:
         found.append(_issue(rollup.position, state, "digest does not match the events it covers"))
-    claimed = {_group_key(g): list(group_figures(g)) for g in state["groups"]}
+    claimed = {group_key(g): list(group_figures(g)) for g in state["groups"]}
     if _nonzero(claimed) != _nonzero(groups):
         found.append(_issue(rollup.position, state, "groups do not match the events it covers"))
     rollup.verified = not found

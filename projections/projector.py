@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC, DAY_ROLLED_UP_TOPIC
-from ledger.measures import group_figures
+from ledger.measures import charge_figures, group_figures
 from projections.tables import (
     KEY_COLUMNS,
     LIVE_NAME,
@@ -126,23 +126,6 @@ def billing_date_function(zone: ZoneInfo) -> Callable[[str], date]:
 SIGNS = {CHARGE_RECORDED_TOPIC: 1, CHARGE_REVERSED_TOPIC: -1}
 
 
-def charge_values(e: dict[str, Any]) -> tuple[int, ...]:
-    """What one charge adds to its key, in ``VALUE_COLUMNS`` order (a reversal subtracts it).
-
-    The one place an event's state maps to figures: a new measure is a new
-    column in ``VALUE_COLUMNS`` and a new item here (and in ``rollup_values``).
-    """
-    cost = e.get("cost_micros")  # None: unpriced (see ledger.measures.event_figures)
-    if cost is None:
-        return (1, e["prompt_tokens"], e["completion_tokens"], e["total_tokens"], 0, 1)
-    return (1, e["prompt_tokens"], e["completion_tokens"], e["total_tokens"], cost, 0)
-
-
-def rollup_values(g: dict[str, Any]) -> tuple[int, ...]:
-    """A rollup group's figures, in ``VALUE_COLUMNS`` order."""
-    return group_figures(g)
-
-
 def group_key(e: dict[str, Any]) -> GroupKey:
     """The key within an account's day of a charge or rollup group."""
     return (e["user_id"], e["charge_type"], e["provider"] or UNSPECIFIED, e["model"] or UNSPECIFIED)
@@ -168,7 +151,7 @@ class DayFold:
         days = self.days
         date_of = self._date_of
         sign_of = SIGNS.get
-        values_of = charge_values
+        values_of = charge_figures  # ledger.measures: the one mapping of state to figures
         for topic, state in rows:
             sign = sign_of(topic)
             if sign is None:
@@ -205,9 +188,9 @@ class DayFold:
             key = group_key(g)
             figures = groups.get(key)
             if figures is None:
-                groups[key] = list(rollup_values(g))
+                groups[key] = list(group_figures(g))
             else:
-                figures[:] = map(add, figures, rollup_values(g))
+                figures[:] = map(add, figures, group_figures(g))
         self.days[day] = groups
 
     def rows(self, billing_date: Callable[[date], Any], updated_at: Any) -> list[tuple[Any, ...]]:

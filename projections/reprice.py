@@ -19,12 +19,11 @@ from datetime import date, datetime, time
 from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC, DAY_ROLLED_UP_TOPIC
 from ledger.measures import event_figures, group_figures
 from ledger.pricing import PriceTable
-from projections.projector import billing_date_function, state_decoder
+from projections.audit import LogReader
+from projections.projector import billing_date_function
 
 TOPICS = (CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC, DAY_ROLLED_UP_TOPIC)
 
@@ -145,20 +144,7 @@ def _rolled_up(state: dict[str, Any], day: date, prices: PriceTable, zone: ZoneI
 
 def _rows(ledger: Any, batch_size: int) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """(position, topic, decoded state) of the charges, reversals and rollups, in log order."""
-    table = ledger.recorder.events_record_cls.__table__
-    decode = state_decoder(ledger.mapper)
-    position = 0
-    while True:
-        query = (
-            sa.select(table.c.id, table.c.topic, table.c.state)
-            .where(table.c.id > position, table.c.topic.in_(TOPICS))
-            .order_by(table.c.id)
-            .limit(batch_size)
-        )
-        with ledger.recorder.transaction(commit=False) as session:
-            batch = session.execute(query).all()
-        for row in batch:
-            yield row.id, row.topic, decode(bytes(row.state))
-        if len(batch) < batch_size:
-            return
-        position = batch[-1].id
+    log = LogReader(ledger, batch_size)
+    for row in log.rows(log.max_position()):
+        if row.topic in TOPICS:
+            yield row.id, row.topic, log.decode(bytes(row.state))
