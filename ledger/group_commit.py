@@ -1,31 +1,51 @@
 """Durable group commit: concurrent callers share one transaction.
 
 Callers in one process that arrive while a transaction is being committed
-queue up; when it finishes, one of them (the leader) appends everything
-queued in a single transaction, and each caller returns only after the
-transaction holding its charges has committed. Nothing is acknowledged
-before it is stored, and a lone caller pays no waiting at all: it leads
-its own one-charge batch at once.
+queue up; when it finishes, the oldest of them becomes the leader and
+appends everything queued in a single transaction, and each caller returns
+only after the transaction holding its charges has committed. Nothing is
+acknowledged before it is stored, and a lone caller pays no waiting at all:
+it leads its own one-charge batch at once.
+
+The hand-over is pipelined: the finishing leader wakes the next leader
+before the callers it committed, so the next transaction is on its way to
+the store while those callers return and prepare their next charges. Each
+caller sleeps on its own lock and is woken exactly once (to lead or to
+return), so a commit costs one wake-up per caller rather than one per
+caller per arrival.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 AppendFn = Callable[[Sequence[Any], datetime], list[Any]]
 
 
-@dataclass(eq=False)
 class _Request:
-    items: Sequence[Any]
-    done: bool = False
-    results: list[Any] = field(default_factory=list)
-    recorded_at: datetime | None = None
-    error: BaseException | None = None
+    """One caller's items, its results once committed, and the lock it sleeps on."""
+
+    __slots__ = ("items", "results", "recorded_at", "error", "done", "_wake")
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self.items = items
+        self.results: list[Any] = []
+        self.recorded_at: datetime | None = None
+        self.error: BaseException | None = None
+        self.done = False
+        self._wake = threading.Lock()
+        self._wake.acquire()
+
+    def sleep(self) -> None:
+        """Block until :meth:`wake` (to lead, or because the request is done)."""
+        self._wake.acquire()
+
+    def wake(self) -> None:
+        self._wake.release()
 
 
 class GroupCommit:
@@ -36,9 +56,14 @@ class GroupCommit:
         self._max_items = max_items
         self._window = window
         self._last_batch = 1
-        self._cond = threading.Condition()
-        self._queue: list[_Request] = []
+        self._mutex = threading.Lock()
+        self._queue: deque[_Request] = deque()
         self._leading = False
+        #: While the leader gathers: the queue length it waits for, and the
+        #: lock (held unless signalled) that the arrival completing it releases.
+        self._wanted = 0
+        self._arrivals = threading.Lock()
+        self._arrivals.acquire()
         #: Transactions run and items appended: for the benchmark and tests.
         self.transactions = 0
         self.items = 0
@@ -46,28 +71,38 @@ class GroupCommit:
     def submit(self, items: Sequence[Any]) -> tuple[list[Any], datetime]:
         """Append ``items``; return their results once durably committed."""
         request = _Request(items)
-        with self._cond:
+        with self._mutex:
             self._queue.append(request)
-            if self._leading:
-                self._cond.notify_all()  # a leader may be gathering a batch
-            while not request.done:
-                if self._leading:
-                    self._cond.wait()
-                    continue
-                self._leading = True
-                self._gather()
-                batch = self._take()
-                self._cond.release()
-                try:
-                    self._run(batch)
-                finally:
-                    self._cond.acquire()
-                    self._leading = False
-                    self._cond.notify_all()
+            follow = self._leading
+            self._leading = True
+            if self._wanted and len(self._queue) >= self._wanted:
+                self._wanted = 0
+                self._arrivals.release()
+        if follow:
+            request.sleep()  # woken done, or at the head of the queue to lead
+        if not request.done:
+            self._lead()
         if request.error is not None:
             raise request.error
         assert request.recorded_at is not None
         return request.results, request.recorded_at
+
+    def _lead(self) -> None:
+        """Commit one batch (this caller's request is its oldest), then hand over."""
+        self._gather()
+        with self._mutex:
+            batch = self._take()
+        successor = None
+        try:
+            self._run(batch)
+        finally:
+            with self._mutex:
+                successor = self._queue[0] if self._queue else None
+                self._leading = successor is not None
+            if successor is not None:
+                successor.wake()  # the next transaction starts while these callers return
+            for request in batch[1:]:
+                request.wake()
 
     def _gather(self) -> None:
         """Under load, wait a moment for as many callers as the last batch had.
@@ -78,18 +113,24 @@ class GroupCommit:
         """
         if self._last_batch <= 1 or self._window <= 0:
             return
-        deadline = time.monotonic() + self._window
-        while len(self._queue) < self._last_batch:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._cond.wait(remaining)
+        with self._mutex:
+            if len(self._queue) >= self._last_batch:
+                return
+            self._wanted = self._last_batch
+        if self._arrivals.acquire(timeout=self._window):
+            return  # the arrival that completed the batch cleared ``_wanted``
+        with self._mutex:
+            if self._wanted:
+                self._wanted = 0
+            else:  # signalled just as the wait timed out: re-arm the lock
+                self._arrivals.acquire()
 
     def _take(self) -> list[_Request]:
         """The oldest queued requests, up to the item limit (always at least one)."""
         taken, size = [], 0
-        while self._queue and (not taken or size + len(self._queue[0].items) <= self._max_items):
-            request = self._queue.pop(0)
+        queue = self._queue
+        while queue and (not taken or size + len(queue[0].items) <= self._max_items):
+            request = queue.popleft()
             taken.append(request)
             size += len(request.items)
         self._last_batch = len(taken)

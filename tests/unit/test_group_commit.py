@@ -77,3 +77,28 @@ def test_single_failure_is_raised():
     group = GroupCommit(SlowStore(fail_on=1))
     with pytest.raises(ValueError):
         group.submit([1])
+
+
+def test_without_a_window_callers_queued_behind_a_commit_still_share_the_next():
+    store = SlowStore()
+    group = GroupCommit(store, window=0)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: group.submit([i])[0], range(200)))
+    assert results == [[f"ok-{i}"] for i in range(200)]
+    assert max(store.batches) > 1 and sum(store.batches) == 200
+
+
+def test_leadership_passes_on_after_a_failed_batch():
+    store = SlowStore(fail_on=0)
+    group = GroupCommit(store)
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda i: _outcome(group, i), range(64)))
+    assert outcomes[0] == "bad item 0" and outcomes[1:] == [[f"ok-{i}"] for i in range(1, 64)]
+    assert group.submit([99])[0] == ["ok-99"]  # nobody is left holding the lead
+
+
+def _outcome(group: GroupCommit, i: int):
+    try:
+        return group.submit([i])[0]
+    except ValueError as exc:
+        return str(exc)
