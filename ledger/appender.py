@@ -160,6 +160,13 @@ END;
 $$;
 """
 
+#: Objects earlier versions created that the append path no longer uses.
+RETIRED = (
+    "DROP INDEX IF EXISTS ix_ledger_charge_ids_account_id",
+    "DROP FUNCTION IF EXISTS ledger_append_charges("
+    "text[], text[], uuid[], text[], text[], bytea[], bytea[], timestamptz, text, text)",
+)
+
 #: The arrays go as array literals (one string each, which the server parses
 #: in one go) rather than as ARRAY[...] expressions of one parameter each.
 _PG_APPEND_CALL = (
@@ -185,6 +192,17 @@ _PG_APPEND_CALL_JOINED = (
     "%s, %s, %s, %s::uuid, %s)"
 )
 _SEPARATOR = "\x1e"
+
+#: One charge (the common call) on the appender's own connection: a prepared
+#: statement of scalar parameters, so the server neither parses nor plans the
+#: call each time. Prepared once per connection (see ``_connection``).
+_PG_PREPARE_ONE = (
+    "PREPARE ledger_append_one (text, text, uuid, text, text, text, text, timestamptz, text, text, uuid, bigint) AS "
+    "SELECT idx, known_payload, known_recorded_at, notification_id FROM ledger_append_charges("
+    "ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], "
+    "ARRAY[convert_to($6, 'UTF8')], ARRAY[convert_to($7, 'UTF8')], $8, $9, $10, $11, $12)"
+)
+_PG_APPEND_ONE = "EXECUTE ledger_append_one (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 def _joined(columns: Sequence[Sequence[str]], count: int) -> list[str] | None:
@@ -277,7 +295,16 @@ class Appender:
 
     @staticmethod
     def install(connection: sa.engine.Connection) -> None:
-        """Create or replace the server-side function (PostgreSQL only)."""
+        """Create or replace the server-side function (PostgreSQL); retire what older versions made.
+
+        Stores made by earlier versions carry an index on the charge-id
+        table's account column that nothing reads any more (it only slowed
+        every append) and, on PostgreSQL, the append function's older
+        overload without the catalogue check; both are dropped.
+        """
+        for statement in RETIRED:
+            if connection.dialect.name == "postgresql" or "FUNCTION" not in statement:
+                connection.exec_driver_sql(statement)
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql(PG_APPEND_FUNCTION)
 
@@ -417,7 +444,10 @@ class Appender:
             joined = _joined(
                 [charge_ids, account_ids, originator_ids, hashes, payloads, texts[0], texts[1]], len(charges)
             )
-        if joined is not None:
+        direct = transactions.get(None) is None  # else join the caller's open transaction
+        if joined is not None and len(charges) == 1 and direct:
+            sql, arrays = _PG_APPEND_ONE, tuple(joined)  # one element each: nothing was joined
+        elif joined is not None:
             sql, arrays = _PG_APPEND_CALL_JOINED, tuple(joined)
         else:
             sql, arrays = _PG_APPEND_CALL, (
@@ -429,7 +459,7 @@ class Appender:
                 _bytea_array(states),
                 _bytea_array(opened),
             )
-        call = self._call_in_transaction if transactions.get(None) is not None else self._call_postgres
+        call = self._call_postgres if direct else self._call_in_transaction
         rows = call(sql, (*arrays, recorded_at, CHARGE_TOPIC, OPENED_TOPIC, str(CATALOGUE_ID), catalogue_version))
         if rows and rows[0][0] == 0:
             raise StaleCatalogue(rows[0][3])
@@ -488,6 +518,14 @@ class Appender:
             connection = proxied.driver_connection
             proxied.detach()  # ours alone: not returned to (or reset by) the pool
             connection.autocommit = True
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(_PG_PREPARE_ONE)
+            except BaseException as exc:
+                connection.close()
+                if isinstance(exc, _DBAPI_ERRORS):
+                    raise _persistence_error(exc) from exc
+                raise
             self._pg, self._pg_pid = connection, os.getpid()
         return self._pg
 

@@ -33,7 +33,7 @@ charge_ids = sa.Table(
     "ledger_charge_ids",
     metadata,
     sa.Column("charge_id", sa.String(256), primary_key=True),
-    sa.Column("account_id", sa.String(256), nullable=False, index=True),
+    sa.Column("account_id", sa.String(256), nullable=False),
     sa.Column("payload_hash", sa.String(64), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),

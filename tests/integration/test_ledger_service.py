@@ -249,3 +249,32 @@ def test_a_batch_numbers_each_account_in_order_whatever_it_holds(ledger, monkeyp
     totals = sum((ledger.account_totals(a) for a in {it["account_id"] for it in items}), Totals())
     assert totals.charges == 2 + len(new)  # "old" held k-1 and k-2 before
     assert ledger.account_totals(f"new ü {odd}").charges == len([i for i in new if i % 4 == 2])
+
+
+def test_objects_older_versions_made_are_retired_at_start(make_ledger, store_url):
+    """An unused index on the charge-id table (and PG's old append overload) slowed every append."""
+    make_ledger().close()
+    engine = sa.create_engine(store_url)
+    postgres = engine.dialect.name == "postgresql"
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE INDEX ix_ledger_charge_ids_account_id ON ledger_charge_ids (account_id)"
+            )
+            if postgres:
+                connection.exec_driver_sql(
+                    "CREATE FUNCTION ledger_append_charges(text[], text[], uuid[], text[], text[], bytea[], "
+                    "bytea[], timestamptz, text, text) RETURNS integer LANGUAGE sql AS 'SELECT 1'"
+                )
+        ledger = make_ledger()
+        assert not ledger.record_charge(**charge(charge_id="after-upgrade")).duplicate
+        indexes = {index["name"] for index in sa.inspect(engine).get_indexes("ledger_charge_ids")}
+        assert "ix_ledger_charge_ids_account_id" not in indexes
+        if postgres:
+            with engine.connect() as connection:
+                overloads = connection.exec_driver_sql(
+                    "SELECT count(*) FROM pg_proc WHERE proname = 'ledger_append_charges'"
+                ).scalar_one()
+            assert overloads == 1
+    finally:
+        engine.dispose()
