@@ -93,15 +93,16 @@ def _add_cost_columns(connection: sa.engine.Connection) -> None:
     Their rows predate prices, so every charge they count was unpriced; a
     rebuild from the log gives the same figures.
     """
-    from alembic.migration import MigrationContext
-    from alembic.operations import Operations
-
-    operations: Operations | None = None
+    operations = None
     for table in (daily_billing_records, daily_billing_records_rebuild):
         present = {c["name"] for c in sa.inspect(connection).get_columns(table.name)}
         if "cost_micros" in present:
             continue
-        operations = operations or Operations(MigrationContext.configure(connection))
+        if operations is None:  # imported only to migrate: it takes longer than a batch
+            from alembic.migration import MigrationContext
+            from alembic.operations import Operations
+
+            operations = Operations(MigrationContext.configure(connection))
         for name in ("cost_micros", "unpriced_charges"):
             operations.add_column(
                 table.name, sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
