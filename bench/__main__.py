@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
+import sqlalchemy as sa
 import typer
 
 from bench.rows import BenchmarkFailed
@@ -46,6 +47,17 @@ def main(
     except BenchmarkFailed as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
+    except ValueError as exc:  # e.g. a URL of an unsupported store
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except sa.exc.OperationalError as exc:  # the server is down or the database missing
+        reason = str(exc.orig).strip().splitlines()[-1] if exc.orig is not None else str(exc)
+        typer.echo(
+            f"error: cannot open the benchmark database: {reason}\n"
+            "Start the server and create the database first (.ci/run does both for 'bench').",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

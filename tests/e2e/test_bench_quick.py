@@ -64,3 +64,16 @@ def test_a_wrong_count_is_reported_as_inconsistent(store_url):
     claimed.merge(Tally(1, 1, 1, 2))
     with pytest.raises(Inconsistent):
         check_recorded(store_url, accounts, claimed)
+
+
+@pytest.mark.postgres
+def test_a_missing_database_is_one_clear_line_not_a_traceback():
+    from typer.testing import CliRunner
+
+    from bench.__main__ import app
+
+    url = "postgresql+psycopg2://postgres@127.0.0.1:5432/ledger_bench_no_such_database"
+    result = CliRunner().invoke(app, ["--database-url", url, "--quick", "--only", "raw"])
+    assert result.exit_code == 2
+    assert 'database "ledger_bench_no_such_database" does not exist' in result.output
+    assert "Traceback" not in result.output
