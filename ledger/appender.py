@@ -169,11 +169,10 @@ RETIRED = (
 
 #: The arrays go as array literals (one string each, which the server parses
 #: in one go) rather than as ARRAY[...] expressions of one parameter each.
-_PG_APPEND_CALL = (
-    "SELECT idx, known_payload, known_recorded_at, notification_id FROM ledger_append_charges("
-    "%s::text[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s, %s, %s, %s::uuid, %s)"
+_CALL = "SELECT idx, known_payload, known_recorded_at, notification_id FROM ledger_append_charges({})"
+_PG_APPEND_CALL = _CALL.format(
+    "%s::text[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s, %s, %s, %s::uuid, %s"
 )
-
 
 #: The usual transport: each array as one string of its elements joined by the
 #: record separator (U+001E), split on the server. Validated ids never hold a
@@ -181,28 +180,34 @@ _PG_APPEND_CALL = (
 #: element (each call checks; if it does, or a state is not UTF-8 text, the
 #: array literals above are used). States go as their UTF-8 text: half the
 #: bytes of hex, and ``convert_to`` gives back exactly the same bytes.
-_PG_APPEND_CALL_JOINED = (
-    "SELECT idx, known_payload, known_recorded_at, notification_id FROM ledger_append_charges("
-    "string_to_array(%s, chr(30)), string_to_array(%s, chr(30)), string_to_array(%s, chr(30))::uuid[], "
-    "string_to_array(%s, chr(30)), string_to_array(%s, chr(30)), "
+_JOINED_ARGUMENTS = (
+    "string_to_array({0}, chr(30)), string_to_array({1}, chr(30)), string_to_array({2}, chr(30))::uuid[], "
+    "string_to_array({3}, chr(30)), string_to_array({4}, chr(30)), "
     "(SELECT array_agg(convert_to(u.x, 'UTF8') ORDER BY u.o) "
-    "FROM unnest(string_to_array(%s, chr(30))) WITH ORDINALITY AS u(x, o)), "
+    "FROM unnest(string_to_array({5}, chr(30))) WITH ORDINALITY AS u(x, o)), "
     "(SELECT array_agg(convert_to(u.x, 'UTF8') ORDER BY u.o) "
-    "FROM unnest(string_to_array(%s, chr(30))) WITH ORDINALITY AS u(x, o)), "
-    "%s, %s, %s, %s::uuid, %s)"
+    "FROM unnest(string_to_array({6}, chr(30))) WITH ORDINALITY AS u(x, o)), "
+    "{7}, {8}, {9}, {10}::uuid, {11}"
 )
 _SEPARATOR = "\x1e"
+_PG_APPEND_CALL_JOINED = _CALL.format(_JOINED_ARGUMENTS.format(*["%s"] * 12))
 
-#: One charge (the common call) on the appender's own connection: a prepared
-#: statement of scalar parameters, so the server neither parses nor plans the
-#: call each time. Prepared once per connection (see ``_connection``).
-_PG_PREPARE_ONE = (
-    "PREPARE ledger_append_one (text, text, uuid, text, text, text, text, timestamptz, text, text, uuid, bigint) AS "
-    "SELECT idx, known_payload, known_recorded_at, notification_id FROM ledger_append_charges("
-    "ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], "
-    "ARRAY[convert_to($6, 'UTF8')], ARRAY[convert_to($7, 'UTF8')], $8, $9, $10, $11, $12)"
+#: On the appender's own connection the calls are prepared statements (the
+#: server neither parses nor plans them each time), prepared once per
+#: connection (see ``_connection``): one for a single charge, of scalar
+#: parameters (the common call), one for several, of joined arrays.
+_PARAMETER_TYPES = "text, text, uuid, text, text, text, text, timestamptz, text, text, uuid, bigint"
+_PG_PREPARE = (
+    f"PREPARE ledger_append_one ({_PARAMETER_TYPES}) AS "
+    + _CALL.format(
+        "ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], "
+        "ARRAY[convert_to($6, 'UTF8')], ARRAY[convert_to($7, 'UTF8')], $8, $9, $10, $11, $12"
+    ),
+    f"PREPARE ledger_append_many ({_PARAMETER_TYPES.replace('uuid', 'text', 1)}) AS "
+    + _CALL.format(_JOINED_ARGUMENTS.format(*(f"${n}" for n in range(1, 13)))),
 )
 _PG_APPEND_ONE = "EXECUTE ledger_append_one (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_PG_APPEND_MANY = "EXECUTE ledger_append_many (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 def _joined(columns: Sequence[Sequence[str]], count: int) -> list[str] | None:
@@ -447,6 +452,8 @@ class Appender:
         direct = transactions.get(None) is None  # else join the caller's open transaction
         if joined is not None and len(charges) == 1 and direct:
             sql, arrays = _PG_APPEND_ONE, tuple(joined)  # one element each: nothing was joined
+        elif joined is not None and direct:
+            sql, arrays = _PG_APPEND_MANY, tuple(joined)
         elif joined is not None:
             sql, arrays = _PG_APPEND_CALL_JOINED, tuple(joined)
         else:
@@ -520,7 +527,8 @@ class Appender:
             connection.autocommit = True
             try:
                 with connection.cursor() as cursor:
-                    cursor.execute(_PG_PREPARE_ONE)
+                    for statement in _PG_PREPARE:
+                        cursor.execute(statement)
             except BaseException as exc:
                 connection.close()
                 if isinstance(exc, _DBAPI_ERRORS):
