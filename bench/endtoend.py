@@ -14,8 +14,7 @@ from functools import partial
 from bench import baselines
 from bench.checks import check_recorded, expect, projected_totals
 from bench.context import Context
-from bench.pairing import alternate, blocks_of
-from bench.recording import SINGLE_BLOCK, _open_accounts
+from bench.recording import _open_accounts, paired_single_calls
 from bench.rows import POSTGRESQL, Row, Target, missing
 from bench.stores import engine_for
 from bench.workload import account_ids, charges, tally_of
@@ -44,15 +43,9 @@ def end_to_end(ctx: Context) -> list[Row]:
             projector = Projector(ledger)
             projector.run()  # the openings: yesterday's work
 
-            def record(block: range) -> None:
-                for i in block:
-                    ledger.record_charge(**items[i])
-
-            pairs = [
-                (partial(record, block), partial(baselines.crud_insert_one_per_call, engine, items[block.start : block.stop]))
-                for block in blocks_of(n, SINGLE_BLOCK)
-            ]
-            ledger_seconds, crud_seconds = alternate(pairs)
+            ledger_seconds, crud_seconds = paired_single_calls(
+                ledger, items, partial(baselines.crud_insert_one_per_call, engine), items
+            )
             began = time.perf_counter()
             projector.run()
             project_seconds = time.perf_counter() - began

@@ -10,7 +10,7 @@ exactly the charges recorded.
 from __future__ import annotations
 
 from functools import partial
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -51,6 +51,27 @@ def _open_accounts(url: str, accounts: Sequence[str], prefix: str) -> Tally:
     return tally_of(opening)
 
 
+def paired_single_calls(
+    ledger: Ledger,
+    items: Sequence[Mapping[str, Any]],
+    baseline: Callable[[Sequence[Any]], Any],
+    baseline_items: Sequence[Any],
+) -> tuple[float, float]:
+    """(ledger seconds, baseline seconds): one ``record_charge`` per item, taking
+    turns in blocks with ``baseline`` over the same slices of ``baseline_items``."""
+
+    def record(block: range) -> None:
+        for i in block:
+            ledger.record_charge(**items[i])
+
+    return alternate(
+        [
+            (partial(record, block), partial(baseline, baseline_items[block.start : block.stop]))
+            for block in blocks_of(len(items), SINGLE_BLOCK)
+        ]
+    )
+
+
 def _single(ctx: Context, name: str, accounts: Sequence[str]) -> tuple[float, float]:
     """(ledger seconds, raw seconds) for ``single`` charges each, interleaved on one store."""
     n = ctx.sizes.single
@@ -67,15 +88,9 @@ def _single(ctx: Context, name: str, accounts: Sequence[str]) -> tuple[float, fl
             for account in accounts:
                 ledger.account_totals(account)
 
-            def record(block: range) -> None:
-                for i in block:
-                    ledger.record_charge(**items[i])
-
-            pairs = [
-                (partial(record, block), partial(baselines.insert_raw_one_per_commit, engine, raw_rows[block.start : block.stop]))
-                for block in blocks_of(n, SINGLE_BLOCK)
-            ]
-            ledger_seconds, raw_seconds = alternate(pairs)
+            ledger_seconds, raw_seconds = paired_single_calls(
+                ledger, items, partial(baselines.insert_raw_one_per_commit, engine), raw_rows
+            )
             expect_rows(engine, WARM_UP + n)
         finally:
             ledger.close()
