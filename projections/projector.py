@@ -214,6 +214,20 @@ class RebuildSuperseded(ProjectionError):
     """Another rebuild took over the scratch table; this one stopped."""
 
 
+class ZoneMismatch(ProjectionError):
+    """A run would add billing dates of one zone to a table that holds another's."""
+
+    def __init__(self, name: str, recorded: str, requested: str) -> None:
+        super().__init__(
+            f"{name} holds billing dates in time zone {recorded!r}, but this run bills in "
+            f"{requested!r}: the two would mix in one table. Run in {recorded!r} "
+            f"(--billing-tz or LEDGER_BILLING_TZ), or rebuild the table in the new zone: "
+            f"ledger --billing-tz {requested} rebuild"
+        )
+        self.recorded = recorded
+        self.requested = requested
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a projection writes: its table and its tracking row.
@@ -324,10 +338,15 @@ def ensure_tracking(session: Session, dialect: str, name: str) -> None:
     session.execute(statement.on_conflict_do_nothing(index_elements=["name"]))
 
 
-def lock_position(session: Session, target: Target) -> int:
-    """The target's position, its row locked until commit (PostgreSQL)."""
+def lock_position(session: Session, target: Target, zone: str | None = None) -> int:
+    """The target's position, its row locked until commit (PostgreSQL).
+
+    With ``zone``, the batch about to be applied bills in that zone: it must
+    be the zone the table already holds (one never recorded, or recorded
+    before anything was applied, is set to it).
+    """
     row = session.execute(
-        sa.select(projection_tracking.c.position, projection_tracking.c.owner)
+        sa.select(projection_tracking.c.position, projection_tracking.c.owner, projection_tracking.c.time_zone)
         .where(projection_tracking.c.name == target.name)
         .with_for_update()
     ).first()
@@ -335,7 +354,18 @@ def lock_position(session: Session, target: Target) -> int:
         raise ProjectionError(f"no tracking row for {target.name!r}")
     if target.owner is not None and row.owner != target.owner:
         raise RebuildSuperseded(f"{target.name} now belongs to rebuild {row.owner}")
+    if zone is not None and row.time_zone != zone:
+        if row.time_zone is not None and row.position:
+            raise ZoneMismatch(target.name, row.time_zone, zone)
+        record_zone(session, target.name, zone)  # nothing applied yet: any zone may start
     return int(row.position)
+
+
+def record_zone(session: Session, name: str, zone: str) -> None:
+    """Note the zone whose billing dates the tracked table holds."""
+    session.execute(
+        projection_tracking.update().where(projection_tracking.c.name == name).values(time_zone=zone)
+    )
 
 
 def move_position(session: Session, target: Target, old: int, new: int, now: datetime) -> None:
@@ -425,6 +455,12 @@ class Projector:
             ensure_tracking(session, self.dialect, self.target.name)
         self._prepared = True
 
+    def claim_zone(self) -> None:
+        """Fail now (:class:`ZoneMismatch`) if the target holds another zone's dates; else note ours."""
+        self.prepare()
+        with self.ledger.recorder.transaction(commit=True) as session:
+            lock_position(session, self.target, self.zone.key)
+
     def position(self) -> int:
         """The last notification id applied (0 if none)."""
         self.prepare()
@@ -466,7 +502,7 @@ class Projector:
 
     def apply_batch(self, session: Session, limit: int, stop: int | None = None) -> tuple[int, int]:
         """One batch inside the caller's transaction: (notifications consumed, new position)."""
-        position = lock_position(session, self.target)
+        position = lock_position(session, self.target, self.zone.key)
         rows = self._take_prefetch(position, limit)
         if rows is None:
             rows = self._read(session, position, limit)

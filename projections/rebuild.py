@@ -23,9 +23,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ledger.domain import DAY_ROLLED_UP_TOPIC
-from projections.projector import LIVE, Projector, Target, lock_position, move_position
+from projections.projector import LIVE, Projector, Target, lock_position, move_position, record_zone
 from projections.tables import (
     KEY_COLUMNS,
+    LIVE_NAME,
     SCRATCH_NAME,
     UNSPECIFIED,
     VALUE_COLUMNS,
@@ -95,6 +96,7 @@ def rebuild(
     live = Projector(ledger, batch_size=batch_size, billing_tz=billing_tz)
     live.prepare()
     if not swap:
+        live.claim_zone()  # a diff against a table of another zone's dates would be all noise
         pass_rollups(ledger, live)
     scratch = start_scratch(ledger, batch_size=batch_size, billing_tz=billing_tz)
     events = scratch.run(stop=None if swap else live.position())
@@ -103,7 +105,7 @@ def rebuild(
         events += catch_up(session, scratch, stop=None if swap else live_position)
         position = lock_position(session, scratch.target)
         if swap:
-            swap_in(session, position=position, live_position=live_position)
+            swap_in(session, position=position, live_position=live_position, time_zone=scratch.zone.key)
             differences, count = [], 0
         else:
             position = live_position
@@ -152,7 +154,7 @@ def start_scratch(
         session.execute(
             projection_tracking.update()
             .where(projection_tracking.c.name == SCRATCH_NAME)
-            .values(position=0, owner=owner, updated_at=datetime.now(timezone.utc))
+            .values(position=0, owner=owner, time_zone=scratch.zone.key, updated_at=datetime.now(timezone.utc))
         )
     return scratch
 
@@ -174,13 +176,14 @@ def catch_up(session: Session, projector: Projector, stop: int | None) -> int:
             return consumed
 
 
-def swap_in(session: Session, *, position: int, live_position: int) -> None:
-    """Replace the live rows and position with the scratch ones (caller holds the live row)."""
+def swap_in(session: Session, *, position: int, live_position: int, time_zone: str) -> None:
+    """Replace the live rows, position and zone with the scratch ones (caller holds the live row)."""
     live, scratch = daily_billing_records, daily_billing_records_rebuild
     names = [column.name for column in live.columns]
     session.execute(live.delete())
     session.execute(live.insert().from_select(names, sa.select(*(scratch.c[n] for n in names))))
     move_position(session, LIVE, live_position, position, datetime.now(timezone.utc))
+    record_zone(session, LIVE_NAME, time_zone)
 
 
 def diff_tables(session: Session, limit: int) -> tuple[list[Difference], int]:

@@ -69,6 +69,10 @@ projection_tracking = sa.Table(
     sa.Column("position", sa.BigInteger, nullable=False, default=0),
     sa.Column("owner", sa.String(64), nullable=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
+    # The IANA zone whose dates the table holds: set by its first batch (or
+    # by the rebuild that filled it), so a run in another zone is refused
+    # instead of mixing dates of two zones in one table.
+    sa.Column("time_zone", sa.String(64), nullable=True),
 )
 
 _ready: "weakref.WeakSet[sa.engine.Engine]" = weakref.WeakSet()
@@ -83,31 +87,44 @@ def ensure_tables(engine: sa.engine.Engine) -> None:
             # Two processes creating the same tables at once collide in the catalog.
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('projections.tables'))"))
         metadata.create_all(connection, checkfirst=True)
-        _add_cost_columns(connection)
+        _migrate(connection)
     _ready.add(engine)
 
 
-def _add_cost_columns(connection: sa.engine.Connection) -> None:
-    """Migrate billing tables made before costs existed: add the two columns.
+def _migrate(connection: sa.engine.Connection) -> None:
+    """Bring tables made by earlier versions up to date: add the columns they lack.
 
-    Their rows predate prices, so every charge they count was unpriced; a
-    rebuild from the log gives the same figures.
+    Billing tables made before costs existed get ``cost_micros`` and
+    ``unpriced_charges``; their rows predate prices, so every charge they
+    count was unpriced (a rebuild from the log gives the same figures).
+    Tracking made before zones were kept gets ``time_zone``, left empty: the
+    next batch records its zone.
     """
     operations = None
-    for table in (daily_billing_records, daily_billing_records_rebuild):
-        present = {c["name"] for c in sa.inspect(connection).get_columns(table.name)}
-        if "cost_micros" in present:
-            continue
+    inspector = sa.inspect(connection)
+
+    def add(table: sa.Table, *columns: sa.Column) -> None:
+        nonlocal operations
         if operations is None:  # imported only to migrate: it takes longer than a batch
             from alembic.migration import MigrationContext
             from alembic.operations import Operations
 
             operations = Operations(MigrationContext.configure(connection))
-        for name in ("cost_micros", "unpriced_charges"):
-            operations.add_column(
-                table.name, sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
+        for column in columns:
+            operations.add_column(table.name, column)
+
+    for table in (daily_billing_records, daily_billing_records_rebuild):
+        if "cost_micros" not in {c["name"] for c in inspector.get_columns(table.name)}:
+            add(
+                table,
+                *(
+                    sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
+                    for name in ("cost_micros", "unpriced_charges")
+                ),
             )
-        connection.execute(table.update().values(unpriced_charges=table.c.charges))
+            connection.execute(table.update().values(unpriced_charges=table.c.charges))
+    if "time_zone" not in {c["name"] for c in inspector.get_columns(projection_tracking.name)}:
+        add(projection_tracking, sa.Column("time_zone", sa.String(64), nullable=True))
 
 
 def engine_of(source: Any) -> sa.engine.Engine:

@@ -50,6 +50,9 @@ def error_line(exc: BaseException) -> tuple[str, int] | None:
         # cannot be done as asked (invalid, unknown, conflicting) is the user's (2).
         operational = isinstance(exc, (BusyAccount, ImportInterrupted)) or type(exc).__name__ == "CompactionError"
         return str(exc), EXIT["failed"] if operational else EXIT["usage"]
+    projection_error = _projection_error(exc)
+    if projection_error is not None:
+        return projection_error
     if isinstance(exc, FileNotFoundError):
         return f"no such file: {exc.filename or exc}", EXIT["usage"]
     if isinstance(exc, (IsADirectoryError, PermissionError)):
@@ -72,6 +75,17 @@ def error_line(exc: BaseException) -> tuple[str, int] | None:
         first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
         return f"database unavailable: {first}", EXIT["failed"]
     return None
+
+
+def _projection_error(exc: BaseException) -> tuple[str, int] | None:
+    """A projection refusing to run as configured (2), or losing a race it reports (1)."""
+    try:
+        from projections.projector import ProjectionError, ZoneMismatch
+    except ImportError:  # projections not installed: nothing of theirs can be raised
+        return None
+    if not isinstance(exc, ProjectionError):
+        return None
+    return str(exc), EXIT["usage"] if isinstance(exc, ZoneMismatch) else EXIT["failed"]
 
 
 def _is_usage_error(exc: BaseException) -> bool:

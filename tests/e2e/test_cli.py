@@ -191,6 +191,19 @@ def test_project_then_report_json_has_exactly_the_contract_keys(cli):
     assert [(r["model"], r["total_tokens"]) for r in filtered] == [("gpt-4o-mini", 55)]
 
 
+def test_projecting_in_another_zone_is_one_clear_line_and_exit_2(cli):
+    record(cli, "c1", when=days_ago(1))
+    ok(cli("project"))
+    record(cli, "c2", when=days_ago(1))
+    refused = cli("--billing-tz", "Europe/Paris", "project")
+    assert refused.exit_code == 2, (refused.stdout, refused.stderr)
+    assert refused.stderr.startswith("error: daily_billing_records holds billing dates in time zone 'UTC'")
+    assert refused.stderr.count("\n") == 1 and "ledger --billing-tz Europe/Paris rebuild" in refused.stderr
+    ok(cli("--billing-tz", "Europe/Paris", "rebuild"))
+    rows = json.loads(ok(cli("--billing-tz", "Europe/Paris", "report", "--format", "json")).stdout)
+    assert sum(row["charges"] for row in rows) == 2
+
+
 def test_report_csv_and_table(cli):
     record(cli, "c1", when=days_ago(1))
     csv_text = ok(cli("report", "--format", "csv", "--group-by", "account_id,model")).stdout

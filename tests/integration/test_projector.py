@@ -17,6 +17,7 @@ from ledger import Ledger, Settings
 from ledger.compaction import compact
 from ledger.domain import account_uuid
 from projections import ProjectionError, Projector, rebuild
+from projections.projector import ZoneMismatch
 from projections.reports import records
 from projections.tables import daily_billing_records, projection_tracking
 
@@ -334,6 +335,62 @@ def test_a_rollup_in_another_time_zone_stops_the_projector_without_writing(ledge
     with pytest.raises(ProjectionError, match="time zone"):
         projector.run()
     assert projector.position() == 0
+
+
+def test_a_run_in_another_zone_is_refused_and_writes_nothing(ledger):
+    model = Model()
+    model.record(ledger, charges(6))
+    Projector(ledger).run()
+    model.record(ledger, charges(4, start=6))
+    before, position = live(ledger), Projector(ledger).position()
+    with pytest.raises(ZoneMismatch, match="'UTC'.*'Europe/Paris'") as refused:
+        Projector(ledger, billing_tz="Europe/Paris").run()
+    assert "rebuild" in str(refused.value)
+    assert live(ledger) == before and Projector(ledger).position() == position
+    Projector(ledger).run()  # the table's own zone goes on where it stopped
+    assert live(ledger) == model.records()
+
+
+def test_a_rebuild_in_a_new_zone_moves_the_table_to_that_zone(ledger):
+    recorded = charges(12, step=timedelta(hours=3), at=datetime(2026, 3, 1, 2, tzinfo=UTC))
+    Model().record(ledger, recorded)
+    Projector(ledger).run()
+    with pytest.raises(ZoneMismatch):  # a check in another zone would diff every day
+        rebuild(ledger, billing_tz="America/New_York")
+    result = rebuild(ledger, swap=True, billing_tz="America/New_York")
+    assert result.swapped
+    new_york = Model("America/New_York")
+    new_york.charges = {c["charge_id"]: c for c in recorded}
+    assert live(ledger) == new_york.records()
+    assert Projector(ledger, billing_tz="America/New_York").run() == 0
+    with pytest.raises(ZoneMismatch, match="'America/New_York'.*'UTC'"):
+        Projector(ledger).run()
+
+
+def test_an_unused_table_takes_the_zone_of_its_first_run(ledger):
+    Projector(ledger, billing_tz="Asia/Tokyo").run()  # nothing to apply yet
+    Model().record(ledger, charges(3))
+    assert Projector(ledger).run() == head(ledger)  # position 0: the new zone may start
+
+
+def test_tracking_made_before_zones_were_kept_gains_the_column_and_keeps_its_position(make_ledger, store_url):
+    engine = sa.create_engine(store_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "CREATE TABLE projection_tracking (name VARCHAR(128) PRIMARY KEY, position BIGINT NOT NULL, "
+            "owner VARCHAR(64), updated_at TIMESTAMP)"
+        ))
+        connection.execute(sa.text("INSERT INTO projection_tracking (name, position) VALUES ('other', 7)"))
+    engine.dispose()
+    ledger = make_ledger()
+    Model().record(ledger, charges(3))
+    assert Projector(ledger).run() == head(ledger)
+    with ledger.recorder.transaction(commit=False) as session:
+        zones = dict(session.execute(sa.select(projection_tracking.c.name, projection_tracking.c.time_zone)).all())
+        other = session.execute(
+            sa.select(projection_tracking.c.position).where(projection_tracking.c.name == "other")
+        ).scalar()
+    assert zones["daily_billing_records"] == "UTC" and zones["other"] is None and other == 7
 
 
 # -- tables ----------------------------------------------------------------------
