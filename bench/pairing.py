@@ -2,9 +2,9 @@
 
 On a shared machine the disk's fsync latency and the CPU share drift by 2-5x
 within minutes, so a baseline measured a minute earlier is a poor yardstick.
-Here the two alternate in blocks (ABBA order, so neither always goes first),
+Here the sides alternate in blocks (ABBA order, so none always goes first),
 in the same database file or schema, and each side's time is the sum of its
-blocks: drift hits both sides alike and the ratio stays meaningful.
+blocks: drift hits all sides alike and the ratios stay meaningful.
 """
 
 from __future__ import annotations
@@ -22,17 +22,18 @@ def _timed(block: Block) -> float:
     return reported if reported is not None else time.perf_counter() - began
 
 
-def alternate(pairs: Sequence[tuple[Block, Block]]) -> tuple[float, float]:
-    """(seconds of all first blocks, seconds of all second blocks), run in ABBA order."""
-    first_total = second_total = 0.0
-    for index, (first, second) in enumerate(pairs):
-        if index % 2 == 0:
-            first_total += _timed(first)
-            second_total += _timed(second)
-        else:
-            second_total += _timed(second)
-            first_total += _timed(first)
-    return first_total, second_total
+def alternate(turns: Sequence[tuple[Block, ...]]) -> tuple[float, ...]:
+    """Seconds of each side summed over the turns: ABBA order for two sides.
+
+    Each turn runs its blocks forwards, the next backwards (A B, B A, ...; for
+    three sides A B C, C B A, ...), so no side always goes first or last.
+    """
+    totals = [0.0] * (len(turns[0]) if turns else 0)
+    for index, blocks in enumerate(turns):
+        order = range(len(blocks)) if index % 2 == 0 else reversed(range(len(blocks)))
+        for side in order:
+            totals[side] += _timed(blocks[side])
+    return tuple(totals)
 
 
 def blocks_of(count: int, size: int) -> list[range]:

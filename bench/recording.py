@@ -9,6 +9,7 @@ exactly the charges recorded.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
@@ -216,9 +217,17 @@ def concurrent(ctx: Context) -> list[Row]:
 
 
 def _threads_paired(ctx: Context, accounts: Sequence[str]) -> list[Row]:
+    """Threads, one writer, and the threads' ceiling, taking turns on one Ledger.
+
+    The ceiling is one caller recording as many charges per call as there are
+    threads: the same work with every commit carrying all of them and no
+    hand-over between threads. Its ratio to the lone writer is about the most
+    the threads could show on this machine, measured in the same run.
+    """
     sizes = ctx.sizes
     together = list(charges("conc", sizes.writers * sizes.concurrent_per_writer, accounts))
     alone = list(charges("solo", sizes.single, accounts))
+    grouped = list(charges("ceil", sizes.single, accounts))
     turns = PAIRED_TURNS
     with ctx.fresh("threads") as url:
         expected = _open_accounts(url, accounts, "conc")
@@ -234,22 +243,37 @@ def _threads_paired(ctx: Context, accounts: Sequence[str]) -> list[Row]:
             def many_writers(block: range) -> float:
                 return writers.threaded(ledger, writers.split(together[block.start : block.stop], sizes.writers))[1]
 
-            turns_of = list(zip(_turns(len(together), turns), _turns(len(alone), turns)))
-            pairs = [(partial(many_writers, many), partial(one_writer, one)) for many, one in turns_of]
-            many_seconds, one_seconds = alternate(pairs)
-            done_many = sum(len(many) for many, _ in turns_of)
-            done_one = sum(len(one) for _, one in turns_of)
+            def one_writer_grouped(block: range) -> None:
+                for start in range(block.start, block.stop, sizes.writers):
+                    ledger.record_charges(grouped[start : min(start + sizes.writers, block.stop)])
+
+            turns_of = list(
+                zip(_turns(len(together), turns), _turns(len(alone), turns), _turns(len(grouped), turns))
+            )
+            many_seconds, one_seconds, grouped_seconds = alternate(
+                [
+                    (partial(many_writers, many), partial(one_writer, one), partial(one_writer_grouped, group))
+                    for many, one, group in turns_of
+                ]
+            )
+            done_many, done_one, done_grouped = (sum(len(t[side]) for t in turns_of) for side in range(3))
         finally:
             ledger.close()
-        expected.merge(tally_of(together[:done_many]))
-        expected.merge(tally_of(alone[:done_one]))
+        for items, done in ((together, done_many), (alone, done_one), (grouped, done_grouped)):
+            expected.merge(tally_of(items[:done]))
         check_recorded(url, accounts, expected)
         commits = _transactions(url, "conc-open-", only="conc-")
     single = Row(f"record_charge, 1 writer, interleaved ({len(accounts)} accounts)", ctx.kind, done_one, one_seconds,
                  key=f"{SINGLE_MANY}-paired")
+    ceiling = Row(
+        f"ceiling: 1 writer, record_charges of {sizes.writers}/call, interleaved", ctx.kind, done_grouped,
+        grouped_seconds, note=f"the same work as {sizes.writers} threads sharing every commit, from one caller",
+    ).against(single)
     row = Row(f"concurrent, {sizes.writers} writer threads in 1 process, {len(accounts)} accounts", ctx.kind,
               done_many, many_seconds, target=CONCURRENT_TARGET, note=_per_commit(done_many, commits))
-    return [single, row.against(single)]
+    if ceiling.rate and row.rate:
+        row = replace(row, note=f"{row.note}; {row.rate / ceiling.rate:.2f}x of the ceiling")
+    return [single, ceiling, row.against(single)]
 
 
 def _turns(count: int, turns: int) -> list[range]:
