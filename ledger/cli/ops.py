@@ -114,6 +114,27 @@ def rejected_resubmit(
                   f"for account {receipt.account_id}", markup=False)
 
 
+@rejected_app.command("dismiss")
+def rejected_dismiss(
+    ctx: typer.Context,
+    rejected_id: int = typer.Argument(..., help="The id shown by `ledger rejected list`."),
+    reason: str = typer.Option(..., "--reason", help="Why it is not recorded (kept with it)."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Resolve a rejected charge without recording it (test traffic, a call never billed), saying why.
+
+    Example: ledger rejected dismiss 3 --reason "load test from staging"
+    """
+    store = require("jobs.rejected", "the rejected-charges store")
+    if not reason.strip():
+        raise CliError("--reason: say why the charge is not recorded")
+    kept = store.dismiss(state_of(ctx).ledger(), rejected_id, reason.strip())
+    if json_output:
+        emit_json({"id": kept.id, "resolution": kept.resolution, "resolved_at": kept.resubmitted_at})
+    else:
+        out.print(f"rejected charge {kept.id} {kept.resolution}", markup=False)
+
+
 def _export_settings(ctx: typer.Context) -> None:
     """The global options, as the environment the jobs read their settings from."""
     state = state_of(ctx)

@@ -315,10 +315,32 @@ def test_rejected_list_and_resubmit_with_a_correction(cli):
     assert bad_set.exit_code == 2 and bad_set.stderr.startswith("error: --set: unknown field 'colour'")
 
 
+def test_rejected_dismiss_resolves_without_recording_and_says_why(cli):
+    from jobs.rejected import reject
+    from ledger import Ledger
+
+    ledger = Ledger.from_url(cli.url)
+    try:
+        kept = reject(ledger, {"account_id": "acme", "charge_type": "usage", "prompt_tokens": -1,
+                               "charge_id": "t1"}, {"prompt_tokens": "must be >= 0"})
+    finally:
+        ledger.close()
+    blank = cli("rejected", "dismiss", str(kept), "--reason", "  ")
+    assert blank.exit_code == 2 and blank.stderr == "error: --reason: say why the charge is not recorded\n"
+    done = json.loads(ok(cli("rejected", "dismiss", str(kept), "--reason", "load test", "--json")).stdout)
+    assert done["id"] == kept and done["resolution"] == "dismissed: load test" and done["resolved_at"]
+    assert ok(cli("rejected", "list")).stdout == "no rejected charges waiting\n"
+    listed = json.loads(ok(cli("rejected", "list", "--all", "--json")).stdout)
+    assert [r["resolution"] for r in listed] == ["dismissed: load test"]
+    again = cli("rejected", "dismiss", str(kept), "--reason", "twice")
+    assert again.exit_code == 2 and "already resolved: dismissed: load test" in again.stderr
+    assert cli("accounts", "acme").exit_code == 2  # nothing was recorded for it
+
+
 # -- help everywhere, and the benchmark's wiring ------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "bench"] + ["rejected list", "rejected resubmit", "prices set", "prices list", "prices import"])
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "bench"] + ["rejected list", "rejected resubmit", "rejected dismiss", "prices set", "prices list", "prices import"])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0
