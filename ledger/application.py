@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
 from ledger.appender import Appended, Appender
-from ledger.charges import Charge, ChargeValidator, ProfileResolver
+from ledger.charges import Charge, ChargeValidator, ProfileResolver, optional_str
 from ledger.compaction import CompactedRepository
 from ledger.domain import Account, Totals, account_uuid
 from ledger.pricing import CATALOGUE_ID, Price, PriceCatalogue, PriceTable, validate_price
@@ -308,7 +308,7 @@ class Ledger(Application):
         unknown, whatever its type or content (drivers would refuse it).
         """
         errors: dict[str, str] = {}
-        given = ChargeValidator._optional_str(
+        given = optional_str(
             {"charge_id": charge_id}, "charge_id", errors, self.settings.max_string_length
         )
         if given is None:
@@ -318,7 +318,7 @@ class Ledger(Application):
             return given, ""
         if isinstance(reason, str):
             reason = reason.strip()[: self.settings.max_reference_length]
-        text = ChargeValidator._optional_str(
+        text = optional_str(
             {"reason": reason}, "reason", errors, self.settings.max_reference_length
         )
         if errors:

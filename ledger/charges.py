@@ -165,17 +165,17 @@ class ChargeValidator:
             errors[name] = "unknown field"
         values: dict[str, Any] = {}
 
-        profile = self._optional_int(raw, "user_profile_id", errors, minimum=0, maximum=MAX_PROFILE_ID)
+        profile = optional_int(raw, "user_profile_id", errors, minimum=0, maximum=MAX_PROFILE_ID)
         for name in ("session_key", "provider", "model", "user_id", "account_id", "charge_id"):
-            values[name] = self._optional_str(raw, name, errors, self.settings.max_string_length)
-        values["reference"] = self._optional_str(
+            values[name] = optional_str(raw, name, errors, self.settings.max_string_length)
+        values["reference"] = optional_str(
             raw, "reference", errors, self.settings.max_reference_length
         )
         values["user_profile_id"] = profile
         self._resolve_account(values, profile, errors)
         self._charge_type(raw, values, errors)
         self._tokens(raw, values, errors)
-        occurred_at, given = self._occurred_at(raw, errors, now)
+        occurred_at, given = instant_field(raw, "occurred_at", errors, now)
 
         if errors:
             raise InvalidCharge(errors)
@@ -216,7 +216,7 @@ class ChargeValidator:
             limit = self.settings.max_string_length
             for name in ("account_id", "user_id"):
                 problem: dict[str, str] = {}
-                self._optional_str(resolved, name, problem, limit)
+                optional_str(resolved, name, problem, limit)
                 if problem:
                     errors["user_profile_id"] = f"resolved to an unusable {name}: {problem[name]}"
                     return
@@ -227,7 +227,7 @@ class ChargeValidator:
             values["user_id"] = str(profile) if profile is not None else ""
 
     def _charge_type(self, raw: Mapping[str, Any], values: dict[str, Any], errors: dict[str, str]) -> None:
-        charge_type = self._optional_str(raw, "charge_type", errors, self.settings.max_string_length)
+        charge_type = optional_str(raw, "charge_type", errors, self.settings.max_string_length)
         if "charge_type" in errors:
             return
         if charge_type is None:
@@ -242,9 +242,9 @@ class ChargeValidator:
     def _tokens(self, raw: Mapping[str, Any], values: dict[str, Any], errors: dict[str, str]) -> None:
         """Tokens are bounded non-negative integers; total = prompt + completion."""
         bound = self.settings.max_tokens
-        prompt = self._optional_int(raw, "prompt_tokens", errors, minimum=0, maximum=bound)
-        completion = self._optional_int(raw, "completion_tokens", errors, minimum=0, maximum=bound)
-        total = self._optional_int(raw, "total_tokens", errors, minimum=0, maximum=2 * bound)
+        prompt = optional_int(raw, "prompt_tokens", errors, minimum=0, maximum=bound)
+        completion = optional_int(raw, "completion_tokens", errors, minimum=0, maximum=bound)
+        total = optional_int(raw, "total_tokens", errors, minimum=0, maximum=2 * bound)
         if any(name in errors for name in TOKEN_FIELDS):
             return
         if total is not None and (prompt is None) != (completion is None):
@@ -277,98 +277,105 @@ class ChargeValidator:
             return
         values.update(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
-    @staticmethod
-    def _occurred_at(
-        raw: Mapping[str, Any], errors: dict[str, str], now: datetime | None
-    ) -> tuple[datetime | None, bool]:
-        """A timezone-aware instant, kept in UTC; absent means now."""
-        value = raw.get("occurred_at")
-        if value is None:
-            return (now or datetime.now(timezone.utc)).astimezone(timezone.utc), False
-        if isinstance(value, str):
-            text = value.strip()
-            try:
-                value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-            except ValueError:
-                errors["occurred_at"] = f"not an ISO 8601 date-time: {_shown(text)}"
-                return None, True
-        if not isinstance(value, datetime):
-            errors["occurred_at"] = f"expected an ISO 8601 date-time, got {type(value).__name__}"
-            return None, True
-        if value.tzinfo is None or value.utcoffset() is None:
-            errors["occurred_at"] = "must carry a time zone (e.g. 2026-01-31T12:00:00Z)"
-            return None, True
+
+# -- field rules, shared with prices and reversals ------------------------------
+# Each reads ``raw[name]``; a problem is written to ``errors[name]`` (the
+# caller's field name) and the value returned is then None.
+
+
+def instant_field(
+    raw: Mapping[str, Any], name: str, errors: dict[str, str], now: datetime | None
+) -> tuple[datetime | None, bool]:
+    """A timezone-aware instant, kept in UTC; absent means now. Also: whether it was given."""
+    value = raw.get(name)
+    if value is None:
+        return (now or datetime.now(timezone.utc)).astimezone(timezone.utc), False
+    if isinstance(value, str):
+        text = value.strip()
         try:
-            in_utc = value.astimezone(timezone.utc)
-        except (OverflowError, ValueError):  # e.g. 9999-12-31T23:00-05:00
-            in_utc = None
-        if in_utc is None or not 2000 <= in_utc.year <= 9998:
-            errors["occurred_at"] = f"out of range: {value.isoformat()}"
+            value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        except ValueError:
+            errors[name] = f"not an ISO 8601 date-time: {_shown(text)}"
             return None, True
-        return value.astimezone(timezone.utc), True
+    if not isinstance(value, datetime):
+        errors[name] = f"expected an ISO 8601 date-time, got {type(value).__name__}"
+        return None, True
+    if value.tzinfo is None or value.utcoffset() is None:
+        errors[name] = "must carry a time zone (e.g. 2026-01-31T12:00:00Z)"
+        return None, True
+    try:
+        in_utc = value.astimezone(timezone.utc)
+    except (OverflowError, ValueError):  # e.g. 9999-12-31T23:00-05:00
+        in_utc = None
+    if in_utc is None or not 2000 <= in_utc.year <= 9998:
+        errors[name] = f"out of range: {value.isoformat()}"
+        return None, True
+    return value.astimezone(timezone.utc), True
 
-    @staticmethod
-    def _optional_int(
-        raw: Mapping[str, Any],
-        name: str,
-        errors: dict[str, str],
-        *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-    ) -> int | None:
-        value = raw.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool):
-            errors[name] = "expected an integer, got a boolean"
-            return None
-        if isinstance(value, float):
-            if not math.isfinite(value) or not value.is_integer():
-                errors[name] = f"expected an integer, got {value!r}"
-                return None
-            value = int(value)
-        elif isinstance(value, str):
-            text = value.strip()
-            if not _INTEGER_TEXT.fullmatch(text):
-                errors[name] = f"expected an integer, got {_shown(value)}"
-                return None
-            value = int(text)
-        elif not isinstance(value, int):
-            errors[name] = f"expected an integer, got {type(value).__name__}"
-            return None
-        if minimum is not None and value < minimum:
-            errors[name] = f"must be >= {minimum}, got {_shown_int(value)}"
-            return None
-        if maximum is not None and value > maximum:
-            errors[name] = f"must be <= {maximum}, got {_shown_int(value)}"
-            return None
-        return value
 
-    @staticmethod
-    def _optional_str(
-        raw: Mapping[str, Any], name: str, errors: dict[str, str], max_length: int
-    ) -> str | None:
-        value = raw.get(name)
-        if value is None:
+def optional_int(
+    raw: Mapping[str, Any],
+    name: str,
+    errors: dict[str, str],
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int | None:
+    """An integer field (an int, an integral float, or integer text) within bounds, or None."""
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        errors[name] = "expected an integer, got a boolean"
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            errors[name] = f"expected an integer, got {value!r}"
             return None
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            errors[name] = f"expected a string, got {type(value).__name__}"
+        value = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not _INTEGER_TEXT.fullmatch(text):
+            errors[name] = f"expected an integer, got {_shown(value)}"
             return None
-        if isinstance(value, int) and not -(10**max_length) < value < 10**max_length:
-            errors[name] = f"longer than {max_length} characters (an integer of {value.bit_length()} bits)"
-            return None
-        text = str(value).strip()
-        if not text:
-            return None
-        if len(text) > max_length:
-            errors[name] = f"longer than {max_length} characters ({len(text)})"
-            return None
-        if not text.isprintable() and any(
-            unicodedata.category(ch) in ("Cc", "Cs", "Cn") for ch in text
-        ):
-            errors[name] = "contains control or invalid characters"
-            return None
-        return text
+        value = int(text)
+    elif not isinstance(value, int):
+        errors[name] = f"expected an integer, got {type(value).__name__}"
+        return None
+    if minimum is not None and value < minimum:
+        errors[name] = f"must be >= {minimum}, got {_shown_int(value)}"
+        return None
+    if maximum is not None and value > maximum:
+        errors[name] = f"must be <= {maximum}, got {_shown_int(value)}"
+        return None
+    return value
+
+
+def optional_str(
+    raw: Mapping[str, Any], name: str, errors: dict[str, str], max_length: int
+) -> str | None:
+    """A printable text field (an int is taken as text) of at most ``max_length``, or None if blank."""
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        errors[name] = f"expected a string, got {type(value).__name__}"
+        return None
+    if isinstance(value, int) and not -(10**max_length) < value < 10**max_length:
+        errors[name] = f"longer than {max_length} characters (an integer of {value.bit_length()} bits)"
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    if len(text) > max_length:
+        errors[name] = f"longer than {max_length} characters ({len(text)})"
+        return None
+    if not text.isprintable() and any(
+        unicodedata.category(ch) in ("Cc", "Cs", "Cn") for ch in text
+    ):
+        errors[name] = "contains control or invalid characters"
+        return None
+    return text
 
 
 #: The seed's user profile ids are database bigints.

@@ -217,7 +217,7 @@ def validate_price(
     Rates are integers (no floats: a price must be exact); ``effective_from``
     must carry a time zone and defaults to now.
     """
-    from ledger.charges import ChargeValidator  # the charges' own field rules
+    from ledger.charges import instant_field, optional_int, optional_str  # the charges' own field rules
 
     if not isinstance(raw, Mapping):
         raise InvalidPrice({"price": f"expected an object of fields, got {type(raw).__name__}"})
@@ -226,8 +226,8 @@ def validate_price(
         errors[name[:64]] = "unknown field"
     values: dict[str, Any] = {}
     for name in ("provider", "model", "charge_type"):
-        values[name] = ChargeValidator._optional_str(raw, name, errors, 256)
-    values["note"] = ChargeValidator._optional_str(raw, "note", errors, 1024)
+        values[name] = optional_str(raw, name, errors, 256)
+    values["note"] = optional_str(raw, "note", errors, 1024)
     known = sorted(charge_types)
     if values["charge_type"] is not None and values["charge_type"] not in known:
         errors["charge_type"] = f"unknown charge type {values['charge_type']!r}; expected one of {', '.join(known)}"
@@ -245,11 +245,8 @@ def validate_price(
         if isinstance(value, float):
             errors[name] = f"expected an integer number of micro-units, got the float {value!r}"
             continue
-        values[name] = ChargeValidator._optional_int(raw, name, errors, minimum=0, maximum=bound)
-    problems: dict[str, str] = {}  # the charges' date-time rule, under this field's name
-    effective, _ = ChargeValidator._occurred_at({"occurred_at": raw.get("effective_from")}, problems, now)
-    if problems:
-        errors["effective_from"] = problems["occurred_at"]
+        values[name] = optional_int(raw, name, errors, minimum=0, maximum=bound)
+    effective, _ = instant_field(raw, "effective_from", errors, now)
     values["effective_from"] = effective
     if errors:
         raise InvalidPrice(errors)

@@ -170,12 +170,12 @@ def reprice(
 
 
 def _moment(value: str, option: str) -> datetime:
-    from ledger.charges import ChargeValidator
+    from ledger.charges import instant_field
 
     errors: dict[str, str] = {}
-    moment, _ = ChargeValidator._occurred_at({"occurred_at": value}, errors, None)
+    moment, _ = instant_field({option: value}, option, errors, None)
     if errors or moment is None:
-        raise CliError(f"{option}: {errors.get('occurred_at', 'not a date-time')}")
+        raise CliError(f"{option}: {errors.get(option, 'not a date-time')}")
     return moment
 
 
