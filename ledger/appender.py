@@ -196,18 +196,20 @@ _PG_APPEND_CALL_JOINED = _CALL.format(_JOINED_ARGUMENTS.format(*["%s"] * 12))
 #: server neither parses nor plans them each time), prepared once per
 #: connection (see ``_connection``): one for a single charge, of scalar
 #: parameters (the common call), one for several, of joined arrays.
-_PARAMETER_TYPES = "text, text, uuid, text, text, text, text, timestamptz, text, text, uuid, bigint"
+#: After the seven arrays: recorded_at, the two topics, the catalogue's id and version.
+_SCALAR_TYPES = "timestamptz, text, text, uuid, bigint"
 _PG_PREPARE = (
-    f"PREPARE ledger_append_one ({_PARAMETER_TYPES}) AS "
+    f"PREPARE ledger_append_one (text, text, uuid, text, text, text, text, {_SCALAR_TYPES}) AS "
     + _CALL.format(
         "ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], "
         "ARRAY[convert_to($6, 'UTF8')], ARRAY[convert_to($7, 'UTF8')], $8, $9, $10, $11, $12"
     ),
-    f"PREPARE ledger_append_many ({_PARAMETER_TYPES.replace('uuid', 'text', 1)}) AS "
+    f"PREPARE ledger_append_many (text, text, text, text, text, text, text, {_SCALAR_TYPES}) AS "
     + _CALL.format(_JOINED_ARGUMENTS.format(*(f"${n}" for n in range(1, 13)))),
 )
-_PG_APPEND_ONE = "EXECUTE ledger_append_one (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-_PG_APPEND_MANY = "EXECUTE ledger_append_many (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_EXECUTE = "EXECUTE {} (" + ", ".join(["%s"] * 12) + ")"
+_PG_APPEND_ONE = _EXECUTE.format("ledger_append_one")
+_PG_APPEND_MANY = _EXECUTE.format("ledger_append_many")
 
 
 def _joined(columns: Sequence[Sequence[str]], count: int) -> list[str] | None:
