@@ -154,7 +154,7 @@ def start_scratch(
         session.execute(
             projection_tracking.update()
             .where(projection_tracking.c.name == SCRATCH_NAME)
-            .values(position=0, owner=owner, time_zone=scratch.zone.key, updated_at=datetime.now(timezone.utc))
+            .values(position=0, owner=owner, updated_at=datetime.now(timezone.utc))
         )
     return scratch
 
