@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime
 from typing import Any, Sequence
 from uuid import UUID
@@ -55,110 +56,9 @@ class StaleCatalogue(Exception):
     """A price was set after the batch was costed: nothing was appended."""
 
 
-#: PostgreSQL: lock, look up, number, insert; one call per batch.
-#:
-#: Set-based: the known ids in one probe (``= ANY``), one version lookup per
-#: distinct account (events and snapshots together: an account whose events
-#: compaction pruned continues after its snapshot), and one INSERT each for the
-#: index rows and the events, numbered per account with row_number() in input
-#: order. The events are inserted in input order (an account's Opened first),
-#: so notification ids follow versions. Per input position it returns the
-#: stored facts of an id already known (from the index, or from an earlier
-#: position of the same batch), else the new event's notification id.
-PG_APPEND_FUNCTION = """
-CREATE OR REPLACE FUNCTION ledger_append_charges(
-    p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
-    p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
-    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
-) RETURNS TABLE(idx integer, known_payload text, known_recorded_at timestamptz, notification_id bigint)
-LANGUAGE plpgsql SET enable_nestloop = off AS $$
-DECLARE
-    v bigint;
-BEGIN
-    LOCK TABLE ledger_events IN EXCLUSIVE MODE;
-    -- Costs were computed with catalogue version p_catalogue_version: if a
-    -- price was set since, append nothing and say so (idx 0) so the caller
-    -- re-costs with the new catalogue.
-    SELECT coalesce(max(e.originator_version), 0) INTO v FROM ledger_events e
-        WHERE e.originator_id = p_catalogue_id;
-    IF v <> p_catalogue_version THEN
-        idx := 0; known_payload := NULL; known_recorded_at := NULL; notification_id := v;
-        RETURN NEXT;
-        RETURN;
-    END IF;
-    IF cardinality(p_charge_ids) = 1 THEN
-        -- One charge (the common call): the same steps, without the set machinery.
-        idx := 1;
-        SELECT c.payload, c.recorded_at INTO known_payload, known_recorded_at
-            FROM ledger_charge_ids c WHERE c.charge_id = p_charge_ids[1];
-        IF NOT FOUND THEN
-            SELECT greatest(
-                (SELECT max(e.originator_version) FROM ledger_events e WHERE e.originator_id = p_originators[1]),
-                (SELECT max(s.originator_version) FROM ledger_snapshots s WHERE s.originator_id = p_originators[1]),
-                0) INTO v;
-            IF v = 0 THEN
-                INSERT INTO ledger_events (originator_id, originator_version, topic, state)
-                    VALUES (p_originators[1], 1, p_opened_topic, p_opened_states[1]);
-                v := 1;
-            END IF;
-            INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, recorded_at)
-                VALUES (p_charge_ids[1], p_account_ids[1], p_hashes[1], p_payloads[1], p_recorded_at);
-            INSERT INTO ledger_events (originator_id, originator_version, topic, state)
-                VALUES (p_originators[1], v + 1, p_topic, p_states[1])
-                RETURNING ledger_events.id INTO notification_id;
-        END IF;
-        RETURN NEXT;
-    ELSE
-    RETURN QUERY
-    WITH input AS (
-        SELECT t.i::integer AS i, t.charge_id, t.account_id, t.originator, t.hash, t.payload, t.state,
-               min(t.i::integer) OVER (PARTITION BY t.charge_id) AS first,
-               min(t.i::integer) OVER (PARTITION BY t.originator) AS account_first
-        FROM unnest(p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states)
-             WITH ORDINALITY AS t(charge_id, account_id, originator, hash, payload, state, i)
-    ), known AS (
-        SELECT c.charge_id, c.payload, c.recorded_at FROM ledger_charge_ids c
-        WHERE c.charge_id = ANY (p_charge_ids)
-    ), fresh AS (
-        SELECT n.* FROM input n
-        WHERE n.i = n.first AND NOT EXISTS (SELECT FROM known k WHERE k.charge_id = n.charge_id)
-    ), streams AS (
-        SELECT f.originator, min(f.i) AS first_i, min(f.account_first) AS account_first, greatest(
-            (SELECT max(e.originator_version) FROM ledger_events e WHERE e.originator_id = f.originator),
-            (SELECT max(s.originator_version) FROM ledger_snapshots s WHERE s.originator_id = f.originator),
-            0) AS base
-        FROM fresh f GROUP BY f.originator
-    ), numbered AS (
-        SELECT f.i, 1 AS kind, f.originator, p_topic AS topic, f.state,
-               greatest(s.base, 1) + row_number() OVER (PARTITION BY f.originator ORDER BY f.i) AS version
-        FROM fresh f JOIN streams s ON s.originator = f.originator
-        UNION ALL
-        SELECT s.first_i, 0, s.originator, p_opened_topic, p_opened_states[s.account_first], 1
-        FROM streams s WHERE s.base = 0
-    ), indexed AS (
-        INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, recorded_at)
-        SELECT f.charge_id, f.account_id, f.hash, f.payload, p_recorded_at FROM fresh f ORDER BY f.i
-    ), stored AS (
-        INSERT INTO ledger_events (originator_id, originator_version, topic, state)
-        SELECT r.originator, r.version, r.topic, r.state
-        FROM (SELECT * FROM numbered ORDER BY i, kind) r
-        RETURNING ledger_events.id, ledger_events.originator_id, ledger_events.originator_version
-    )
-    SELECT n.i,
-           coalesce(k.payload, CASE WHEN n.i <> n.first THEN p_payloads[n.first] END),
-           coalesce(k.recorded_at, CASE WHEN n.i <> n.first THEN p_recorded_at END),
-           e.id
-    FROM input n
-    LEFT JOIN known k ON k.charge_id = n.charge_id
-    LEFT JOIN numbered m ON m.i = n.i AND m.kind = 1
-    LEFT JOIN stored e ON e.originator_id = m.originator AND e.originator_version = m.version
-    ORDER BY n.i;
-    END IF;
-    -- As the library's recorder does, for subscribers (delivered at commit).
-    NOTIFY ledger_events;
-END;
-$$;
-"""
+#: The SQL the PostgreSQL store installs at start, each beside this module.
+PG_APPEND_FUNCTION = (Path(__file__).with_name("append.sql")).read_text()
+INTAKE_SQL = (Path(__file__).with_name("intake.sql")).read_text()
 
 #: Objects earlier versions created that the append path no longer uses.
 RETIRED = (
@@ -169,7 +69,7 @@ RETIRED = (
 
 #: The arrays go as array literals (one string each, which the server parses
 #: in one go) rather than as ARRAY[...] expressions of one parameter each.
-_CALL = "SELECT idx, known_payload, known_recorded_at, notification_id FROM ledger_append_charges({})"
+_CALL = "SELECT idx, known_payload, known_recorded_at, notification_id FROM ledger_intake_charges({})"
 _PG_APPEND_CALL = _CALL.format(
     "%s::text[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s, %s, %s, %s::uuid, %s"
 )
@@ -199,17 +99,17 @@ _PG_APPEND_CALL_JOINED = _CALL.format(_JOINED_ARGUMENTS.format(*["%s"] * 12))
 #: After the seven arrays: recorded_at, the two topics, the catalogue's id and version.
 _SCALAR_TYPES = "timestamptz, text, text, uuid, bigint"
 _PG_PREPARE = (
-    f"PREPARE ledger_append_one (text, text, uuid, text, text, text, text, {_SCALAR_TYPES}) AS "
+    f"PREPARE ledger_intake_one (text, text, uuid, text, text, text, text, {_SCALAR_TYPES}) AS "
     + _CALL.format(
         "ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], "
         "ARRAY[convert_to($6, 'UTF8')], ARRAY[convert_to($7, 'UTF8')], $8, $9, $10, $11, $12"
     ),
-    f"PREPARE ledger_append_many (text, text, text, text, text, text, text, {_SCALAR_TYPES}) AS "
+    f"PREPARE ledger_intake_many (text, text, text, text, text, text, text, {_SCALAR_TYPES}) AS "
     + _CALL.format(_JOINED_ARGUMENTS.format(*(f"${n}" for n in range(1, 13)))),
 )
 _EXECUTE = "EXECUTE {} (" + ", ".join(["%s"] * 12) + ")"
-_PG_APPEND_ONE = _EXECUTE.format("ledger_append_one")
-_PG_APPEND_MANY = _EXECUTE.format("ledger_append_many")
+_PG_APPEND_ONE = _EXECUTE.format("ledger_intake_one")
+_PG_APPEND_MANY = _EXECUTE.format("ledger_intake_many")
 
 
 def _joined(columns: Sequence[Sequence[str]], count: int) -> list[str] | None:
@@ -314,6 +214,7 @@ class Appender:
                 connection.exec_driver_sql(statement)
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql(PG_APPEND_FUNCTION)
+            connection.exec_driver_sql(INTAKE_SQL)
 
     # -- encoding ------------------------------------------------------------
 
@@ -417,9 +318,7 @@ class Appender:
         hashes = [digest for _, digest in entries]
         append = self._append_postgres if self.is_postgres else self._append_sqlite
         results = append(charges, originators, states, payloads, hashes, recorded_at, prices.version)
-        return [
-            Appended(r.position, cost=k) if r.position is not None else r for r, k in zip(results, costs)
-        ]
+        return [r if r.known else Appended(r.position, cost=k) for r, k in zip(results, costs)]
 
     def originator(self, account_id: str) -> UUID:
         """The account's stream id (cached: the same for every charge of the account)."""
@@ -472,6 +371,8 @@ class Appender:
         rows = call(sql, (*arrays, recorded_at, CHARGE_TOPIC, OPENED_TOPIC, str(CATALOGUE_ID), catalogue_version))
         if rows and rows[0][0] == 0:
             raise StaleCatalogue(rows[0][3])
+        self.ledger.sequencer.poke()
+        # The intake answers only for positions it did not take (and a lone charge).
         results = [Appended()] * len(charges)
         for idx, known_payload, known_recorded_at, position in rows:
             results[idx - 1] = (

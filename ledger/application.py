@@ -26,6 +26,7 @@ from ledger.compaction import CompactedRepository
 from ledger.domain import Account, Totals, account_uuid
 from ledger.pricing import CATALOGUE_ID, Price, PriceCatalogue, PriceTable, validate_price
 from ledger.group_commit import GroupCommit
+from ledger.sequencer import Sequencer
 from ledger.errors import (
     BusyAccount,
     ChargeConflict,
@@ -93,7 +94,9 @@ class Ledger(Application):
         super().__init__(base_env)
         type(self).snapshotting_intervals = {Account: self.settings.snapshot_interval}
         self._create_tables()
+        self.store.sequence_batch_size = self.settings.sequence_batch_size
         self.appender = Appender(self)
+        self.sequencer = Sequencer(self.store.drain, self.settings.sequence_interval_ms / 1000)
         self._prices: PriceTable | None = None
         self._snapshot_checked: set[UUID] = set()
         self.group_commit = GroupCommit(
@@ -123,6 +126,7 @@ class Ledger(Application):
         return self.recorder
 
     def close(self) -> None:
+        self.sequencer.close()
         self.appender.close()
         super().close()
         self.factory.close()
@@ -268,7 +272,9 @@ class Ledger(Application):
                 known.append(same)
             result.append(same)
         if catalogue.pending_events:
-            self.save(catalogue)
+            with self.recorder.transaction(commit=True) as session:
+                self.store.lock_prices(session)
+                self.save(catalogue)
         self._prices = PriceTable.of(catalogue)
         return result
 
@@ -292,6 +298,7 @@ class Ledger(Application):
         :class:`InvalidCharge` for a ``reason`` that is not storable text.
         """
         charge_id, reason = self._reversal_input(charge_id, reason)
+        self.sequence()  # the charge's own event precedes its reversal in the stream
         for attempt in range(self.settings.retry_attempts):
             try:
                 with self.recorder.transaction(commit=True) as session:
@@ -354,6 +361,17 @@ class Ledger(Application):
         )
 
     # -- reading -------------------------------------------------------------
+
+    def sequence(self) -> int:
+        """Put every charge acknowledged so far into the log; how many were moved.
+
+        On PostgreSQL charges are acknowledged from a durable intake and
+        sequenced into the log in batches (see :mod:`ledger.sequencer`);
+        reads through this ledger do this first by themselves. Call it before
+        reading the events table by other means. On SQLite the log is written
+        directly and this returns 0.
+        """
+        return self.store.drain()
 
     def account_totals(self, account_id: str) -> Totals:
         """Running totals net of reversals, from the cached or snapshotted aggregate."""

@@ -616,6 +616,7 @@ def compact(
         zone=ledger.settings.zone,
         time_zone=ledger.settings.billing_tz,
     )
+    ledger.sequence()  # acknowledged charges are in the log, so their days count as unprojected
     plan = _plan(ledger, rules, SCAN_BATCH_SIZE)
     chunks = list(plan.chunks(MAX_EVENTS_PER_TRANSACTION))
     hook = on_step or (lambda step, aggregate_id: None)

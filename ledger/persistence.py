@@ -14,12 +14,13 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore, transactions
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
 from sqlalchemy.orm import Session
 
+from ledger.domain import ACCOUNT_OPENED_TOPIC, CHARGE_RECORDED_TOPIC
 from ledger.errors import AlreadyReversed
 
 #: Application name: tables are ``ledger_events``, ``ledger_snapshots``.
@@ -99,6 +100,10 @@ def schema_lock(engine: sa.engine.Engine) -> Iterator[sa.engine.Connection]:
 
 #: Advisory lock id guarding table creation on PostgreSQL.
 SCHEMA_LOCK_KEY = 7_243_001
+#: Advisory lock ids of ``intake.sql``: the price catalogue (writers share it,
+#: setting a price takes it alone), and the background sequencers' turn.
+PRICES_LOCK_KEY = 7_243_002
+SEQUENCER_LOCK_KEY = 7_243_003
 
 
 def create_tables(
@@ -147,6 +152,59 @@ class LedgerRecorder(SQLAlchemyApplicationRecorder):
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise AlreadyReversed(charge_id)
         super()._insert_events(session, stored_events, **kwargs)
+
+    #: Most pending charges one sequencing transaction moves (the ledger sets it).
+    sequence_batch_size = 20_000
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.datastore.engine is not None and self.datastore.engine.dialect.name == "postgresql"
+
+    def drain(self, wait: bool = True) -> int:
+        """Sequence acknowledged charges from the intake into the log (PostgreSQL).
+
+        Returns how many were moved; with ``wait`` false, -1 if another
+        process was sequencing (this call then did nothing). Inside an open
+        transaction it does nothing: that transaction may hold the events
+        table's lock, which sequencing on another connection would wait for;
+        callers sequence before they open one.
+        """
+        if not self.is_postgres or transactions.get(None) is not None:
+            return 0
+        engine = self.datastore.engine
+        assert isinstance(engine, sa.engine.Engine)
+        moved = 0
+        while True:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                step = connection.execute(
+                    sa.text("SELECT ledger_sequence(:limit, :topic, :opened, :wait)"),
+                    {"limit": self.sequence_batch_size, "topic": CHARGE_RECORDED_TOPIC,
+                     "opened": ACCOUNT_OPENED_TOPIC, "wait": wait},
+                ).scalar_one()
+            if step < 0:
+                return step if not moved else moved
+            moved += step
+            if step < self.sequence_batch_size:
+                return moved
+
+    def select_notifications(self, *args: Any, **kwargs: Any) -> list[Notification]:
+        """The log, with every charge acknowledged so far sequenced into it first."""
+        self.drain()
+        return super().select_notifications(*args, **kwargs)
+
+    def max_notification_id(self) -> int | None:
+        self.drain()
+        return super().max_notification_id()
+
+    def select_events(self, *args: Any, **kwargs: Any) -> Sequence[StoredEvent]:
+        """An aggregate's events, its acknowledged charges sequenced first (see :meth:`drain`)."""
+        self.drain()
+        return super().select_events(*args, **kwargs)
+
+    def lock_prices(self, session: Session) -> None:
+        """Hold off writers' catalogue checks while a price is set (see ``intake.sql``)."""
+        if self.is_postgres:
+            session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PRICES_LOCK_KEY})
 
     def lock_for_append(self, session: Session) -> None:
         """Take the append lock now, before reading what the append depends on.

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     group_commit_max: int = Field(default=5_000, ge=1)
     group_commit_window_ms: float = Field(default=2.0, ge=0, le=100)
     projector_batch_size: int = Field(default=50_000, ge=1)
+    #: PostgreSQL: how long a writer process lets acknowledged charges gather
+    #: in the intake before it sequences them into the log, and how many one
+    #: sequencing transaction moves at most (see ledger/sequencer.py).
+    sequence_interval_ms: float = Field(default=20.0, ge=0, le=10_000)
+    sequence_batch_size: int = Field(default=20_000, ge=1)
     #: Prices: the catalogue's currency (its costs are in micro-units of it),
     #: and what to do with a charge no price covers: "record" it with cost
     #: unknown (counted as unpriced in records and reports) or "reject" it.

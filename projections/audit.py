@@ -205,6 +205,7 @@ class LogReader:
         self.decode = state_decoder(ledger.mapper)
 
     def max_position(self) -> int:
+        self.ledger.sequence()
         with self.ledger.recorder.transaction(commit=False) as session:
             return int(session.execute(sa.select(sa.func.max(self.table.c.id))).scalar() or 0)
 

@@ -481,6 +481,7 @@ class Projector:
         well within their time and keep to one batch in memory.
         """
         self.prepare()
+        self.ledger.sequence()  # every charge acknowledged so far is in the log before it is read
         consumed = 0
         self._read_ahead = self.dialect == "postgresql" and max_events is None and self.target.owner is None
         with gc_paused():
@@ -564,7 +565,8 @@ class _Prefetch:
 
     Used only if the next batch, under the locked tracking row, starts at
     ``after``. Reading outside that transaction is safe: events are never
-    changed once committed, and appends lock the events table, so ids become
+    changed once committed, and every insert into the log (the sequencer's
+    included) locks the events table through its commit, so ids become
     visible in order and an earlier snapshot sees a prefix of a later one
     (at worst fewer rows, as if the batch had been read a moment sooner).
     psycopg2 releases the GIL while it waits for the server, so the server's

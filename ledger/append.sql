@@ -1,0 +1,108 @@
+-- The previous release's PostgreSQL write path: lock, look up, number, insert;
+-- one call per batch, holding the events table's EXCLUSIVE lock through COMMIT.
+--
+-- Charges are now taken in by ledger_intake_charges (intake.sql); this function
+-- stays installed so that processes of the previous release, still running
+-- during a rolling upgrade, keep recording correctly (their appends take the
+-- same lock as the sequencer, so both kinds of writer may share the store).
+--
+-- Set-based: the known ids in one probe (``= ANY``), one version lookup per
+-- distinct account (events and snapshots together: an account whose events
+-- compaction pruned continues after its snapshot), and one INSERT each for the
+-- index rows and the events, numbered per account with row_number() in input
+-- order. The events are inserted in input order (an account's Opened first),
+-- so notification ids follow versions. Per input position it returns the
+-- stored facts of an id already known (from the index, or from an earlier
+-- position of the same batch), else the new event's notification id.
+CREATE OR REPLACE FUNCTION ledger_append_charges(
+    p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
+    p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
+    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
+) RETURNS TABLE(idx integer, known_payload text, known_recorded_at timestamptz, notification_id bigint)
+LANGUAGE plpgsql SET enable_nestloop = off AS $$
+DECLARE
+    v bigint;
+BEGIN
+    LOCK TABLE ledger_events IN EXCLUSIVE MODE;
+    -- Costs were computed with catalogue version p_catalogue_version: if a
+    -- price was set since, append nothing and say so (idx 0) so the caller
+    -- re-costs with the new catalogue.
+    SELECT coalesce(max(e.originator_version), 0) INTO v FROM ledger_events e
+        WHERE e.originator_id = p_catalogue_id;
+    IF v <> p_catalogue_version THEN
+        idx := 0; known_payload := NULL; known_recorded_at := NULL; notification_id := v;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF cardinality(p_charge_ids) = 1 THEN
+        -- One charge (the common call): the same steps, without the set machinery.
+        idx := 1;
+        SELECT c.payload, c.recorded_at INTO known_payload, known_recorded_at
+            FROM ledger_charge_ids c WHERE c.charge_id = p_charge_ids[1];
+        IF NOT FOUND THEN
+            SELECT greatest(
+                (SELECT max(e.originator_version) FROM ledger_events e WHERE e.originator_id = p_originators[1]),
+                (SELECT max(s.originator_version) FROM ledger_snapshots s WHERE s.originator_id = p_originators[1]),
+                0) INTO v;
+            IF v = 0 THEN
+                INSERT INTO ledger_events (originator_id, originator_version, topic, state)
+                    VALUES (p_originators[1], 1, p_opened_topic, p_opened_states[1]);
+                v := 1;
+            END IF;
+            INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, recorded_at)
+                VALUES (p_charge_ids[1], p_account_ids[1], p_hashes[1], p_payloads[1], p_recorded_at);
+            INSERT INTO ledger_events (originator_id, originator_version, topic, state)
+                VALUES (p_originators[1], v + 1, p_topic, p_states[1])
+                RETURNING ledger_events.id INTO notification_id;
+        END IF;
+        RETURN NEXT;
+    ELSE
+    RETURN QUERY
+    WITH input AS (
+        SELECT t.i::integer AS i, t.charge_id, t.account_id, t.originator, t.hash, t.payload, t.state,
+               min(t.i::integer) OVER (PARTITION BY t.charge_id) AS first,
+               min(t.i::integer) OVER (PARTITION BY t.originator) AS account_first
+        FROM unnest(p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states)
+             WITH ORDINALITY AS t(charge_id, account_id, originator, hash, payload, state, i)
+    ), known AS (
+        SELECT c.charge_id, c.payload, c.recorded_at FROM ledger_charge_ids c
+        WHERE c.charge_id = ANY (p_charge_ids)
+    ), fresh AS (
+        SELECT n.* FROM input n
+        WHERE n.i = n.first AND NOT EXISTS (SELECT FROM known k WHERE k.charge_id = n.charge_id)
+    ), streams AS (
+        SELECT f.originator, min(f.i) AS first_i, min(f.account_first) AS account_first, greatest(
+            (SELECT max(e.originator_version) FROM ledger_events e WHERE e.originator_id = f.originator),
+            (SELECT max(s.originator_version) FROM ledger_snapshots s WHERE s.originator_id = f.originator),
+            0) AS base
+        FROM fresh f GROUP BY f.originator
+    ), numbered AS (
+        SELECT f.i, 1 AS kind, f.originator, p_topic AS topic, f.state,
+               greatest(s.base, 1) + row_number() OVER (PARTITION BY f.originator ORDER BY f.i) AS version
+        FROM fresh f JOIN streams s ON s.originator = f.originator
+        UNION ALL
+        SELECT s.first_i, 0, s.originator, p_opened_topic, p_opened_states[s.account_first], 1
+        FROM streams s WHERE s.base = 0
+    ), indexed AS (
+        INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, recorded_at)
+        SELECT f.charge_id, f.account_id, f.hash, f.payload, p_recorded_at FROM fresh f ORDER BY f.i
+    ), stored AS (
+        INSERT INTO ledger_events (originator_id, originator_version, topic, state)
+        SELECT r.originator, r.version, r.topic, r.state
+        FROM (SELECT * FROM numbered ORDER BY i, kind) r
+        RETURNING ledger_events.id, ledger_events.originator_id, ledger_events.originator_version
+    )
+    SELECT n.i,
+           coalesce(k.payload, CASE WHEN n.i <> n.first THEN p_payloads[n.first] END),
+           coalesce(k.recorded_at, CASE WHEN n.i <> n.first THEN p_recorded_at END),
+           e.id
+    FROM input n
+    LEFT JOIN known k ON k.charge_id = n.charge_id
+    LEFT JOIN numbered m ON m.i = n.i AND m.kind = 1
+    LEFT JOIN stored e ON e.originator_id = m.originator AND e.originator_version = m.version
+    ORDER BY n.i;
+    END IF;
+    -- As the library's recorder does, for subscribers (delivered at commit).
+    NOTIFY ledger_events;
+END;
+$$;

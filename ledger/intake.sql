@@ -1,0 +1,140 @@
+-- The PostgreSQL write path: a durable intake, sequenced into the log in batches.
+--
+-- Writers call ledger_intake_charges: it checks the charge-id index and the
+-- price catalogue, and inserts the index row and a pending row in the same
+-- transaction. Nothing in it takes a lock that another writer waits for
+-- (the catalogue lock is shared), so concurrent writers commit concurrently
+-- and share WAL flushes. Its commit is the acknowledgement.
+--
+-- ledger_sequence moves pending rows into ledger_events under the events
+-- table's EXCLUSIVE lock (the lock the library's own inserts take), numbering
+-- each account's versions after its stream (events and snapshots). Every
+-- insert into the log still holds that lock through its commit, so
+-- notification ids become visible in order and readers never step past an
+-- id whose transaction may still commit.
+
+CREATE TABLE IF NOT EXISTS ledger_intake (
+    seq bigserial PRIMARY KEY,
+    originator_id uuid NOT NULL,
+    state bytea NOT NULL,
+    opened_state bytea NOT NULL
+);
+
+CREATE OR REPLACE FUNCTION ledger_intake_charges(
+    p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
+    p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
+    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
+) RETURNS TABLE(idx integer, known_payload text, known_recorded_at timestamptz, notification_id bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v bigint;
+    added text[];
+BEGIN
+    -- Shared: writers never wait for each other here, only for a price being set
+    -- (which takes it exclusively), so costs are checked against the catalogue
+    -- as it stands when this transaction commits.
+    PERFORM pg_advisory_xact_lock_shared(7243002);
+    SELECT coalesce(max(e.originator_version), 0) INTO v FROM ledger_events e
+        WHERE e.originator_id = p_catalogue_id;
+    IF v <> p_catalogue_version THEN
+        idx := 0; known_payload := NULL; known_recorded_at := NULL; notification_id := v;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF cardinality(p_charge_ids) = 1 THEN
+        idx := 1;
+        INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, recorded_at)
+            VALUES (p_charge_ids[1], p_account_ids[1], p_hashes[1], p_payloads[1], p_recorded_at)
+            ON CONFLICT (charge_id) DO NOTHING;
+        IF FOUND THEN
+            INSERT INTO ledger_intake (originator_id, state, opened_state)
+                VALUES (p_originators[1], p_states[1], p_opened_states[1])
+                RETURNING ledger_intake.seq INTO notification_id;
+        ELSE
+            -- A new statement, so a new snapshot: it sees the row that conflicted.
+            SELECT c.payload, c.recorded_at INTO known_payload, known_recorded_at
+                FROM ledger_charge_ids c WHERE c.charge_id = p_charge_ids[1];
+        END IF;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- Several: the first occurrence of each id is offered to the index (in id
+    -- order, so two batches sharing ids cannot deadlock); those it took are queued.
+    WITH input AS (
+        SELECT t.i::integer AS i, t.charge_id, t.account_id, t.originator, t.hash, t.payload, t.state,
+               first_value(t.opened) OVER (PARTITION BY t.originator ORDER BY length(t.opened) DESC) AS opened,
+               min(t.i::integer) OVER (PARTITION BY t.charge_id) AS first
+        FROM unnest(p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states, p_opened_states)
+             WITH ORDINALITY AS t(charge_id, account_id, originator, hash, payload, state, opened, i)
+    ), indexed AS (
+        INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, recorded_at)
+        SELECT n.charge_id, n.account_id, n.hash, n.payload, p_recorded_at
+        FROM input n WHERE n.i = n.first ORDER BY n.charge_id
+        ON CONFLICT (charge_id) DO NOTHING
+        RETURNING ledger_charge_ids.charge_id
+    ), queued AS (
+        INSERT INTO ledger_intake (originator_id, state, opened_state)
+        SELECT n.originator, n.state, n.opened FROM input n
+        WHERE n.i = n.first AND n.charge_id IN (SELECT x.charge_id FROM indexed x)
+        ORDER BY n.i
+    )
+    SELECT array_agg(x.charge_id) INTO added FROM indexed x;
+    -- Per position: nothing for an id this call added at that position, else
+    -- the facts stored under it (a new snapshot sees what conflicted).
+    RETURN QUERY
+    SELECT n.i::integer, c.payload, c.recorded_at, NULL::bigint
+    FROM (SELECT u.charge_id, u.i, min(u.i) OVER (PARTITION BY u.charge_id) AS first
+          FROM unnest(p_charge_ids) WITH ORDINALITY AS u(charge_id, i)) n
+    JOIN ledger_charge_ids c ON c.charge_id = n.charge_id
+    WHERE n.i <> n.first OR NOT n.charge_id = ANY (coalesce(added, '{}'))
+    ORDER BY n.i;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION ledger_sequence(
+    p_limit integer, p_topic text, p_opened_topic text, p_wait boolean
+) RETURNS integer
+LANGUAGE plpgsql SET enable_nestloop = off AS $$
+DECLARE
+    moved integer;
+BEGIN
+    IF NOT EXISTS (SELECT FROM ledger_intake) THEN
+        RETURN 0;
+    END IF;
+    -- Background sequencers skip a turn while another one runs; a reader that
+    -- must see every acknowledged charge waits for it instead.
+    IF NOT p_wait AND NOT pg_try_advisory_xact_lock(7243003) THEN
+        RETURN -1;
+    END IF;
+    LOCK TABLE ledger_events IN EXCLUSIVE MODE;
+    WITH taken AS (
+        DELETE FROM ledger_intake q
+        WHERE q.seq IN (SELECT p.seq FROM ledger_intake p ORDER BY p.seq LIMIT p_limit)
+        RETURNING q.seq, q.originator_id, q.state, q.opened_state
+    ), streams AS (
+        -- An account's Opened state travels with its first charge of each
+        -- intake call (empty on the others); any one of them will do.
+        SELECT t.originator_id AS originator, min(t.seq) AS first_seq,
+               (array_agg(t.opened_state ORDER BY t.seq) FILTER (WHERE length(t.opened_state) > 0))[1] AS opened,
+               greatest(
+            (SELECT max(e.originator_version) FROM ledger_events e WHERE e.originator_id = t.originator_id),
+            (SELECT max(s.originator_version) FROM ledger_snapshots s WHERE s.originator_id = t.originator_id),
+            0) AS base
+        FROM taken t GROUP BY t.originator_id
+    ), numbered AS (
+        SELECT t.seq, 1 AS kind, t.originator_id, p_topic AS topic, t.state,
+               greatest(s.base, 1) + row_number() OVER (PARTITION BY t.originator_id ORDER BY t.seq) AS version
+        FROM taken t JOIN streams s ON s.originator = t.originator_id
+        UNION ALL
+        SELECT s.first_seq, 0, s.originator, p_opened_topic, s.opened, 1
+        FROM streams s WHERE s.base = 0
+    ), stored AS (
+        INSERT INTO ledger_events (originator_id, originator_version, topic, state)
+        SELECT r.originator_id, r.version, r.topic, r.state FROM numbered r ORDER BY r.seq, r.kind
+    )
+    SELECT count(*) INTO moved FROM taken;
+    -- As the library's recorder does, for subscribers (delivered at commit).
+    NOTIFY ledger_events;
+    RETURN moved;
+END;
+$$;
