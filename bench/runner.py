@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import sqlalchemy as sa
 from rich.console import Console
 
-from bench import endtoend, limit, readside, recording
+from bench import endtoend, limit, readside, recording, scaling
 from bench.context import Context
 from bench.report import print_table, write_markdown
 from bench.rows import BenchmarkFailed, Inconsistent, Row
@@ -30,6 +30,7 @@ SCENARIOS: dict[str, Scenario] = {
     "batch": recording.batch,
     "hot": recording.hot_account,
     "concurrent": recording.concurrent,
+    "scaling": scaling.scaling,
     "e2e": endtoend.end_to_end,
     "projection": readside.projection_and_rebuild,
     "compaction": readside.compaction,

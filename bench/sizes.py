@@ -20,6 +20,9 @@ class Sizes:
     hot_per_writer: int = 300
     #: charges each concurrent writer records (8 writers, 100 accounts).
     concurrent_per_writer: int = 300
+    #: rows or charges each of ``writers`` processes commits, one per commit,
+    #: in the writer-scaling scenario (PostgreSQL).
+    scaling_per_writer: int = 1_500
     #: charges in the log for projection and rebuild.
     charges: int = 1_000_000
     #: charges over one closed month for compaction.
@@ -47,6 +50,7 @@ class Sizes:
             batch=3_000,
             hot_per_writer=20,
             concurrent_per_writer=20,
+            scaling_per_writer=30,
             charges=10_000,
             month_charges=3_000,
             report_accounts=5,

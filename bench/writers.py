@@ -17,8 +17,11 @@ import queue
 import threading
 import time
 import traceback
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import sqlalchemy as sa
+
+from bench import baselines
 from ledger import Ledger
 
 #: Seconds a writer may take to start, or to finish its share.
@@ -37,30 +40,82 @@ def _write(ledger: Ledger, items: Sequence[Mapping[str, Any]]) -> tuple[int, flo
     return len(items), began, time.monotonic()
 
 
-def _process_writer(url: str, items: list[dict[str, Any]], ready: Any, start: Any, results: Any) -> None:
+class _LedgerWriter:
+    """``record_charge`` per item, on a Ledger of the process's own."""
+
+    def __init__(self, url: str, items: Sequence[Mapping[str, Any]]) -> None:
+        self.ledger = Ledger.from_url(url)
+        _warm(self.ledger, items)
+
+    def write(self, items: Sequence[Mapping[str, Any]]) -> tuple[int, float, float]:
+        return _write(self.ledger, items)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+class _InsertWriter:
+    """A plain INSERT and COMMIT per item (the raw limit, or the replaced CRUD design)."""
+
+    def __init__(self, url: str, table: sa.Table, row: Callable[[Mapping[str, Any]], Mapping[str, Any]]) -> None:
+        self.engine = sa.create_engine(url)
+        self.connection = self.engine.connect()
+        self.connection.exec_driver_sql("SELECT 1")
+        self.connection.rollback()
+        self.statement, self.row = table.insert(), row
+
+    def write(self, items: Sequence[Mapping[str, Any]]) -> tuple[int, float, float]:
+        rows = [self.row(item) for item in items]
+        began = time.monotonic()
+        for row in rows:
+            self.connection.execute(self.statement, row)
+            self.connection.commit()
+        return len(rows), began, time.monotonic()
+
+    def close(self) -> None:
+        self.connection.close()
+        self.engine.dispose()
+
+
+def _writer(kind: str, url: str, items: Sequence[Mapping[str, Any]]) -> Any:
+    if kind == "ledger":
+        return _LedgerWriter(url, items)
+    if kind == "raw":
+        return _InsertWriter(url, baselines.raw_events, dict)
+    if kind == "crud":
+        return _InsertWriter(url, baselines.crud_charge, baselines.crud_row)
+    raise ValueError(f"unknown writer kind {kind!r}")
+
+
+def _process_writer(
+    kind: str, url: str, items: list[dict[str, Any]], ready: Any, start: Any, results: Any
+) -> None:
     try:
-        ledger = Ledger.from_url(url)
-        _warm(ledger, items)
+        writer = _writer(kind, url, items)
     except BaseException:
         results.put(("error", traceback.format_exc()))
         return
     ready.put(True)
     start.wait(TIMEOUT)
     try:
-        results.put(("done", *_write(ledger, items)))
+        results.put(("done", *writer.write(items)))
     except BaseException:
         results.put(("error", traceback.format_exc()))
     finally:
-        ledger.close()
+        writer.close()
 
 
-def in_processes(url: str, shares: Sequence[list[dict[str, Any]]]) -> tuple[int, float]:
-    """(charges recorded, seconds) with one spawned process per share."""
+def in_processes(url: str, shares: Sequence[list[dict[str, Any]]], kind: str = "ledger") -> tuple[int, float]:
+    """(items written, seconds) with one spawned process per share.
+
+    ``kind``: "ledger" (``record_charge`` per charge), "raw" (an INSERT and
+    COMMIT per raw event row) or "crud" (the same per replaced-design charge row).
+    """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bench.writers"])  # children fork with the ledger imported
     ready, start, results = context.Queue(), context.Event(), context.Queue()
     workers = [
-        context.Process(target=_process_writer, args=(url, share, ready, start, results), daemon=True)
+        context.Process(target=_process_writer, args=(kind, url, share, ready, start, results), daemon=True)
         for share in shares
     ]
     for worker in workers:

@@ -468,6 +468,7 @@ def test_stored_rows_of_compacted_days_are_gone(ledger):
     engine = ledger.recorder.datastore.engine
 
     def raw_rows() -> int:
+        ledger.sequence()  # every acknowledged charge is in the log before it is counted there
         with engine.connect() as connection:
             return connection.execute(
                 sa.select(sa.func.count()).select_from(table).where(
@@ -513,7 +514,11 @@ def test_a_writer_that_wins_the_race_makes_compaction_retry_under_the_lock(postg
         def race(step: str, aggregate_id) -> None:
             if step == "rolled_up" and not raced:  # between the fold and the save
                 raced.append(True)
-                thread = threading.Thread(target=model.record, args=(writer, charge(500, day=DAY1)))
+                def record_and_sequence() -> None:  # the charge reaches the account's stream now
+                    model.record(writer, charge(500, day=DAY1))
+                    writer.sequence()
+
+                thread = threading.Thread(target=record_and_sequence)
                 thread.start()
                 thread.join()
 

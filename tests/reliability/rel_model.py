@@ -110,6 +110,7 @@ class Observer:
         self.seen = self.head()
 
     def head(self) -> int:
+        self.ledger.sequence()  # acknowledged charges still in the intake (PostgreSQL) join the log
         with self.ledger.recorder.transaction(commit=False) as session:
             return int(session.execute(sa.select(sa.func.max(self.events.c.id))).scalar() or 0)
 
@@ -120,6 +121,7 @@ class Observer:
             .where(self.events.c.id > self.seen)
             .order_by(self.events.c.id)
         )
+        self.ledger.sequence()
         with self.ledger.recorder.transaction(commit=False) as session:
             rows = session.execute(query).all()
         if rows:
