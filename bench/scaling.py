@@ -4,11 +4,13 @@ Every row here is compared with the raw limit of the same run: as many
 processes, each committing one plain INSERT at a time (PostgreSQL flushes
 concurrent commits together, so this is several times the one-process
 rate). Against it: the replaced CRUD design under the same load, the ledger
-over many accounts, the ledger with every writer on one account, and how far
-a projector running alongside falls behind.
+over many accounts, the ledger with every writer on one account, the
+previous release's append under the log lock (the rejected design) on both,
+and how far a projector running alongside falls behind.
 
-The kinds take turns twice in mirrored order (ABCD DCBA), so a machine that
-slows down during the run weighs on all of them alike. SQLite has one writer
+The kinds take turns twice in mirrored order (ABC…CBA; once with
+``--quick``), so a machine that slows down during the run weighs on all of
+them alike. SQLite has one writer
 by nature: the scenario reports nothing there.
 """
 
@@ -47,15 +49,18 @@ def scaling(ctx: Context) -> list[Row]:
     n = sizes.writers
     many, hot = account_ids(sizes.accounts), account_ids(1)
     per = sizes.scaling_per_writer
-    kinds = ["raw", "crud", "many", "hot"]
+    kinds = ["raw", "crud", "many", "hot", "locked-many", "locked-hot"]
     done: dict[str, list[tuple[int, float]]] = {kind: [] for kind in kinds}
-    for turn, order in enumerate((kinds, kinds[::-1])):
+    orders = [kinds] if ctx.quick else [kinds, kinds[::-1]]
+    for turn, order in enumerate(orders):
         for kind in order:
             ctx.log(f"{n} {kind} writer processes (turn {turn + 1})")
             if kind in ("raw", "crud"):
                 done[kind].append(_inserts(ctx, kind, n * per, many, f"{kind}{turn}"))
             else:
-                done[kind].append(_ledger(ctx, n, per, many if kind == "many" else hot, f"{kind}{turn}"))
+                accounts = hot if kind.endswith("hot") else many
+                writer = "locked" if kind.startswith("locked") else "ledger"
+                done[kind].append(_ledger(ctx, n, per, accounts, f"{kind}{turn}", writer))
     raw = Row(f"raw INSERT, 1 row/commit, {n} processes", ctx.kind, *_sum(done["raw"]), "rows", key=RAW_PROCESSES)
     rows = [
         raw,
@@ -64,6 +69,10 @@ def scaling(ctx: Context) -> list[Row]:
             target=MANY_TARGET).against(raw),
         Row(f"record_charge, {n} processes, 1 account", ctx.kind, *_sum(done["hot"]),
             target=HOT_TARGET).against(raw),
+        Row(f"previous release (append under the log lock), {n} processes, {len(many)} accounts", ctx.kind,
+            *_sum(done["locked-many"]), note="rejected design, for comparison").against(raw),
+        Row(f"previous release (append under the log lock), {n} processes, 1 account", ctx.kind,
+            *_sum(done["locked-hot"]), note="rejected design, for comparison").against(raw),
     ]
     rows.append(_lag(ctx, n, per, many).against(raw))
     return rows
@@ -95,12 +104,14 @@ def _inserts(ctx: Context, kind: str, count: int, accounts: Sequence[str], name:
     return written, seconds
 
 
-def _ledger(ctx: Context, n: int, per: int, accounts: Sequence[str], name: str) -> tuple[int, float]:
+def _ledger(
+    ctx: Context, n: int, per: int, accounts: Sequence[str], name: str, writer: str = "ledger"
+) -> tuple[int, float]:
     """``record_charge`` from ``n`` processes; the result is checked through a fresh ledger."""
     items = list(charges(name, n * per, accounts))
     with ctx.fresh(name) as url:
         expected = _open(url, accounts, name)
-        written, seconds = writers.in_processes(url, writers.split(items, n))
+        written, seconds = writers.in_processes(url, writers.split(items, n), kind=writer)
         expected.merge(tally_of(items))
         check_recorded(url, accounts, expected)
     return written, seconds

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from bench import baselines
 from ledger import Ledger
+from ledger.appender import LOCKED
 
 #: Seconds a writer may take to start, or to finish its share.
 TIMEOUT = 900.0
@@ -41,10 +42,16 @@ def _write(ledger: Ledger, items: Sequence[Mapping[str, Any]]) -> tuple[int, flo
 
 
 class _LedgerWriter:
-    """``record_charge`` per item, on a Ledger of the process's own."""
+    """``record_charge`` per item, on a Ledger of the process's own.
 
-    def __init__(self, url: str, items: Sequence[Mapping[str, Any]]) -> None:
+    ``locked``: append as the previous release did, under the events table's
+    lock through COMMIT (PostgreSQL), for comparison in the same run.
+    """
+
+    def __init__(self, url: str, items: Sequence[Mapping[str, Any]], locked: bool = False) -> None:
         self.ledger = Ledger.from_url(url)
+        if locked:
+            self.ledger.appender.statements = LOCKED
         _warm(self.ledger, items)
 
     def write(self, items: Sequence[Mapping[str, Any]]) -> tuple[int, float, float]:
@@ -78,8 +85,8 @@ class _InsertWriter:
 
 
 def _writer(kind: str, url: str, items: Sequence[Mapping[str, Any]]) -> Any:
-    if kind == "ledger":
-        return _LedgerWriter(url, items)
+    if kind in ("ledger", "locked"):
+        return _LedgerWriter(url, items, locked=kind == "locked")
     if kind == "raw":
         return _InsertWriter(url, baselines.raw_events, dict)
     if kind == "crud":
@@ -108,7 +115,8 @@ def _process_writer(
 def in_processes(url: str, shares: Sequence[list[dict[str, Any]]], kind: str = "ledger") -> tuple[int, float]:
     """(items written, seconds) with one spawned process per share.
 
-    ``kind``: "ledger" (``record_charge`` per charge), "raw" (an INSERT and
+    ``kind``: "ledger" (``record_charge`` per charge), "locked" (the same on
+    the previous release's locked append), "raw" (an INSERT and
     COMMIT per raw event row) or "crud" (the same per replaced-design charge row).
     """
     context = multiprocessing.get_context("forkserver")

@@ -67,19 +67,12 @@ RETIRED = (
     "text[], text[], uuid[], text[], text[], bytea[], bytea[], timestamptz, text, text)",
 )
 
-#: The arrays go as array literals (one string each, which the server parses
-#: in one go) rather than as ARRAY[...] expressions of one parameter each.
-_CALL = "SELECT idx, known_payload, known_recorded_at, notification_id FROM ledger_intake_charges({})"
-_PG_APPEND_CALL = _CALL.format(
-    "%s::text[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s, %s, %s, %s::uuid, %s"
-)
-
 #: The usual transport: each array as one string of its elements joined by the
 #: record separator (U+001E), split on the server. Validated ids never hold a
 #: control character and JSON escapes them, so it cannot occur inside an
-#: element (each call checks; if it does, or a state is not UTF-8 text, the
-#: array literals above are used). States go as their UTF-8 text: half the
-#: bytes of hex, and ``convert_to`` gives back exactly the same bytes.
+#: element (each call checks; if it does, or a state is not UTF-8 text, array
+#: literals are used). States go as their UTF-8 text: half the bytes of hex,
+#: and ``convert_to`` gives back exactly the same bytes.
 _JOINED_ARGUMENTS = (
     "string_to_array({0}, chr(30)), string_to_array({1}, chr(30)), string_to_array({2}, chr(30))::uuid[], "
     "string_to_array({3}, chr(30)), string_to_array({4}, chr(30)), "
@@ -90,26 +83,61 @@ _JOINED_ARGUMENTS = (
     "{7}, {8}, {9}, {10}::uuid, {11}"
 )
 _SEPARATOR = "\x1e"
-_PG_APPEND_CALL_JOINED = _CALL.format(_JOINED_ARGUMENTS.format(*["%s"] * 12))
-
-#: On the appender's own connection the calls are prepared statements (the
-#: server neither parses nor plans them each time), prepared once per
-#: connection (see ``_connection``): one for a single charge, of scalar
-#: parameters (the common call), one for several, of joined arrays.
 #: After the seven arrays: recorded_at, the two topics, the catalogue's id and version.
 _SCALAR_TYPES = "timestamptz, text, text, uuid, bigint"
-_PG_PREPARE = (
-    f"PREPARE ledger_intake_one (text, text, uuid, text, text, text, text, {_SCALAR_TYPES}) AS "
-    + _CALL.format(
-        "ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], "
-        "ARRAY[convert_to($6, 'UTF8')], ARRAY[convert_to($7, 'UTF8')], $8, $9, $10, $11, $12"
-    ),
-    f"PREPARE ledger_intake_many (text, text, text, text, text, text, text, {_SCALAR_TYPES}) AS "
-    + _CALL.format(_JOINED_ARGUMENTS.format(*(f"${n}" for n in range(1, 13)))),
-)
-_EXECUTE = "EXECUTE {} (" + ", ".join(["%s"] * 12) + ")"
-_PG_APPEND_ONE = _EXECUTE.format("ledger_intake_one")
-_PG_APPEND_MANY = _EXECUTE.format("ledger_intake_many")
+
+
+@dataclass(frozen=True)
+class Statements:
+    """The SQL that calls one append function (both take the same arguments).
+
+    Inside a caller's transaction the call goes as plain SQL: the arrays as
+    array literals (``call``: one string each, which the server parses in one
+    go), or joined (``call_joined``). On the appender's own connection the
+    calls are prepared statements (the server neither parses nor plans them
+    each time), prepared once per connection (see ``Appender._connection``):
+    one for a single charge, of scalar parameters (the common call), one for
+    several, of joined arrays.
+    """
+
+    function: str
+
+    def _select(self, arguments: str) -> str:
+        return f"SELECT idx, known_payload, known_recorded_at, notification_id FROM {self.function}({arguments})"
+
+    @property
+    def call(self) -> str:
+        return self._select(
+            "%s::text[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], "
+            "%s, %s, %s, %s::uuid, %s"
+        )
+
+    @property
+    def call_joined(self) -> str:
+        return self._select(_JOINED_ARGUMENTS.format(*["%s"] * 12))
+
+    @property
+    def prepare(self) -> tuple[str, str]:
+        return (
+            f"PREPARE {self.function}_one (text, text, uuid, text, text, text, text, {_SCALAR_TYPES}) AS "
+            + self._select(
+                "ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], "
+                "ARRAY[convert_to($6, 'UTF8')], ARRAY[convert_to($7, 'UTF8')], $8, $9, $10, $11, $12"
+            ),
+            f"PREPARE {self.function}_many (text, text, text, text, text, text, text, {_SCALAR_TYPES}) AS "
+            + self._select(_JOINED_ARGUMENTS.format(*(f"${n}" for n in range(1, 13)))),
+        )
+
+    def execute(self, how_many: str) -> str:
+        """``EXECUTE`` of the prepared statement for "one" charge or "many"."""
+        return f"EXECUTE {self.function}_{how_many} (" + ", ".join(["%s"] * 12) + ")"
+
+
+#: Writers take charges in through the intake (the default), or append
+#: directly under the events table's lock as the previous release did (kept
+#: for its processes during an upgrade, and measured by the benchmark).
+INTAKE = Statements("ledger_intake_charges")
+LOCKED = Statements("ledger_append_charges")
 
 
 def _joined(columns: Sequence[Sequence[str]], count: int) -> list[str] | None:
@@ -193,6 +221,7 @@ class Appender:
         self._opened_state_cache: dict[str, bytes] = {}
         self._originator_cache: dict[str, UUID] = {}
         self._pg: Any = None  # the PostgreSQL connection appends use (see _call_postgres)
+        self.statements = INTAKE
         self._pg_pid = 0
         self._direct = (
             isinstance(self.mapper.transcoder, JSONTranscoder)
@@ -351,14 +380,15 @@ class Appender:
                 [charge_ids, account_ids, originator_ids, hashes, payloads, texts[0], texts[1]], len(charges)
             )
         direct = transactions.get(None) is None  # else join the caller's open transaction
+        statements = self.statements
         if joined is not None and len(charges) == 1 and direct:
-            sql, arrays = _PG_APPEND_ONE, tuple(joined)  # one element each: nothing was joined
+            sql, arrays = statements.execute("one"), tuple(joined)  # one element each: nothing was joined
         elif joined is not None and direct:
-            sql, arrays = _PG_APPEND_MANY, tuple(joined)
+            sql, arrays = statements.execute("many"), tuple(joined)
         elif joined is not None:
-            sql, arrays = _PG_APPEND_CALL_JOINED, tuple(joined)
+            sql, arrays = statements.call_joined, tuple(joined)
         else:
-            sql, arrays = _PG_APPEND_CALL, (
+            sql, arrays = statements.call, (
                 _text_array(charge_ids),
                 _text_array(account_ids),
                 "{%s}" % ",".join(originator_ids),
@@ -430,7 +460,7 @@ class Appender:
             connection.autocommit = True
             try:
                 with connection.cursor() as cursor:
-                    for statement in _PG_PREPARE:
+                    for statement in self.statements.prepare:
                         cursor.execute(statement)
             except BaseException as exc:
                 connection.close()
