@@ -44,7 +44,7 @@ PROJECTOR_POLL = 0.05
 def scaling(ctx: Context) -> list[Row]:
     """Raw, CRUD, the ledger on many accounts and on one, from N processes each; then lag."""
     if ctx.kind != POSTGRESQL:
-        return [Row("writer processes", ctx.kind, note="n/a: SQLite has one writer")]
+        return []  # one writer at a time by nature: the single and batch rows say it all
     sizes = ctx.sizes
     n = sizes.writers
     many, hot = account_ids(sizes.accounts), account_ids(1)

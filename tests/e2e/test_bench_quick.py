@@ -21,6 +21,7 @@ TINY = bench.Sizes(
     batch_size=500,
     hot_per_writer=8,
     concurrent_per_writer=8,
+    scaling_per_writer=8,
     charges=3_000,
     month_charges=800,
     report_accounts=3,
