@@ -1,15 +1,17 @@
 """The append path for charges: one short transaction, few round trips.
 
 Recording a charge needs no account state to decide (validation is done, and
-any valid charge may be appended), only the account's next version and the
-charge-id index. So the hot path does not load the aggregate: under the
-store's append lock it answers known ids from the index, takes the next
-version from the stored stream, and inserts the index row and the event.
+any valid charge may be appended), only the charge-id index and, in the log,
+the account's next version. So the hot path does not load the aggregate.
 Events are encoded by the application's mapper exactly as ``save`` would,
 so aggregates, projections and audits read them like any other.
 
-PostgreSQL runs the whole batch in one server-side function call (one round
-trip, then COMMIT); SQLite runs the same steps on its in-process connection.
+PostgreSQL takes a batch in with one server-side function call (one round
+trip, then COMMIT) that writes the index rows and the events-to-be into a
+durable intake, taking no lock another writer waits for; the sequencer
+numbers them into the log later (``intake.sql``, :mod:`ledger.sequencer`).
+SQLite, one writer at a time anyway, answers known ids, takes the next
+version and inserts the index row and the event in one transaction.
 """
 
 from __future__ import annotations
@@ -323,8 +325,8 @@ class Appender:
         """Append in one transaction; per charge, where it landed or what was known.
 
         Each charge is costed with the catalogue as the ledger last read it;
-        under the append lock the store confirms that catalogue is still the
-        latest, else the batch is re-costed with the new one and tried again,
+        in the append's transaction the store confirms that catalogue is still
+        the latest (a price being set waits for, and holds off, that check), else the batch is re-costed with the new one and tried again,
         so a charge is never costed with a price set before it was stored
         but missed.
         """

@@ -170,10 +170,10 @@ class Ledger(Application):
     ) -> list[Receipt | LedgerError]:
         """Store validated charges exactly once; results in input order.
 
-        The append (see :mod:`ledger.appender`) runs under the store's append
-        lock, so the index lookup and the account's next version are exact and
-        concurrent writers queue rather than race; concurrent callers in this
-        process share transactions (see :mod:`ledger.group_commit`).
+        The append (see :mod:`ledger.appender`) checks and writes the
+        charge-id index in its transaction, so a repeated id is answered from
+        it however the writers interleave; concurrent callers in this process
+        share transactions (see :mod:`ledger.group_commit`).
         """
         appended, recorded_at = self._append_with_retry(charges)
         results: list[Receipt | LedgerError] = []
@@ -194,7 +194,7 @@ class Ledger(Application):
         for attempt in range(self.settings.retry_attempts):
             try:
                 return self.group_commit.submit(charges)
-            except IntegrityError:  # only a writer outside the append lock could cause it
+            except IntegrityError:  # a previous-release writer racing on the index: the retry finds it
                 _backoff(attempt)
             except (OperationalError, InterfaceError, sa.exc.OperationalError, sa.exc.InterfaceError):
                 # A dropped connection (the pool then reconnects). Whether the
