@@ -27,24 +27,14 @@ from uuid import UUID
 import orjson
 import sqlalchemy as sa
 from eventsourcing_sqlalchemy.datastore import transactions
-from eventsourcing.persistence import (
-    DatabaseError,
-    DataError,
-    IntegrityError,
-    InterfaceError,
-    InternalError,
-    JSONTranscoder,
-    NotSupportedError,
-    OperationalError,
-    PersistenceError,
-    ProgrammingError,
-)
+from eventsourcing.persistence import JSONTranscoder
 
 from ledger.charges import Charge, canonical_json
 from ledger.domain import ACCOUNT_OPENED_TOPIC as OPENED_TOPIC
 from ledger.domain import CHARGE_RECORDED_TOPIC as CHARGE_TOPIC
 from ledger.domain import Account, account_uuid
 from ledger.errors import BusyAccount
+from ledger.persistence import CONNECTION_ERRORS, DBAPI_ERRORS, persistence_error
 from ledger.pricing import CATALOGUE_ID, PriceTable
 
 #: (cost_micros, price_version) of one charge; (None, None) when unpriced.
@@ -159,43 +149,6 @@ def _text_array(values: Sequence[str]) -> str:
 def _bytea_array(values: Sequence[bytes]) -> str:
     """A PostgreSQL bytea[] literal: each element in hex form (its backslash escaped)."""
     return "{%s}" % ",".join('"\\\\x%s"' % v.hex() for v in values)
-
-
-#: DB-API exception class names -> the library's, as its SQLAlchemy recorder maps them.
-_ERRORS_BY_NAME: dict[str, type[PersistenceError]] = {
-    cls.__name__: cls
-    for cls in (
-        IntegrityError,
-        DataError,
-        OperationalError,
-        InterfaceError,
-        InternalError,
-        ProgrammingError,
-        NotSupportedError,
-        DatabaseError,
-    )
-}
-
-
-def _dbapi_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-    """(any psycopg2 error, those that mean the connection is gone or unusable)."""
-    try:
-        import psycopg2
-    except ImportError:  # SQLite only
-        return (), ()
-    return (psycopg2.Error,), (psycopg2.OperationalError, psycopg2.InterfaceError)
-
-
-_DBAPI_ERRORS, _CONNECTION_ERRORS = _dbapi_errors()
-
-
-def _persistence_error(exc: BaseException) -> PersistenceError:
-    """The library's error for a driver error (by DB-API class, most specific first)."""
-    for cls in type(exc).__mro__:
-        mapped = _ERRORS_BY_NAME.get(cls.__name__)
-        if mapped is not None:
-            return mapped(exc)
-    return PersistenceError(exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,10 +386,10 @@ class Appender:
             finally:
                 cursor.close()
         except BaseException as exc:
-            if not isinstance(exc, _DBAPI_ERRORS) or isinstance(exc, _CONNECTION_ERRORS) or connection.closed:
+            if not isinstance(exc, DBAPI_ERRORS) or isinstance(exc, CONNECTION_ERRORS) or connection.closed:
                 self.close()
-            if isinstance(exc, _DBAPI_ERRORS):
-                raise _persistence_error(exc) from exc
+            if isinstance(exc, DBAPI_ERRORS):
+                raise persistence_error(exc) from exc
             raise
 
     def _call_in_transaction(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -456,7 +409,7 @@ class Appender:
             try:
                 proxied = engine.raw_connection()
             except sa.exc.DBAPIError as exc:
-                raise _persistence_error(exc.orig) from exc
+                raise persistence_error(exc.orig) from exc
             connection = proxied.driver_connection
             proxied.detach()  # ours alone: not returned to (or reset by) the pool
             connection.autocommit = True
@@ -466,8 +419,8 @@ class Appender:
                         cursor.execute(statement)
             except BaseException as exc:
                 connection.close()
-                if isinstance(exc, _DBAPI_ERRORS):
-                    raise _persistence_error(exc) from exc
+                if isinstance(exc, DBAPI_ERRORS):
+                    raise persistence_error(exc) from exc
                 raise
             self._pg, self._pg_pid = connection, os.getpid()
         return self._pg

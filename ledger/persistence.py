@@ -14,7 +14,19 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
-from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.persistence import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    Notification,
+    NotSupportedError,
+    OperationalError,
+    PersistenceError,
+    ProgrammingError,
+    StoredEvent,
+)
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore, transactions
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
@@ -40,6 +52,43 @@ charge_ids = sa.Table(
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("reversed_at", sa.DateTime(timezone=True), nullable=True),
 )
+
+
+#: DB-API exception class names -> the library's, as its SQLAlchemy recorder maps them.
+_ERRORS_BY_NAME: dict[str, type[PersistenceError]] = {
+    cls.__name__: cls
+    for cls in (
+        IntegrityError,
+        DataError,
+        OperationalError,
+        InterfaceError,
+        InternalError,
+        ProgrammingError,
+        NotSupportedError,
+        DatabaseError,
+    )
+}
+
+
+def _dbapi_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(any psycopg2 error, those that mean the connection is gone or unusable)."""
+    try:
+        import psycopg2
+    except ImportError:  # SQLite only
+        return (), ()
+    return (psycopg2.Error,), (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+DBAPI_ERRORS, CONNECTION_ERRORS = _dbapi_errors()
+
+
+def persistence_error(exc: BaseException) -> PersistenceError:
+    """The library's error for a driver error (by DB-API class, most specific first)."""
+    for cls in type(exc).__mro__:
+        mapped = _ERRORS_BY_NAME.get(cls.__name__)
+        if mapped is not None:
+            return mapped(exc)
+    return PersistenceError(exc)
 
 
 def _sqlite_engine_hooks(engine: sa.engine.Engine) -> None:
@@ -175,12 +224,15 @@ class LedgerRecorder(SQLAlchemyApplicationRecorder):
         assert isinstance(engine, sa.engine.Engine)
         moved = 0
         while True:
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                step = connection.execute(
-                    sa.text("SELECT ledger_sequence(:limit, :topic, :opened, :wait)"),
-                    {"limit": self.sequence_batch_size, "topic": CHARGE_RECORDED_TOPIC,
-                     "opened": ACCOUNT_OPENED_TOPIC, "wait": wait},
-                ).scalar_one()
+            try:
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                    step = connection.execute(
+                        sa.text("SELECT ledger_sequence(:limit, :topic, :opened, :wait)"),
+                        {"limit": self.sequence_batch_size, "topic": CHARGE_RECORDED_TOPIC,
+                         "opened": ACCOUNT_OPENED_TOPIC, "wait": wait},
+                    ).scalar_one()
+            except sa.exc.DBAPIError as exc:  # the library's error kinds, as for any read
+                raise persistence_error(exc.orig) from exc
             if step < 0:
                 return step if not moved else moved
             moved += step
