@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     #: sequencing transaction moves at most (see ledger/sequencer.py).
     sequence_interval_ms: float = Field(default=20.0, ge=0, le=10_000)
     sequence_batch_size: int = Field(default=20_000, ge=1)
+    #: PostgreSQL: a batch of at least this many charges is appended straight
+    #: into the log under its lock instead of through the intake.
+    direct_batch_min: int = Field(default=200, ge=1)
     #: Prices: the catalogue's currency (its costs are in micro-units of it),
     #: and what to do with a charge no price covers: "record" it with cost
     #: unknown (counted as unpriced in records and reports) or "reject" it.

@@ -2,7 +2,8 @@
 
 Charges are acknowledged from a durable intake that writers commit at the
 same time, and sequenced into the log in batches under the events table's
-lock (see ``ledger/intake.sql``). These tests drive that path the way a
+lock (see ``ledger/intake.sql``); large batches go straight into the log
+under that lock, beside them. These tests drive that path the way a
 platform does: many processes, one hot account, duplicates and conflicts, a
 projector following along, a transaction held open on purpose, and writers
 killed with SIGKILL. Afterwards every account's totals are exact, no charge
@@ -101,7 +102,7 @@ def _writer(url: str, share: list[dict[str, Any]], conflicts: set[str], out: Any
         rng = random.Random(len(share))
         position = 0
         while position < len(share):
-            chunk = share[position : position + rng.choice([1, 1, 1, 8])]
+            chunk = share[position : position + rng.choice([1, 1, 1, 8, 1, 1, 1, 250])]  # 250: straight into the log
             position += len(chunk)
             outcomes = ledger.record_charges(chunk)
             for item, outcome in zip(chunk, outcomes):
@@ -251,7 +252,7 @@ def _acking_writer(url: str, share: list[dict[str, Any]], acks: str, seed: int) 
     with open(acks, "a", buffering=1) as log:
         position = 0
         while position < len(share):
-            chunk = share[position : position + rng.choice([1, 1, 4, 16])]
+            chunk = share[position : position + rng.choice([1, 1, 4, 16, 1, 1, 4, 16, 200])]
             position += len(chunk)
             if len(chunk) == 1:
                 ledger.record_charge(**chunk[0])
