@@ -57,6 +57,7 @@ def check_verbatim(case: Case, payload: dict[str, Any]) -> None:
 
 
 def event_count(ledger: Ledger) -> int:
+    ledger.sequence()  # acknowledged charges still in the intake (PostgreSQL) join the log first
     table = ledger.recorder.events_record_cls.__table__
     with ledger.recorder.transaction(commit=False) as session:
         return int(session.execute(
