@@ -228,10 +228,14 @@ def test_two_aggregation_runs_started_together_give_exact_totals(rig):
     ledger = rig.ledger()
     _record_directly(ledger, 240, accounts)
     # One of the runs pauses inside its first batch, holding the lock meanwhile.
-    rig.faults.write(rig.faults.directory, {"aggregate": [{"pause": 1.5, "after_batches": 1}]})
+    rig.faults.write(rig.faults.directory, {"aggregate": [{"pause": 1.5, "after_batches": 1, "marker": "paused"}]})
     rig.start()
 
-    first, second = aggregate_daily_billing_records(), aggregate_daily_billing_records()
+    # The second run is enqueued while the first holds the lock (enqueued together,
+    # one worker could take both in one batch and run them one after the other).
+    first = aggregate_daily_billing_records()
+    wait_for(lambda: (rig.faults.directory / "paused").exists(), "the first run to hold the lock")
+    second = aggregate_daily_billing_records()
     summaries = [first.get(blocking=True, timeout=DEADLINE), second.get(blocking=True, timeout=DEADLINE)]
 
     end = ledger.recorder.max_notification_id()
