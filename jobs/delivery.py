@@ -118,6 +118,10 @@ class ReliableStorage:
         """Tasks taken by some consumer and not yet acknowledged."""
         raise NotImplementedError
 
+    def consumers(self) -> list[str]:
+        """Ids of the consumers whose lease is current."""
+        raise NotImplementedError
+
     def enqueue_many(self, items: Sequence[bytes]) -> None:
         """Enqueue serialized tasks in one round trip (a backlog, in order)."""
         raise NotImplementedError

@@ -89,6 +89,10 @@ class ReliableRedisStorage(ReliableStorage, RedisStorage):
             pipe.llen(hold)
         return sum(pipe.execute())
 
+    def consumers(self) -> list[str]:
+        prefix = self._alive_key("")
+        return sorted(key.decode()[len(prefix):] for key in self.conn.scan_iter(match=f"{prefix}*"))
+
     def enqueue_many(self, items: Sequence[bytes]) -> None:
         pipe = self.conn.pipeline(transaction=False)
         for start in range(0, len(items), CHUNK):

@@ -130,6 +130,11 @@ class ReliableSqliteStorage(ReliableStorage, LazySqliteStorage):
     def in_progress_count(self) -> int:
         return self.sql("select count(*) from task_hold where queue = ?", (self.name,), results=True)[0][0]
 
+    def consumers(self) -> list[str]:
+        rows = self.sql("select consumer from consumer_lease where queue = ? and expires >= ? order by consumer",
+                        (self.name, time.time()), results=True)
+        return [row[0] for row in rows]
+
     def enqueue_many(self, items: Sequence[bytes]) -> None:
         with self.db(commit=True) as curs:
             curs.executemany("insert into task (queue, data, priority) values (?, ?, 0)",
