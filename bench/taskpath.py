@@ -94,12 +94,12 @@ def _record(ledger: Ledger, items: Sequence[Mapping[str, Any]], size: int) -> fl
 
 
 def _drain(instance: Any, backlog: list[bytes], consumer: subprocess.Popen) -> float:
-    """Seconds from enqueuing the backlog until nothing is queued or held."""
+    """Seconds from enqueuing the backlog until nothing is queued, held or scheduled for a retry."""
     storage = instance.storage
     patience = max(60.0, PATIENCE_PER_1000 * len(backlog) / 1000)
     began = time.perf_counter()
     storage.enqueue_many(backlog)
-    while storage.queue_size() or storage.in_progress_count():
+    while storage.queue_size() or storage.in_progress_count() or storage.schedule_size():
         if consumer.poll() is not None:
             raise RuntimeError(f"the worker exited with {consumer.returncode} while draining")
         if time.perf_counter() - began > patience:
@@ -134,8 +134,9 @@ def _worker(url: str, queue: str, ctx: Context) -> Iterator[subprocess.Popen]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_") or k == "LEDGER_TASK_BATCH_SIZE"}
     env.update(PYTHONPATH=str(ROOT), LEDGER_DATABASE_URL=url, LEDGER_HUEY_URL=queue)
     code = "from jobs.worker import run_worker; run_worker(workers=2, periodic=False, max_delay=0.02)"
-    process = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    log = open(os.environ.get("LEDGER_BENCH_WORKER_LOG", os.devnull), "a")
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while not instance.storage.consumers():  # its first poll renews its lease
@@ -151,6 +152,7 @@ def _worker(url: str, queue: str, ctx: Context) -> Iterator[subprocess.Popen]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
 
 
 def _commits(url: str, prefix: str) -> int:
