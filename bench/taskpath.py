@@ -63,6 +63,7 @@ def task_path(ctx: Context) -> list[Row]:
                 first = _record(ledger, direct[:half], sizes.batch_size)
                 backlog = [instance.serialize_task(create_charge.s(**item)) for item in queued]
                 drain_seconds = _drain(instance, backlog, consumer)
+                retried = instance.storage.result_store_size()  # tasks that met an error (then retried)
                 second = _record(ledger, direct[half:], sizes.batch_size)
         finally:
             ledger.close()
@@ -73,8 +74,8 @@ def task_path(ctx: Context) -> list[Row]:
         commits = _commits(url, "tp-queued-")
     raw = Row(f"record_charges, {sizes.batch_size:,}/call, around the drain", ctx.kind, len(direct),
               first + second, key=f"{TASK_PATH}-direct")
-    note = (f"{commits:,} transactions, {len(queued) / max(commits, 1):.0f} charges per commit; "
-            f"backlog enqueued at once, timed until nothing queued or held")
+    note = (f"{commits:,} transactions, {len(queued) / max(commits, 1):.0f} charges per commit, "
+            f"{retried:,} tasks retried; backlog enqueued at once, timed until nothing queued or held")
     batch = ctx.baseline(BATCH)
     if batch is not None and batch.rate:
         note += f"; {len(queued) / drain_seconds / batch.rate:.2f}x of the batch scenario's record_charges"
