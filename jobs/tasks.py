@@ -15,6 +15,10 @@ does the same on a crontab in the billing time zone. A Huey lock keeps runs
 from overlapping; both steps are exactly-once on their own, so a run
 interrupted anywhere is completed by the next one.
 
+A worker that takes several ``create_charge`` tasks at once records them in
+one ``record_charges`` call (:func:`record_batch`, called by
+:mod:`jobs.batch`); each task keeps its own outcome, retries and rejection.
+
 Each worker process builds one :class:`~ledger.Ledger` from the settings on
 first use and closes it when its last worker thread stops.
 """
@@ -236,13 +240,11 @@ def _record(task: Task, fields: dict[str, Any]) -> None:
 def _attempt(task: Task, fields: dict[str, Any]) -> Receipt:
     """Record the charge, or replay what the batch it came in already met."""
     prepared = getattr(_prepared, "outcomes", {}).pop(task.id, None)
-    if prepared is None:
-        if faults.plan is not None:
-            faults.plan.before_attempt("create_charge", task)
-        return get_ledger().record_charge(**fields)
-    if isinstance(prepared, BaseException):
+    if prepared is not None:
         raise prepared
-    return prepared
+    if faults.plan is not None:
+        faults.plan.before_attempt("create_charge", task)
+    return get_ledger().record_charge(**fields)
 
 
 # -- create_charge in batches (see jobs.batch) ------------------------------------
