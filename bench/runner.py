@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import sqlalchemy as sa
 from rich.console import Console
 
-from bench import endtoend, limit, readside, recording, scaling
+from bench import endtoend, limit, readside, recording, scaling, taskpath
 from bench.context import Context
 from bench.report import print_table, write_markdown
 from bench.rows import BenchmarkFailed, Inconsistent, Row
@@ -28,6 +28,7 @@ SCENARIOS: dict[str, Scenario] = {
     "crud": limit.crud,
     "single": recording.single,
     "batch": recording.batch,
+    "taskpath": taskpath.task_path,
     "hot": recording.hot_account,
     "concurrent": recording.concurrent,
     "scaling": scaling.scaling,

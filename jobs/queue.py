@@ -4,7 +4,10 @@
 file ``ledger-queue.db`` next to the ledger's SQLite database, or in the
 working directory when the ledger is on PostgreSQL), ``redis://…`` a
 :class:`~huey.RedisHuey`, ``memory://`` a :class:`~huey.MemoryHuey` (one
-process only: tests with an in-process consumer).
+process only: tests with an in-process consumer). The SQLite and Redis ones
+use the ledger's reliable storages (:mod:`jobs.delivery`): a task stays in
+the queue's store until its outcome is durable, and its consumer takes them
+in batches (:mod:`jobs.batch`).
 
 The instance is built at import, because ``huey_consumer jobs.huey`` needs a
 module-level object. To point it elsewhere, either set ``LEDGER_HUEY_URL``
@@ -15,15 +18,19 @@ registered task.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from huey import MemoryHuey, RedisHuey, SqliteHuey
 from huey.api import Huey, TaskWrapper
+from huey.consumer import Consumer
 from huey.storage import MemoryStorage, RedisStorage, SqliteStorage
 
+from jobs.redis_queue import ReliableRedisStorage
+from jobs.sqlite_queue import LazySqliteStorage, ReliableSqliteStorage
 from ledger.settings import Settings
+
+__all__ = ["LazySqliteStorage", "LedgerHuey", "describe", "huey", "make_huey", "queue_url", "use_queue"]
 
 #: Huey's name for the queue: the Redis keys are ``huey.redis.ledger`` etc.
 QUEUE_NAME = "ledger"
@@ -38,32 +45,33 @@ class DelayTaskWrapper(TaskWrapper):
         return self(*args, **kwargs)
 
 
-class LazySqliteStorage(SqliteStorage):
-    """SqliteStorage that creates its tables on first connection, not at import.
+class LedgerHuey(Huey):
+    """Huey whose consumer takes batches and acknowledges them (see :mod:`jobs.batch`).
 
-    Importing ``jobs`` (the command line does) then never writes a file.
+    ``batch_handlers`` maps a task class to the function that records a batch
+    of its tasks at once (create_charge registers one).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["create_tables"] = False
         super().__init__(*args, **kwargs)
+        self.batch_handlers: dict[type, Any] = {}
 
-    def _create_connection(self) -> sqlite3.Connection:
-        conn = super()._create_connection()
-        conn.execute("begin immediate")
-        try:
-            for statement in self.ddl:
-                conn.execute(statement)
-        except BaseException:
-            conn.execute("rollback")
-            conn.close()
-            raise
-        conn.execute("commit")
-        return conn
+    def create_consumer(self, **options: Any) -> Consumer:
+        from jobs.batch import LedgerConsumer
+
+        return LedgerConsumer(self, **options)
 
 
-class LedgerSqliteHuey(SqliteHuey):
-    storage_class = LazySqliteStorage
+class LedgerSqliteHuey(LedgerHuey, SqliteHuey):
+    storage_class = ReliableSqliteStorage
+
+
+class LedgerRedisHuey(LedgerHuey, RedisHuey):
+    storage_class = ReliableRedisStorage
+
+
+class LedgerMemoryHuey(LedgerHuey, MemoryHuey):
+    """One process only: nothing to recover, no batches."""
 
 
 def default_queue_url(settings: Settings) -> str:
@@ -92,9 +100,9 @@ def storage_for(url: str) -> tuple[type[Huey], dict[str, Any]]:
             )
         return LedgerSqliteHuey, {"filename": str(Path(path).expanduser())}
     if scheme in ("redis", "rediss", "unix"):
-        return RedisHuey, {"url": url}
+        return LedgerRedisHuey, {"url": url}
     if scheme == "memory":
-        return MemoryHuey, {}
+        return LedgerMemoryHuey, {}
     raise ValueError(
         f"unsupported queue URL {url!r}: expected sqlite:///path, redis://host:port/db or memory://"
     )

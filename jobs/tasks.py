@@ -15,6 +15,10 @@ does the same on a crontab in the billing time zone. A Huey lock keeps runs
 from overlapping; both steps are exactly-once on their own, so a run
 interrupted anywhere is completed by the next one.
 
+A worker that takes several ``create_charge`` tasks at once records them in
+one ``record_charges`` call (:func:`record_batch`, called by
+:mod:`jobs.batch`); each task keeps its own outcome, retries and rejection.
+
 Each worker process builds one :class:`~ledger.Ledger` from the settings on
 first use and closes it when its last worker thread stops.
 """
@@ -28,20 +32,22 @@ import threading
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import sqlalchemy.exc as sa_exc
 from eventsourcing import persistence as es
-from huey.api import Task, TaskLock
+from huey.api import Task
 from huey.exceptions import CancelExecution, RetryTask, TaskLockedException
 from huey.signals import SIGNAL_INTERRUPTED
 from huey.utils import normalize_time
 
 from jobs import faults
+from jobs.lease_lock import LeaseLock
 from jobs.queue import huey
 from jobs.rejected import errors_of, reject
 from jobs.schedule import ZonedCrontab
-from ledger.application import Ledger
+from jobs.settings import DeliverySettings
+from ledger.application import Ledger, Receipt
 from ledger.charges import INPUT_FIELDS
 from ledger.errors import BusyAccount, ChargeConflict, InvalidCharge
 from ledger.settings import Settings
@@ -51,6 +57,7 @@ log = logging.getLogger("jobs")
 #: This process's settings, read at import: the retry budget a task is enqueued
 #: with (``task_retries``), the delays a worker retries with, and the schedule.
 SETTINGS = Settings()
+DELIVERY = DeliverySettings()
 AGGREGATION_LOCK = "aggregate-daily-billing"
 AGGREGATE_SCHEDULE = ZonedCrontab(SETTINGS.aggregate_schedule, SETTINGS.zone)
 
@@ -211,9 +218,7 @@ def create_charge(
 def _record(task: Task, fields: dict[str, Any]) -> None:
     """One attempt: recorded, retried later, or kept as rejected (then the task fails)."""
     try:
-        if faults.plan is not None:
-            faults.plan.before_attempt("create_charge", task)
-        receipt = get_ledger().record_charge(**fields)
+        receipt = _attempt(task, fields)
     except (InvalidCharge, ChargeConflict) as exc:
         kept = _keep(task, fields, errors_of(exc), exc)
         # Expected: a warning and the error in the result store, no traceback.
@@ -230,6 +235,80 @@ def _record(task: Task, fields: dict[str, Any]) -> None:
     else:
         log.info("charge %s recorded for account %s%s", receipt.charge_id,
                  receipt.account_id, " (duplicate)" if receipt.duplicate else "")
+
+
+def _attempt(task: Task, fields: dict[str, Any]) -> Receipt:
+    """Record the charge, or replay what the batch it came in already met."""
+    prepared = getattr(_prepared, "outcomes", {}).pop(task.id, None)
+    if prepared is not None:
+        raise prepared
+    if faults.plan is not None:
+        faults.plan.before_attempt("create_charge", task)
+    return get_ledger().record_charge(**fields)
+
+
+# -- create_charge in batches (see jobs.batch) ------------------------------------
+
+#: Outcomes a batch met for tasks that then run one by one: task id -> error.
+_prepared = threading.local()
+#: The seed's fields, in the order create_charge takes them positionally.
+POSITIONAL = ("user_profile_id", "session_key", "provider", "charge_type", "prompt_tokens",
+              "completion_tokens", "total_tokens", "model", "reference")
+
+
+def _fields_of(task: Task) -> dict[str, Any] | None:
+    """The charge a task carries, as ``record_charge`` takes it; None if its call is malformed."""
+    args, kwargs = task.args, task.kwargs
+    if len(args) > len(POSITIONAL) or any(name in kwargs for name in POSITIONAL[: len(args)]):
+        return None  # create_charge itself raises TypeError: let it, one by one
+    given = {**dict(zip(POSITIONAL, args)), **kwargs}
+    fields = {name: given.pop(name, None) for name in INPUT_FIELDS}
+    fields.update(given)  # unknown fields: the ledger names each in its error
+    return fields
+
+
+def record_batch(tasks: Sequence[Task]) -> list[BaseException | None]:
+    """Record the charges of several create_charge tasks in one ``record_charges`` call.
+
+    Per task: None when its charge is recorded (or was already: a duplicate),
+    else the error it met, which the task then replays through Huey (see
+    :func:`_attempt`): retried with backoff if transient, kept in the rejected
+    store if the ledger refused it.
+    """
+    prepared = _prepared.__dict__.setdefault("outcomes", {})
+    prepared.clear()  # whatever a previous batch left unreplayed (its task did not run)
+    results: list[BaseException | None] = [None] * len(tasks)
+    attempt: list[int] = []
+    fields: list[dict[str, Any]] = []
+    for index, task in enumerate(tasks):
+        charge = _fields_of(task)
+        if charge is None:
+            results[index] = TypeError(f"create_charge() got a malformed call: {task.args!r}")
+            continue
+        if faults.plan is not None:
+            try:
+                faults.plan.before_attempt("create_charge", task)
+            except Exception as exc:
+                results[index] = exc
+                continue
+        attempt.append(index)
+        fields.append(charge)
+    if fields:
+        try:
+            outcomes = get_ledger().record_charges(fields)
+        except Exception as exc:  # nothing of the batch was stored: each task retries
+            for index in attempt:
+                results[index] = exc
+        else:
+            for index, outcome in zip(attempt, outcomes):
+                results[index] = outcome.error
+    for task, result in zip(tasks, results):
+        if result is not None:
+            prepared[task.id] = result
+    return results
+
+
+huey.batch_handlers[create_charge.task_class] = record_batch
 
 
 def _keep(task: Task, fields: dict[str, Any], errors: dict[str, str], exc: Exception) -> str:
@@ -252,14 +331,15 @@ def _keep(task: Task, fields: dict[str, Any], errors: dict[str, str], exc: Excep
 
 # -- daily aggregation ------------------------------------------------------------
 
-#: Registered with Huey, so ``huey_consumer -f`` (and ``run_worker``) flush it at start.
-aggregation_lock: TaskLock = huey.lock_task(AGGREGATION_LOCK)
+#: Expires one lease after its holder stops renewing it (killed); registered
+#: with Huey, so ``huey_consumer -f`` (and ``run_worker``) also flush it at start.
+aggregation_lock = LeaseLock(huey, AGGREGATION_LOCK, DELIVERY.task_lease_seconds)
 _held: set[str] = set()
 _held_guard = threading.Lock()
 
 
 @contextmanager
-def _holding(lock: TaskLock, name: str) -> Iterator[None]:
+def _holding(lock: LeaseLock, name: str) -> Iterator[None]:
     """Huey's lock, remembering that this process holds it (see :func:`_requeue_interrupted`)."""
     lock.acquire()
     with _held_guard:
@@ -366,6 +446,7 @@ def _requeue_interrupted(signal: str, task: Task, *args: Any, **kwargs: Any) -> 
     """
     if not isinstance(task, _OUR_TASKS):
         return
+    delivery = getattr(task, "delivery", None)
     if isinstance(task, _AGGREGATIONS):
         with _held_guard:
             held = AGGREGATION_LOCK in _held
@@ -376,5 +457,8 @@ def _requeue_interrupted(signal: str, task: Task, *args: Any, **kwargs: Any) -> 
     # still blocked on the queue (Redis BRPOP) must not take it back and die with it.
     task.eta = normalize_time(delay=REQUEUE_DELAY_SECONDS, utc=huey.utc)
     huey.add_schedule(task)
+    release = getattr(huey.storage, "release", None)
+    if delivery is not None and release is not None:
+        release(delivery)  # rescheduled: the consumer's hold need not bring it back too
     log.warning("%s %s was interrupted by shutdown and is back on the queue (due in %ss)",
                 task.name, task.id, REQUEUE_DELAY_SECONDS)

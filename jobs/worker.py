@@ -7,19 +7,22 @@ The defaults differ from ``huey_consumer``'s where the ledger needs it:
   signal: running tasks finish; if they take longer than
   ``shutdown_timeout`` seconds they are interrupted and put back on the
   queue (so is any task interrupted by SIGINT);
-* stale locks are flushed at start: a consumer killed with SIGKILL while
-  aggregating leaves the aggregation lock behind, and the next run would
-  otherwise wait for it forever.
+* stale locks are flushed at start (the aggregation lock also expires one
+  lease after a killed holder stopped renewing it);
+* a warning at start when the queue's Redis keeps nothing on disk (see
+  :mod:`jobs.broker`).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import datetime, timezone
 from typing import Any
 
 from huey.api import Huey
 
+from jobs.broker import durability_warning
 from jobs.queue import describe, huey
 from jobs.tasks import AGGREGATE_SCHEDULE
 
@@ -80,6 +83,9 @@ def run_worker(
     """
     instance = instance or huey
     configure_logging(verbose)
+    warning = durability_warning(instance)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     consumer = instance.create_consumer(
         workers=workers,
         periodic=periodic,

@@ -6,6 +6,8 @@ suite fast; ``python -m bench --quick`` runs the same code a little longer.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from rich.console import Console
 
@@ -32,7 +34,9 @@ TINY = bench.Sizes(
 )
 
 
-def test_every_scenario_completes_consistently(store_url, tmp_path):
+def test_every_scenario_completes_consistently(store_url, tmp_path, monkeypatch):
+    # The task path's Redis queue: the jobs tests' own database.
+    monkeypatch.setenv("LEDGER_BENCH_REDIS_URL", os.environ.get("LEDGER_TEST_JOBS_REDIS_URL", "redis://127.0.0.1:6379/14"))
     docs = tmp_path / "BENCHMARKS.md"
     rows = bench.run(store_url, sizes=TINY, write_docs=docs, console=Console(file=open(tmp_path / "out.txt", "w")))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+import redis
 
 from jobs import aggregate_daily_billing_records, create_charge, huey
 from jobs.faults import FaultPlan
@@ -172,3 +173,31 @@ def test_ledger_worker_prints_where_its_queue_lives_records_and_stops_on_sigterm
     assert f"SQLite file {worker.tmp / DEFAULT_QUEUE_FILE}" in logs
     assert "Huey consumer started with 2 thread" in logs and "Periodic tasks are enabled" in logs
     assert "All workers have stopped" in logs  # SIGTERM was the graceful signal
+
+
+@pytest.mark.redis
+def test_ledger_worker_warns_at_start_when_its_redis_keeps_nothing_on_disk(tmp_path):
+    redis_url = os.environ.get("LEDGER_TEST_JOBS_REDIS_URL", "redis://127.0.0.1:6379/14")
+    server = redis.Redis.from_url(redis_url, decode_responses=True)
+    appendonly, save = server.config_get("appendonly")["appendonly"], server.config_get("save")["save"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env.update(PYTHONPATH=str(ROOT), LEDGER_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}",
+               LEDGER_HUEY_URL=redis_url)
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "ledger.cli", "worker", "--no-periodic"], env=env,
+                                   cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: "Huey consumer started" in log.read_text(), "the worker to start")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=DEADLINE)
+    text = log.read_text()
+    if appendonly == "yes":
+        assert "WARNING: Redis" not in text
+    elif not save.strip():
+        assert "WARNING: Redis keeps NOTHING on disk (appendonly no, save '')" in text
+    else:
+        assert "WARNING: Redis keeps only RDB snapshots" in text
+    if "WARNING" in text:
+        assert text.index("WARNING") < text.index("Huey consumer started")  # said at start

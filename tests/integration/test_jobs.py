@@ -228,10 +228,14 @@ def test_two_aggregation_runs_started_together_give_exact_totals(rig):
     ledger = rig.ledger()
     _record_directly(ledger, 240, accounts)
     # One of the runs pauses inside its first batch, holding the lock meanwhile.
-    rig.faults.write(rig.faults.directory, {"aggregate": [{"pause": 1.5, "after_batches": 1}]})
+    rig.faults.write(rig.faults.directory, {"aggregate": [{"pause": 1.5, "after_batches": 1, "marker": "paused"}]})
     rig.start()
 
-    first, second = aggregate_daily_billing_records(), aggregate_daily_billing_records()
+    # The second run is enqueued while the first holds the lock (enqueued together,
+    # one worker could take both in one batch and run them one after the other).
+    first = aggregate_daily_billing_records()
+    wait_for(lambda: (rig.faults.directory / "paused").exists(), "the first run to hold the lock")
+    second = aggregate_daily_billing_records()
     summaries = [first.get(blocking=True, timeout=DEADLINE), second.get(blocking=True, timeout=DEADLINE)]
 
     end = ledger.recorder.max_notification_id()
@@ -256,8 +260,8 @@ def test_a_consumer_killed_mid_aggregation_and_restarted_gives_exact_totals(rig)
     doomed.wait()
 
     assert Projector(ledger).position() == 100  # two batches of 50 committed, the third rolled back
-    assert huey.is_locked(AGGREGATION_LOCK)  # SIGKILL left the lock behind...
-    assert huey.pending_count() == 0  # ...and lost the task it held (at-most-once delivery)
+    assert huey.is_locked(AGGREGATION_LOCK)  # SIGKILL left the lock behind (until its lease runs out)...
+    assert huey.pending_count() == 0 and huey.storage.in_progress_count() == 1  # ...and its task, held
 
     rig.start("-f")  # flush stale locks at start, as ledger worker does
     summary = aggregate_daily_billing_records().get(blocking=True, timeout=DEADLINE)

@@ -17,8 +17,10 @@ from ledger import InvalidCharge, Settings
 def test_queue_urls_map_to_huey_storages(tmp_path):
     huey_class, kwargs = storage_for(f"sqlite:///{tmp_path}/q.db")
     assert issubclass(huey_class, SqliteHuey) and kwargs == {"filename": f"{tmp_path}/q.db"}
-    assert storage_for("redis://127.0.0.1:6379/14") == (RedisHuey, {"url": "redis://127.0.0.1:6379/14"})
-    assert storage_for("memory://") == (MemoryHuey, {})
+    huey_class, kwargs = storage_for("redis://127.0.0.1:6379/14")
+    assert issubclass(huey_class, RedisHuey) and kwargs == {"url": "redis://127.0.0.1:6379/14"}
+    huey_class, kwargs = storage_for("memory://")
+    assert issubclass(huey_class, MemoryHuey) and kwargs == {}
     for bad in ("sqlite://", "sqlite:///:memory:", "amqp://broker", "q.db"):
         with pytest.raises(ValueError):
             storage_for(bad)
