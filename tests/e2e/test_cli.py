@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger_service.cli import app
 
 runner = CliRunner()
 COMMANDS = ("record", "import", "reverse", "accounts", "project", "rebuild", "audit", "report",

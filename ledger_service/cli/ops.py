@@ -12,7 +12,7 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Column, Table
 
-from ledger.cli.app import (
+from ledger_service.cli.app import (
     EXIT,
     HEADINGS,
     show_figure,
@@ -26,7 +26,7 @@ from ledger.cli.app import (
     require,
     state_of,
 )
-from ledger.cli.read import VALUE_COLUMNS, print_audit, print_records
+from ledger_service.cli.read import VALUE_COLUMNS, print_audit, print_records
 
 rejected_app = typer.Typer(
     help="Charges the background jobs could not record, kept with their errors.",
@@ -213,7 +213,7 @@ def demo(
 
     Example: ledger demo --accounts 12 --charges 50000
     """
-    from ledger.demo import DemoConfig, run_demo
+    from ledger_service.demo import DemoConfig, run_demo
     from ledger.application import Ledger
 
     state = state_of(ctx)

@@ -5,11 +5,11 @@ imports its capability (projections, compaction, jobs, bench) when it runs,
 so a missing one is a clear error for that command and never breaks the rest.
 """
 
-from ledger.cli.app import EXIT, CliError, app
-from ledger.cli import write as _write  # noqa: F401 - registers commands
-from ledger.cli import read as _read  # noqa: F401
-from ledger.cli import prices as _prices  # noqa: F401
-from ledger.cli import ops as _ops  # noqa: F401
+from ledger_service.cli.app import EXIT, CliError, app
+from ledger_service.cli import write as _write  # noqa: F401 - registers commands
+from ledger_service.cli import read as _read  # noqa: F401
+from ledger_service.cli import prices as _prices  # noqa: F401
+from ledger_service.cli import ops as _ops  # noqa: F401
 
 
 def main() -> None:
