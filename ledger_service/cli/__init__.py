@@ -10,6 +10,8 @@ from ledger_service.cli import write as _write  # noqa: F401 - registers command
 from ledger_service.cli import read as _read  # noqa: F401
 from ledger_service.cli import prices as _prices  # noqa: F401
 from ledger_service.cli import ops as _ops  # noqa: F401
+from ledger_service.cli import keys as _keys  # noqa: F401
+from ledger_service.cli import serve as _serve  # noqa: F401
 
 
 def main() -> None:
