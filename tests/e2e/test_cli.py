@@ -17,7 +17,7 @@ from ledger_service.cli import app
 
 runner = CliRunner()
 COMMANDS = ("record", "import", "reverse", "accounts", "project", "rebuild", "audit", "report",
-            "compact", "prices", "reprice", "rejected", "worker", "bench", "demo")
+            "compact", "prices", "reprice", "rejected", "worker", "bench", "demo", "keys", "serve")
 KEYS = ["account_id", "user_id", "billing_date", "charge_type", "provider", "model",
         "charges", "prompt_tokens", "completion_tokens", "total_tokens", "cost_micros", "unpriced_charges"]
 
