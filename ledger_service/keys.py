@@ -45,6 +45,7 @@ api_keys = sa.Table(
 )
 
 _ready: "weakref.WeakSet[sa.engine.Engine]" = weakref.WeakSet()
+_readers: "weakref.WeakKeyDictionary[sa.engine.Engine, sa.engine.Engine]" = weakref.WeakKeyDictionary()
 
 
 class InvalidKey(InvalidInput):
@@ -105,6 +106,24 @@ def engine_of(ledger: Any) -> sa.engine.Engine:
     return engine
 
 
+def reader_of(ledger: Any) -> sa.engine.Engine:
+    """A small engine of its own for the per-request key lookup.
+
+    The ledger's engine begins every transaction outside its own as a write
+    (``BEGIN IMMEDIATE`` on SQLite), which would queue each request behind the
+    writers; a plain engine reads the key without taking the write lock.
+    """
+    engine = engine_of(ledger)
+    reader = _readers.get(engine)
+    if reader is None:
+        if engine.dialect.name == "sqlite":
+            reader = sa.create_engine(engine.url, connect_args={"timeout": 60})
+        else:
+            reader = sa.create_engine(engine.url, pool_size=4, max_overflow=8, pool_recycle=1800)
+        _readers[engine] = reader
+    return reader
+
+
 def create_key(ledger: Any, role: str, account_id: str | None = None, name: str = "") -> tuple[ApiKey, str]:
     """Store a new key; return it and its secret (shown once, never stored)."""
     errors: dict[str, str] = {}
@@ -151,12 +170,17 @@ def revoke_key(ledger: Any, key_id: str) -> ApiKey:
     return _key(row._mapping)
 
 
+def well_formed(presented: str) -> bool:
+    """Whether ``presented`` could be a key at all (checked before any lookup)."""
+    return _KEY.fullmatch(presented) is not None
+
+
 def authenticate(ledger: Any, presented: str) -> ApiKey | None:
     """The live key ``presented`` is, or None (malformed, unknown or revoked)."""
     match = _KEY.fullmatch(presented)
     if match is None:
         return None
-    with engine_of(ledger).connect() as connection:
+    with reader_of(ledger).connect() as connection:
         row = connection.execute(sa.select(api_keys).where(api_keys.c.id == match.group(1))).first()
     if row is None or not hmac.compare_digest(row.digest, digest(presented)):
         return None

@@ -2,18 +2,21 @@
 
 A missing, malformed, unknown or revoked key is 401; a key whose role or
 account does not cover the request is 403, decided before anything changes.
+A request without a well-formed key is refused at once; a well-formed one
+is looked up in the same worker thread as the request's work (one
+thread hand-over per request, not two).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger_service.http.problems import Problem
-from ledger_service.keys import ApiKey, authenticate
+from ledger_service.keys import ApiKey, authenticate, well_formed
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `ledger keys create`.")
 
@@ -29,20 +32,31 @@ def unauthorized(detail: str) -> Problem:
     return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="ledger"'})
 
 
-def requires(action: str) -> Callable[..., object]:
-    """A dependency giving the caller's key, refused unless its role allows ``action``."""
+@dataclass(frozen=True)
+class Caller:
+    """A request's presented key and the action it asks for; :meth:`key` checks both (blocking)."""
 
-    async def caller(request: Request,
-                     credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ApiKey:
-        if credentials is None:
-            raise unauthorized("send an API key as 'Authorization: Bearer KEY'")
-        ledger = request.app.state.ledger
-        key = await run_in_threadpool(authenticate, ledger, credentials.credentials)
+    presented: str
+    action: str
+
+    def key(self, ledger: Any) -> ApiKey:
+        key = authenticate(ledger, self.presented)
         if key is None:
             raise unauthorized("the API key is unknown or revoked")
-        if action not in PERMISSIONS.get(key.role, frozenset()):
-            raise Problem(403, f"a {key.role} key may not {action}")
+        if self.action not in PERMISSIONS.get(key.role, frozenset()):
+            raise Problem(403, f"a {key.role} key may not {self.action}")
         return key
+
+
+def requires(action: str) -> Callable[..., object]:
+    """A dependency giving the request's :class:`Caller`; no key, or not a key at all, is 401 at once."""
+
+    async def caller(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
+        if credentials is None:
+            raise unauthorized("send an API key as 'Authorization: Bearer KEY'")
+        if not well_formed(credentials.credentials):
+            raise unauthorized("the API key is unknown or revoked")
+        return Caller(credentials.credentials, action)
 
     return caller
 

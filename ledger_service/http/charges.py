@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from ledger.errors import AlreadyReversed, ChargeConflict, InvalidCharge, LedgerError, UnknownCharge
-from ledger_service.http.auth import plain_text, requires
+from ledger_service.http.auth import Caller, plain_text, requires
 from ledger_service.http.bodies import read_json
 from ledger_service.http.problems import Problem, field_errors
 from ledger_service.http.schemas import (
@@ -83,17 +83,17 @@ def account_of(ledger: Any, fields: Mapping[str, Any]) -> str | None:
                **AUTH_PROBLEMS, **BODY_PROBLEMS},
     openapi_extra=json_body(CHARGE_SCHEMA),
 )
-async def record_charge(request: Request, key: ApiKey = Depends(requires("write"))) -> JSONResponse:
+async def record_charge(request: Request, caller: Caller = Depends(requires("write"))) -> JSONResponse:
     body = await read_json(request, JSON, request.app.state.http.max_body_bytes)
+    return await run_in_threadpool(_record_one, request.app.state.ledger, caller, body)
+
+
+def _record_one(ledger: Any, caller: Caller, body: Any) -> JSONResponse:
+    key = caller.key(ledger)
     if not isinstance(body, dict):
         raise Problem(422, "the body must be a JSON object of charge fields",
                       errors=[{"field": "body", "detail": "expected an object"}])
-    ledger = request.app.state.ledger
     fields = scoped_fields(key, body)
-    return await run_in_threadpool(_record_one, ledger, key, fields)
-
-
-def _record_one(ledger: Any, key: ApiKey, fields: dict[str, Any]) -> JSONResponse:
     if key.scoped:
         account = account_of(ledger, fields)
         if account is not None and not key.may_act_for(account):
@@ -117,21 +117,22 @@ def _record_one(ledger: Any, key: ApiKey, fields: dict[str, Any]) -> JSONRespons
     openapi_extra=json_body({"type": "object", "required": ["charges"], "additionalProperties": False,
                              "properties": {"charges": {"type": "array", "items": CHARGE_SCHEMA}}}),
 )
-async def record_batch(request: Request, key: ApiKey = Depends(requires("write"))) -> JSONResponse:
+async def record_batch(request: Request, caller: Caller = Depends(requires("write"))) -> JSONResponse:
     settings = request.app.state.http
     body = await read_json(request, JSON, settings.max_body_bytes)
+    return await run_in_threadpool(_record_many, request.app.state.ledger, caller, body, settings.max_batch)
+
+
+def _record_many(ledger: Any, caller: Caller, body: Any, max_batch: int) -> JSONResponse:
+    key = caller.key(ledger)
     items = body.get("charges") if isinstance(body, dict) else None
     if not isinstance(items, list) or set(body) != {"charges"}:
         raise Problem(422, 'the body must be {"charges": [...]}',
                       errors=[{"field": "charges", "detail": "expected an object with a list of charges"}])
-    if len(items) > settings.max_batch:
-        raise Problem(413, f"at most {settings.max_batch:,} charges per batch, got {len(items):,}",
-                      errors=[{"field": "charges", "detail": f"at most {settings.max_batch} items"}])
-    fields = [scoped_fields(key, item) if isinstance(item, dict) else item for item in items]
-    return await run_in_threadpool(_record_many, request.app.state.ledger, key, fields)
-
-
-def _record_many(ledger: Any, key: ApiKey, items: list[Any]) -> JSONResponse:
+    if len(items) > max_batch:
+        raise Problem(413, f"at most {max_batch:,} charges per batch, got {len(items):,}",
+                      errors=[{"field": "charges", "detail": f"at most {max_batch} items"}])
+    items = [scoped_fields(key, item) if isinstance(item, dict) else item for item in items]
     if key.scoped:
         outside = [index for index, item in enumerate(items) if isinstance(item, dict)
                    and (account := account_of(ledger, item)) is not None and not key.may_act_for(account)]
@@ -169,17 +170,19 @@ def _outcome(outcome: Any) -> dict[str, Any]:
                **AUTH_PROBLEMS, **BODY_PROBLEMS},
     openapi_extra=json_body(ReversalIn.model_json_schema(), required=False),
 )
-async def reverse_charge(charge_id: str, request: Request, key: ApiKey = Depends(requires("write"))) -> JSONResponse:
+async def reverse_charge(charge_id: str, request: Request, caller: Caller = Depends(requires("write"))) -> JSONResponse:
     body = await read_json(request, JSON, request.app.state.http.max_body_bytes, optional=True)
+    return await run_in_threadpool(_reverse, request.app.state.ledger, caller, charge_id, body)
+
+
+def _reverse(ledger: Any, caller: Caller, charge_id: str, body: Any) -> JSONResponse:
+    key = caller.key(ledger)
     if body is None:
         body = {}
     if not isinstance(body, dict) or set(body) - {"reason"}:
         raise Problem(422, 'the body must be {"reason": "..."}',
                       errors=[{"field": "body", "detail": 'expected {"reason": text}'}])
-    return await run_in_threadpool(_reverse, request.app.state.ledger, key, charge_id, body.get("reason"))
-
-
-def _reverse(ledger: Any, key: ApiKey, charge_id: str, reason: Any) -> JSONResponse:
+    reason = body.get("reason")
     if key.scoped:
         # A scoped key sees its own account's charges only: another account's
         # charge and an unknown one look the same to it.

@@ -15,12 +15,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from ledger.errors import ChargeConflict, InvalidCharge
-from ledger_service.http.auth import requires
+from ledger_service.http.auth import Caller, requires
 from ledger_service.http.bodies import read_json
 from ledger_service.http.cloudevents import event_field, to_charge
 from ledger_service.http.problems import Problem
 from ledger_service.http.schemas import AUTH_PROBLEMS, BODY_PROBLEMS, problem
-from ledger_service.keys import ApiKey
 
 router = APIRouter(tags=["events"])
 
@@ -60,18 +59,19 @@ EVENT_SCHEMA: dict[str, Any] = {
         "application/json": {"schema": {"oneOf": [EVENT_SCHEMA, {"type": "array", "items": EVENT_SCHEMA}]}},
     }}},
 )
-async def ingest_events(request: Request, key: ApiKey = Depends(requires("write"))) -> Response:
+async def ingest_events(request: Request, caller: Caller = Depends(requires("write"))) -> Response:
     settings = request.app.state.http
     body = await read_json(request, ACCEPTED, settings.max_body_bytes)
-    events = body if isinstance(body, list) else [body]
-    if len(events) > settings.max_batch:
-        raise Problem(413, f"at most {settings.max_batch:,} events per batch, got {len(events):,}",
-                      errors=[{"field": "events", "detail": f"at most {settings.max_batch} events"}])
-    await run_in_threadpool(_ingest, request.app.state.ledger, key, events)
+    await run_in_threadpool(_ingest, request.app.state.ledger, caller, body, settings.max_batch)
     return Response(status_code=204)
 
 
-def _ingest(ledger: Any, key: ApiKey, events: list[Any]) -> None:
+def _ingest(ledger: Any, caller: Caller, body: Any, max_batch: int) -> None:
+    key = caller.key(ledger)
+    events = body if isinstance(body, list) else [body]
+    if len(events) > max_batch:
+        raise Problem(413, f"at most {max_batch:,} events per batch, got {len(events):,}",
+                      errors=[{"field": "events", "detail": f"at most {max_batch} events"}])
     settings = ledger.settings
     charges: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from ledger_service.http.schemas import HealthOut
+from ledger_service.keys import reader_of
 
 router = APIRouter(tags=["health"])
 
@@ -25,7 +26,7 @@ async def healthz(request: Request) -> JSONResponse:
 
 def _database_reachable(ledger: Any) -> bool:
     try:
-        with ledger.recorder.datastore.engine.connect() as connection:
+        with reader_of(ledger).connect() as connection:
             connection.execute(sa.text("SELECT 1"))
         return True
     except sa.exc.SQLAlchemyError:

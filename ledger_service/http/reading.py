@@ -21,10 +21,9 @@ from fastapi.responses import JSONResponse, Response
 
 from ledger.errors import UnknownAccount
 from ledger.measures import MEASURES
-from ledger_service.http.auth import check_account, plain_text, requires
+from ledger_service.http.auth import Caller, check_account, plain_text, requires
 from ledger_service.http.problems import Problem
 from ledger_service.http.schemas import AUTH_PROBLEMS, TotalsOut, UsagePage, problem
-from ledger_service.keys import ApiKey
 
 router = APIRouter(tags=["reading"])
 
@@ -39,13 +38,16 @@ _projecting = threading.Lock()
     summary="An account's running totals, net of reversals (from the write side)",
     responses={404: problem("No charge was ever recorded for this account."), **AUTH_PROBLEMS},
 )
-async def account_totals(account_id: str, request: Request, key: ApiKey = Depends(requires("read"))) -> JSONResponse:
-    check_account(key, account_id, "account_id")
+async def account_totals(account_id: str, request: Request, caller: Caller = Depends(requires("read"))) -> JSONResponse:
+    return await run_in_threadpool(_totals, request.app.state.ledger, caller, account_id)
+
+
+def _totals(ledger: Any, caller: Caller, account_id: str) -> JSONResponse:
+    check_account(caller.key(ledger), account_id, "account_id")
     if not plain_text(account_id):
         raise Problem(404, "unknown account", errors=[{"field": "account_id", "detail": "unknown account"}])
-    ledger = request.app.state.ledger
     try:
-        totals = await run_in_threadpool(ledger.account_totals, account_id)
+        totals = ledger.account_totals(account_id)
     except UnknownAccount as exc:
         raise Problem(404, str(exc), errors=[{"field": "account_id", "detail": "unknown account"}]) from None
     return JSONResponse({"account_id": account_id, **dict(zip(MEASURES, totals.figures))})
@@ -62,7 +64,7 @@ async def account_totals(account_id: str, request: Request, key: ApiKey = Depend
 )
 async def usage(
     request: Request,
-    key: ApiKey = Depends(requires("read")),
+    caller: Caller = Depends(requires("read")),
     account: Optional[str] = Query(None, description="Only this account (a read key's own by default)."),
     user: Optional[str] = Query(None, description="Only this user."),
     start: Optional[str] = Query(None, alias="from", description="First billing date, YYYY-MM-DD."),
@@ -74,12 +76,38 @@ async def usage(
     offset: int = Query(0, ge=0, le=2**31),
     limit: Optional[int] = Query(None, ge=1, le=2**31, description="Rows per page [default and maximum: settings]."),
 ) -> Response:
-    settings = request.app.state.http
+    query = dict(account_id=account, user_id=user, start=start, end=end, charge_type=charge_type,
+                 provider=provider, model=model, group_by=group_by)
+    page = min(limit or request.app.state.http.page_size, request.app.state.http.max_page_size)
+    ledger = request.app.state.ledger
+    rows, groups = await run_in_threadpool(_usage, ledger, caller, query)
+    shown = rows[offset:offset + page]
+    next_offset = offset + page if offset + page < len(rows) else None
+    for row in shown:
+        if row["billing_date"] is not None:
+            row["billing_date"] = row["billing_date"].isoformat()
+    headers = {}
+    if next_offset is not None:
+        following = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit")}
+        following.update(offset=str(next_offset), limit=str(page))
+        headers["Link"] = f'<{request.url.path}?{urlencode(following)}>; rel="next"'
+    if _wants_csv(request):
+        return Response(_csv(shown, groups), media_type="text/csv; charset=utf-8", headers=headers)
+    return JSONResponse({"data": shown, "offset": offset, "limit": page, "next_offset": next_offset,
+                         "billing_tz": ledger.settings.billing_tz}, headers=headers)
+
+
+def _usage(ledger: Any, caller: Caller, query: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+    """The caller's records for ``query`` (checked, and narrowed to a scoped key's account), and the groups."""
+    key = caller.key(ledger)
+    account = query["account_id"]
     if key.scoped:
         if account is not None:
             check_account(key, account, "account")
         account = key.account_id
+    user, charge_type, provider, model = query["user_id"], query["charge_type"], query["provider"], query["model"]
     errors: list[dict[str, str]] = []
+    start, end, group_by = query["start"], query["end"], query["group_by"]
     first, last = _day(start, "from", errors), _day(end, "to", errors)
     if first and last and first > last:
         errors.append({"field": "from", "detail": f"{first} is after to={last}"})
@@ -88,27 +116,11 @@ async def usage(
                         ("provider", provider), ("model", model)):
         if value is not None and not plain_text(value):
             errors.append({"field": name, "detail": "not printable text of at most 256 characters"})
-    page = min(limit or settings.page_size, settings.max_page_size)
     if errors:
         raise Problem(422, "; ".join(f"{e['field']}: {e['detail']}" for e in errors), errors=errors)
-    ledger = request.app.state.ledger
-    rows = await run_in_threadpool(_records, ledger, dict(
-        account_id=account, start=first, end=last, group_by=groups, charge_type=charge_type,
-        provider=provider, model=model, user_id=user))
-    shown = rows[offset:offset + page]
-    next_offset = offset + page if offset + page < len(rows) else None
-    for row in shown:
-        if row["billing_date"] is not None:
-            row["billing_date"] = row["billing_date"].isoformat()
-    headers = {}
-    if next_offset is not None:
-        query = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit")}
-        query.update(offset=str(next_offset), limit=str(page))
-        headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
-    if _wants_csv(request):
-        return Response(_csv(shown, groups), media_type="text/csv; charset=utf-8", headers=headers)
-    return JSONResponse({"data": shown, "offset": offset, "limit": page, "next_offset": next_offset,
-                         "billing_tz": ledger.settings.billing_tz}, headers=headers)
+    rows = _records(ledger, dict(account_id=account, start=first, end=last, group_by=groups, charge_type=charge_type,
+                                 provider=provider, model=model, user_id=user))
+    return rows, groups
 
 
 def _records(ledger: Any, query: dict[str, Any]) -> list[dict[str, Any]]:
