@@ -21,6 +21,7 @@ from ledger.settings import Settings
 from ledger_service.http import charges, events, health, reading
 from ledger_service.http.problems import Problem, handle_problem, problem_response
 from ledger_service.http.settings import HttpSettings
+from projections.projector import ProjectionError
 
 log = logging.getLogger("ledger_service.http")
 
@@ -49,6 +50,7 @@ def create_app(ledger: Any, http: HttpSettings | None = None, *, owns_ledger: bo
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(LedgerError, _ledger_error)
+    app.add_exception_handler(ProjectionError, _projection_error)
     app.add_exception_handler(sa.exc.OperationalError, _database_error)
     app.add_exception_handler(sa.exc.InterfaceError, _database_error)
     return app
@@ -84,6 +86,12 @@ async def _ledger_error(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(Problem(503, str(exc), headers={"Retry-After": "1"}), request)
     log.warning("ledger error on %s: %s", request.url.path, exc)
     return problem_response(Problem(503, str(exc), headers={"Retry-After": "1"}), request)
+
+
+async def _projection_error(request: Request, exc: Exception) -> JSONResponse:
+    """The records cannot be brought up to date as configured (e.g. another billing zone)."""
+    log.warning("projection refused on %s: %s", request.url.path, exc)
+    return problem_response(Problem(503, str(exc)), request)
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
