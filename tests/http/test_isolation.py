@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from http_helpers import bearer
+from http_helpers import bearer, client, keys  # noqa: F401 - fixtures
 
 KEY_COLUMNS = ("account_id", "user_id", "billing_date", "charge_type", "provider", "model")
 EVERY_GROUPING = [",".join(c) for n in range(1, 7) for c in itertools.combinations(KEY_COLUMNS, n)]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from http_helpers import bearer
+from http_helpers import bearer, client, keys  # noqa: F401 - fixtures
 from ledger_service.http import create_app
 from ledger_service.http.settings import HttpSettings
 from ledger_service.keys import create_key, revoke_key

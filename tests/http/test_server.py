@@ -12,7 +12,7 @@ from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 from openmeter import Client
 
-from http_helpers import bearer, ledger_command
+from http_helpers import bearer, ledger_command, server  # noqa: F401 - fixture
 
 CHARGE = {"account_id": "acme", "user_id": "ada", "charge_type": "completion", "provider": "openai",
           "model": "gpt-4o", "prompt_tokens": 120, "completion_tokens": 30, "charge_id": "req-1",
