@@ -1,4 +1,5 @@
-"""The ASGI application: routers, problem+json for every refusal, the ledger opened once per process.
+"""The ASGI application: the API's routers and the dashboard's pages, problem+json for every
+refusal, the ledger opened once per process.
 
 Handlers run the ledger's blocking calls in the thread pool, so concurrent
 requests reach the ledger together and share its group commits.
@@ -15,9 +16,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 
 from ledger.errors import BusyAccount, InvalidInput, LedgerError
 from ledger.settings import Settings
+from ledger_service import dashboard
 from ledger_service.http import charges, events, health, reading
 from ledger_service.http.problems import Problem, handle_problem, problem_response
 from ledger_service.http.settings import HttpSettings
@@ -44,8 +47,9 @@ def create_app(ledger: Any, http: HttpSettings | None = None, *, owns_ledger: bo
     app = FastAPI(title="LLM usage ledger", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.ledger = ledger
     app.state.http = http or HttpSettings()
-    for router in (charges.router, reading.router, events.router, health.router):
+    for router in (charges.router, reading.router, events.router, health.router, dashboard.router):
         app.include_router(router)
+    app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="dashboard-static")
     app.add_exception_handler(Problem, handle_problem)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
