@@ -65,7 +65,7 @@ def http_api(ctx: Context) -> list[Row]:
             with _server(url) as base_url:
                 http_latency: list[float] = []
                 local_latency: list[float] = []
-                post = _poster(base_url, key, clients)
+                post = _poster(base_url, key)
                 blocks = list(zip(blocks_of(count, _block(count)), blocks_of(count, _block(count))))
                 http_seconds, local_seconds = alternate([
                     (partial(_concurrently, post, over_http, b1, clients, http_latency),
@@ -122,7 +122,7 @@ def _concurrently(call: Callable[[dict[str, Any]], Any], items: Sequence[dict[st
     return seconds
 
 
-def _poster(base_url: str, key: str, clients: int) -> Callable[[dict[str, Any]], None]:
+def _poster(base_url: str, key: str) -> Callable[[dict[str, Any]], None]:
     """POST one charge on this thread's own keep-alive connection; anything but 201 is inconsistent.
 
     The standard library's client: the lightest there is, so the figures are the server's.

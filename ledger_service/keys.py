@@ -124,6 +124,13 @@ def reader_of(ledger: Any) -> sa.engine.Engine:
     return reader
 
 
+def close_reader(ledger: Any) -> None:
+    """Close the key lookup's connections (when the ledger closes)."""
+    reader = _readers.pop(ledger.recorder.datastore.engine, None)
+    if reader is not None:
+        reader.dispose()
+
+
 def create_key(ledger: Any, role: str, account_id: str | None = None, name: str = "") -> tuple[ApiKey, str]:
     """Store a new key; return it and its secret (shown once, never stored)."""
     errors: dict[str, str] = {}

@@ -24,6 +24,7 @@ from ledger_service import dashboard
 from ledger_service.http import charges, events, health, reading
 from ledger_service.http.problems import Problem, handle_problem, problem_response
 from ledger_service.http.settings import HttpSettings
+from ledger_service.keys import close_reader
 from projections.projector import ProjectionError
 
 log = logging.getLogger("ledger_service.http")
@@ -41,6 +42,7 @@ def create_app(ledger: Any, http: HttpSettings | None = None, *, owns_ledger: bo
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        close_reader(ledger)
         if owns_ledger:
             ledger.close()
 
