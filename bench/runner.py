@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import sqlalchemy as sa
 from rich.console import Console
 
-from bench import endtoend, limit, readside, recording, scaling, taskpath
+from bench import endtoend, http, limit, readside, recording, scaling, taskpath
 from bench.context import Context
 from bench.report import print_table, write_markdown
 from bench.rows import BenchmarkFailed, Inconsistent, Row
@@ -36,6 +36,7 @@ SCENARIOS: dict[str, Scenario] = {
     "projection": readside.projection_and_rebuild,
     "compaction": readside.compaction,
     "report": readside.report,
+    "http": http.http_api,
 }
 
 

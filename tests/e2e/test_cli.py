@@ -13,11 +13,11 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger_service.cli import app
 
 runner = CliRunner()
 COMMANDS = ("record", "import", "reverse", "accounts", "project", "rebuild", "audit", "report",
-            "compact", "prices", "reprice", "rejected", "worker", "bench", "demo")
+            "compact", "prices", "reprice", "rejected", "worker", "bench", "demo", "keys", "serve")
 KEYS = ["account_id", "user_id", "billing_date", "charge_type", "provider", "model",
         "charges", "prompt_tokens", "completion_tokens", "total_tokens", "cost_micros", "unpriced_charges"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger_service.cli import app
 
 runner = CliRunner()
 SMALL = ["--charges", "600", "--accounts", "3", "--days", "4", "--seed", "7"]

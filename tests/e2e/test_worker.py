@@ -66,7 +66,7 @@ class Worker:
     def start_command(self, *arguments: str) -> subprocess.Popen:
         """``ledger worker ...``, the command line's way in."""
         log = open(self.tmp / f"worker-{len(self.processes)}.log", "w")
-        process = subprocess.Popen([sys.executable, "-m", "ledger.cli", "worker", *arguments],
+        process = subprocess.Popen([sys.executable, "-m", "ledger_service.cli", "worker", *arguments],
                                    env=self.env, cwd=self.tmp, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(process)

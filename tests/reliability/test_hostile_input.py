@@ -155,7 +155,7 @@ def test_each_case_through_the_huey_task(task_ledger: Ledger) -> None:
 
 def test_each_case_through_ledger_import(tmp_path: Path, sqlite_url: str) -> None:
     """One JSONL file: every hostile line between valid ones; rejects name line and field."""
-    from ledger.cli import app
+    from ledger_service.cli import app
 
     lines: list[str] = []
     roles: dict[int, Case | None] = {}
@@ -250,7 +250,7 @@ def test_each_case_through_a_csv_import(tmp_path: Path, sqlite_url: str) -> None
     """The same through CSV: every value is text there, so the same fields must be named."""
     import csv
 
-    from ledger.cli import app
+    from ledger_service.cli import app
 
     def cell(value: Any) -> str:
         if value is None:

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 import typer
 from rich.table import Column, Table
 
-from ledger.cli.app import EXIT, HEADINGS, print_table, app, emit_json, note, out, progress_bar, show_figure, state_of
+from ledger_service.cli.app import EXIT, HEADINGS, print_table, app, emit_json, note, out, progress_bar, show_figure, state_of
 from ledger.measures import MEASURES
 from ledger.money import format_micros
 

@@ -12,7 +12,7 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Column, Table
 
-from ledger.cli.app import (
+from ledger_service.cli.app import (
     EXIT,
     HEADINGS,
     show_figure,
@@ -26,7 +26,7 @@ from ledger.cli.app import (
     require,
     state_of,
 )
-from ledger.cli.read import VALUE_COLUMNS, print_audit, print_records
+from ledger_service.cli.read import VALUE_COLUMNS, print_audit, print_records
 
 rejected_app = typer.Typer(
     help="Charges the background jobs could not record, kept with their errors.",
@@ -205,6 +205,10 @@ def demo(
     charges: int = typer.Option(20_000, "--charges", min=100, help="Charges in the synthetic month."),
     seed: int = typer.Option(42, "--seed", help="Random seed: the same seed gives the same month."),
     json_output: bool = typer.Option(False, "--json", help="Print the figures as JSON instead."),
+    serve: bool = typer.Option(False, "--serve", help="Then keep the demo ledger, print an admin key and a "
+                               "read key, and serve the API and the dashboard on it."),
+    host: str = typer.Option("127.0.0.1", "--host", help="With --serve: the interface to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="With --serve: the port."),
 ) -> None:
     """Run the whole product on a fresh ledger: a synthetic month recorded, projected,
     compacted, audited and reported (SQLite, no server needed).
@@ -212,8 +216,9 @@ def demo(
     Uses --database-url only when given on the command line (the store must be empty).
 
     Example: ledger demo --accounts 12 --charges 50000
+    Example: ledger demo --serve --port 8000
     """
-    from ledger.demo import DemoConfig, run_demo
+    from ledger_service.demo import DemoConfig, run_demo
     from ledger.application import Ledger
 
     state = state_of(ctx)
@@ -228,14 +233,34 @@ def demo(
             out.print(f"Demo ledger: {url} (billing time zone {ledger.settings.billing_tz})", markup=False)
         result = run_demo(ledger, config, RichReporter(quiet=json_output))
         wall = time.perf_counter() - started
+        if json_output:
+            emit_json({**result.to_dict(), "database_url": url, "wall_seconds": round(wall, 2)})
+        else:
+            _print_demo(result, url, wall)
+        if serve:
+            _serve_demo(ledger, result, host, port)
     finally:
         ledger.close()
-    if json_output:
-        emit_json({**result.to_dict(), "database_url": url, "wall_seconds": round(wall, 2)})
-    else:
-        _print_demo(result, url, wall)
     if not result.audit_clean:
         raise typer.Exit(EXIT["failed"])
+
+
+def _serve_demo(ledger: Any, result: Any, host: str, port: int) -> None:
+    """Keys for the demo ledger (printed once), then the API and the dashboard on it until interrupted."""
+    import uvicorn
+
+    from ledger_service.http import create_app
+    from ledger_service.keys import create_key
+
+    account = result.top_accounts[0]["account_id"]
+    admin = create_key(ledger, "admin", name="demo admin")[1]
+    reader = create_key(ledger, "read", account, name=f"demo read {account}")[1]
+    out.print(f"\nDashboard: http://{host}:{port}/dashboard   API docs: http://{host}:{port}/docs", markup=False)
+    out.print(f"admin key (every account): {admin}", markup=False)
+    out.print(f"read key (account {account}): {reader}", markup=False)
+    note("sign in with either key; Ctrl-C stops the server")
+    uvicorn.run(create_app(ledger), host=host, port=port, log_level="warning", access_log=False,
+                server_header=False)
 
 
 def _fresh_sqlite(directory: Path | None) -> str:

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Column, Table
 
-from ledger.cli.app import (
+from ledger_service.cli.app import (
     EXIT,
     HEADINGS,
     show_figure,
@@ -128,6 +128,9 @@ def audit(
         run_projector(ledger)
     with progress_bar("auditing: replaying the log into scratch tables"):
         result = projections.audit(ledger, max_differences=max_differences)
+    from ledger_service.audits import record_audit
+
+    record_audit(ledger, result)
     if json_output:
         emit_json(result.to_dict())
     else:

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Column, Table
 
-from ledger.cli.app import (
+from ledger_service.cli.app import (
     EXIT,
     CliError,
     app,

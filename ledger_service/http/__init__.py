@@ -1,0 +1,5 @@
+"""The HTTP API: ``create_app(ledger)`` for a ledger in hand, ``app_from_environment`` for ``ledger serve``."""
+
+from ledger_service.http.app import app_from_environment, create_app
+
+__all__ = ["app_from_environment", "create_app"]

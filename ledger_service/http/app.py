@@ -1,0 +1,106 @@
+"""The ASGI application: the API's routers and the dashboard's pages, problem+json for every
+refusal, the ledger opened once per process.
+
+Handlers run the ledger's blocking calls in the thread pool, so concurrent
+requests reach the ledger together and share its group commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
+
+from ledger.errors import BusyAccount, InvalidInput, LedgerError
+from ledger.settings import Settings
+from ledger_service import dashboard
+from ledger_service.http import charges, events, health, reading
+from ledger_service.http.problems import Problem, handle_problem, problem_response
+from ledger_service.http.settings import HttpSettings
+from ledger_service.keys import close_reader
+from projections.projector import ProjectionError
+
+log = logging.getLogger("ledger_service.http")
+
+DESCRIPTION = """Record LLM usage charges and read billing records over HTTP.
+
+Send an API key from `ledger keys create` as `Authorization: Bearer KEY`.
+Errors are RFC 9457 problem details naming each bad field.
+`POST /api/v1/events` takes CloudEvents in OpenMeter's shape."""
+
+
+def create_app(ledger: Any, http: HttpSettings | None = None, *, owns_ledger: bool = False) -> FastAPI:
+    """The API on ``ledger``; with ``owns_ledger`` the app closes it on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        close_reader(ledger)
+        if owns_ledger:
+            ledger.close()
+
+    app = FastAPI(title="LLM usage ledger", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.state.ledger = ledger
+    app.state.http = http or HttpSettings()
+    for router in (charges.router, reading.router, events.router, health.router, dashboard.router):
+        app.include_router(router)
+    app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="dashboard-static")
+    app.add_exception_handler(Problem, handle_problem)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(LedgerError, _ledger_error)
+    app.add_exception_handler(ProjectionError, _projection_error)
+    app.add_exception_handler(sa.exc.OperationalError, _database_error)
+    app.add_exception_handler(sa.exc.InterfaceError, _database_error)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app ``ledger serve`` runs in each worker: settings from ``LEDGER_*`` variables."""
+    from ledger.application import Ledger
+
+    return create_app(Ledger(Settings()), owns_ledger=True)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own parameter checks (query and path), as a problem naming each parameter."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "detail": e["msg"]}
+              for e in exc.errors()]
+    return problem_response(Problem(422, "; ".join(f"{e['field']}: {e['detail']}" for e in errors),
+                                    errors=errors), request)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return problem_response(Problem(exc.status_code, str(exc.detail), headers=exc.headers), request)
+
+
+async def _ledger_error(request: Request, exc: Exception) -> JSONResponse:
+    """What a handler did not map: input refused (422), or the store busy (503, retry)."""
+    if isinstance(exc, InvalidInput):
+        return problem_response(Problem(422, str(exc), errors=[{"field": k, "detail": v}
+                                                               for k, v in sorted(exc.errors.items())]), request)
+    if isinstance(exc, BusyAccount):
+        return problem_response(Problem(503, str(exc), headers={"Retry-After": "1"}), request)
+    log.warning("ledger error on %s: %s", request.url.path, exc)
+    return problem_response(Problem(503, str(exc), headers={"Retry-After": "1"}), request)
+
+
+async def _projection_error(request: Request, exc: Exception) -> JSONResponse:
+    """The records cannot be brought up to date as configured (e.g. another billing zone)."""
+    log.warning("projection refused on %s: %s", request.url.path, exc)
+    return problem_response(Problem(503, str(exc)), request)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable on %s: %s", request.url.path, exc)
+    return problem_response(Problem(503, "the database is unavailable; retry later",
+                                    headers={"Retry-After": "5"}), request)

@@ -1,0 +1,33 @@
+"""``GET /healthz``: is the server up, and can it reach its database (no key needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from ledger_service.http.schemas import HealthOut
+from ledger_service.keys import reader_of
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=HealthOut, summary="Liveness and database reachability",
+            responses={503: {"model": HealthOut, "description": "The database is unreachable."}})
+async def healthz(request: Request) -> JSONResponse:
+    reachable = await run_in_threadpool(_database_reachable, request.app.state.ledger)
+    if reachable:
+        return JSONResponse({"status": "ok", "database": "ok"})
+    return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+
+
+def _database_reachable(ledger: Any) -> bool:
+    try:
+        with reader_of(ledger).connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        return True
+    except sa.exc.SQLAlchemyError:
+        return False

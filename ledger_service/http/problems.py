@@ -1,0 +1,72 @@
+"""RFC 9457 problem details: every refusal names what was wrong, field by field."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+MEDIA_TYPE = "application/problem+json"
+
+TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict",
+    413: "Content too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    503: "Service unavailable",
+}
+
+
+class Problem(Exception):
+    """A refusal: raised anywhere in a request, answered as problem+json."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        errors: Sequence[Mapping[str, Any]] = (),
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = [dict(e) for e in errors]
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": "about:blank",
+            "title": TITLES.get(self.status, "Error"),
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        if self.errors:
+            body["errors"] = self.errors
+        body.update(self.extra)
+        return body
+
+
+def field_errors(errors: Mapping[str, str], prefix: str = "") -> list[dict[str, str]]:
+    """``{field: message}`` as the problem's ``errors`` list, in field order."""
+    return [{"field": f"{prefix}{name}", "detail": message} for name, message in sorted(errors.items())]
+
+
+def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+    instance = request.url.path if request is not None else None
+    return JSONResponse(problem.body(instance), status_code=problem.status, headers=problem.headers,
+                        media_type=MEDIA_TYPE)
+
+
+async def handle_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(exc, request)

@@ -1,0 +1,148 @@
+"""The API's shapes, for the OpenAPI document and for what handlers return.
+
+Request bodies are validated by the ledger itself (so every bad field gets
+the ledger's own message); their schemas here document what it accepts.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ledger_service.http.problems import MEDIA_TYPE
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="The bad field, e.g. prompt_tokens, charges[3].model, events[0].data.tokens.")
+    detail: str
+
+
+class ProblemBody(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: Optional[str] = None
+    errors: Optional[list[FieldError]] = None
+
+
+class ChargeIn(BaseModel):
+    """A charge: the fields of ``record_charge``. An account is required (or a user profile to resolve it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: Optional[str] = Field(None, max_length=256, description="Defaults to an ingest key's account.")
+    user_id: Optional[str] = Field(None, max_length=256)
+    charge_type: str = Field(description="completion, plugin, tool, usage, subscription, or as configured.")
+    provider: Optional[str] = Field(None, max_length=256)
+    model: Optional[str] = Field(None, max_length=256)
+    prompt_tokens: Optional[int] = Field(None, ge=0)
+    completion_tokens: Optional[int] = Field(None, ge=0)
+    total_tokens: Optional[int] = Field(None, ge=0, description="Defaults to prompt + completion.")
+    charge_id: Optional[str] = Field(None, max_length=256, description="Idempotency key; default a new UUID.")
+    occurred_at: Optional[datetime] = Field(None, description="ISO 8601 with a zone; default now.")
+    reference: Optional[str] = Field(None, max_length=1024)
+    session_key: Optional[str] = Field(None, max_length=256)
+    user_profile_id: Optional[int] = Field(None, ge=0, description="Resolves the account when account_id is absent.")
+
+
+class BatchIn(BaseModel):
+    charges: list[ChargeIn]
+
+
+class ReversalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Optional[str] = Field(None, max_length=1024)
+
+
+class ReceiptOut(BaseModel):
+    """Proof a charge is stored (durable when answered)."""
+
+    charge_id: str
+    account_id: str
+    duplicate: bool
+    recorded_at: Optional[datetime]
+    cost_micros: Optional[int]
+    price_version: Optional[int]
+
+
+class OutcomeOut(BaseModel):
+    index: int
+    status: Literal["recorded", "duplicate", "invalid", "conflict", "failed"]
+    receipt: Optional[ReceiptOut] = None
+    errors: Optional[list[FieldError]] = None
+
+
+class BatchOut(BaseModel):
+    outcomes: list[OutcomeOut]
+    recorded: int
+    duplicates: int
+    rejected: int
+
+
+class TotalsOut(BaseModel):
+    """An account's running totals, net of reversals."""
+
+    account_id: str
+    charges: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_micros: int
+    unpriced_charges: int
+
+
+class UsageRow(BaseModel):
+    """A daily billing record, summed over what is not grouped by (those keys are null)."""
+
+    account_id: Optional[str]
+    user_id: Optional[str]
+    billing_date: Optional[date]
+    charge_type: Optional[str]
+    provider: Optional[str]
+    model: Optional[str]
+    charges: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_micros: int
+    unpriced_charges: int
+
+
+class UsagePage(BaseModel):
+    data: list[UsageRow]
+    offset: int
+    limit: int
+    next_offset: Optional[int] = Field(description="Offset of the next page; null on the last.")
+    billing_tz: str
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unreachable"]
+
+
+def problem(description: str) -> dict[str, Any]:
+    """An OpenAPI response entry for a problem."""
+    return {"description": description, "model": ProblemBody,
+            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}}
+
+
+def json_body(schema: dict[str, Any], *media_types: str, required: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` documenting a request body the handler reads itself."""
+    return {"requestBody": {"required": required,
+                            "content": {m: {"schema": schema} for m in (media_types or ("application/json",))}}}
+
+
+AUTH_PROBLEMS = {401: problem("No key, or an unknown or revoked one."),
+                 403: problem("The key's role or account does not cover this request.")}
+BODY_PROBLEMS = {400: problem("The body is not valid JSON."),
+                 413: problem("The body or the batch is too large."),
+                 415: problem("Wrong content type.")}

@@ -1,0 +1,207 @@
+"""API keys: who may call the HTTP API, with which role, for which account.
+
+A key is ``lk_<id>_<secret>``; only a SHA-256 digest of the whole key is
+stored (table ``api_keys`` in the ledger's own database, created on first
+use; the event log does not need it), so a copy of the database yields no
+usable key. The secret is 32 random bytes, so a plain digest is enough (no
+slow hash needed), and digests are compared in constant time.
+
+Roles: ``admin`` may do everything; ``ingest`` records and reverses charges,
+for any account or only for its own; ``read`` reads its own account only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import weakref
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from ledger.errors import InvalidInput, LedgerError
+from ledger.persistence import create_tables
+
+ROLES = ("admin", "ingest", "read")
+PREFIX = "lk_"
+_KEY = re.compile(r"lk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+
+metadata = sa.MetaData()
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("account_id", sa.String(256), nullable=True),
+    sa.Column("name", sa.String(256), nullable=False, default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+_ready: "weakref.WeakSet[sa.engine.Engine]" = weakref.WeakSet()
+_readers: "weakref.WeakKeyDictionary[sa.engine.Engine, sa.engine.Engine]" = weakref.WeakKeyDictionary()
+
+
+class InvalidKey(InvalidInput):
+    """A key could not be created as asked (role, account)."""
+
+    what = "key"
+
+
+class UnknownKey(LedgerError, LookupError):
+    """No key has this id."""
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(f"no API key with id {key_id!r}")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key as stored: never its secret."""
+
+    id: str
+    role: str
+    account_id: str | None
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def scoped(self) -> bool:
+        """True when the key acts for one account only."""
+        return self.account_id is not None
+
+    def may_act_for(self, account_id: str) -> bool:
+        return self.account_id is None or self.account_id == account_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "role": self.role,
+            "account_id": self.account_id,
+            "name": self.name,
+            "created_at": self.created_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def engine_of(ledger: Any) -> sa.engine.Engine:
+    """The ledger's engine, with the keys table created on first use."""
+    engine = ledger.recorder.datastore.engine
+    assert isinstance(engine, sa.engine.Engine)
+    if engine not in _ready:
+        create_tables(engine, metadata.sorted_tables)
+        _ready.add(engine)
+    return engine
+
+
+def reader_of(ledger: Any) -> sa.engine.Engine:
+    """A small engine of its own for the per-request key lookup.
+
+    The ledger's engine begins every transaction outside its own as a write
+    (``BEGIN IMMEDIATE`` on SQLite), which would queue each request behind the
+    writers; a plain engine reads the key without taking the write lock.
+    """
+    engine = engine_of(ledger)
+    reader = _readers.get(engine)
+    if reader is None:
+        if engine.dialect.name == "sqlite":
+            reader = sa.create_engine(engine.url, connect_args={"timeout": 60})
+        else:
+            reader = sa.create_engine(engine.url, pool_size=4, max_overflow=8, pool_recycle=1800)
+        _readers[engine] = reader
+    return reader
+
+
+def close_reader(ledger: Any) -> None:
+    """Close the key lookup's connections (when the ledger closes)."""
+    reader = _readers.pop(ledger.recorder.datastore.engine, None)
+    if reader is not None:
+        reader.dispose()
+
+
+def create_key(ledger: Any, role: str, account_id: str | None = None, name: str = "") -> tuple[ApiKey, str]:
+    """Store a new key; return it and its secret (shown once, never stored)."""
+    errors: dict[str, str] = {}
+    if role not in ROLES:
+        errors["role"] = f"choose one of {', '.join(ROLES)}, not {role!r}"
+    account_id = account_id.strip() if account_id else None
+    if role == "read" and not account_id:
+        errors["account"] = "a read key needs the account it may read"
+    if role == "admin" and account_id:
+        errors["account"] = "an admin key acts for every account; give no account"
+    if account_id and len(account_id) > 256:
+        errors["account"] = "longer than 256 characters"
+    if len(name) > 256:
+        errors["name"] = "longer than 256 characters"
+    if errors:
+        raise InvalidKey(errors)
+    key_id = secrets.token_hex(8)
+    secret = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    row = {"id": key_id, "digest": digest(secret), "role": role, "account_id": account_id,
+           "name": name, "created_at": datetime.now(timezone.utc), "revoked_at": None}
+    with engine_of(ledger).begin() as connection:
+        connection.execute(api_keys.insert().values(**row))
+    return _key(row), secret
+
+
+def list_keys(ledger: Any) -> list[ApiKey]:
+    """Every key, oldest first, revoked ones included."""
+    query = sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
+    with engine_of(ledger).connect() as connection:
+        return [_key(row._mapping) for row in connection.execute(query)]
+
+
+def revoke_key(ledger: Any, key_id: str) -> ApiKey:
+    """Revoke a key (at once, for every server); revoking twice keeps the first time."""
+    now = datetime.now(timezone.utc)
+    with engine_of(ledger).begin() as connection:
+        connection.execute(
+            api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        row = connection.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+    if row is None:
+        raise UnknownKey(key_id)
+    return _key(row._mapping)
+
+
+def well_formed(presented: str) -> bool:
+    """Whether ``presented`` could be a key at all (checked before any lookup)."""
+    return _KEY.fullmatch(presented) is not None
+
+
+def authenticate(ledger: Any, presented: str) -> ApiKey | None:
+    """The live key ``presented`` is, or None (malformed, unknown or revoked)."""
+    match = _KEY.fullmatch(presented)
+    if match is None:
+        return None
+    with reader_of(ledger).connect() as connection:
+        row = connection.execute(sa.select(api_keys).where(api_keys.c.id == match.group(1))).first()
+    if row is None or not hmac.compare_digest(row.digest, digest(presented)):
+        return None
+    if row.revoked_at is not None:
+        return None
+    return _key(row._mapping)
+
+
+def _key(row: Any) -> ApiKey:
+    created, revoked = row["created_at"], row["revoked_at"]
+    return ApiKey(id=row["id"], role=row["role"], account_id=row["account_id"], name=row["name"] or "",
+                  created_at=_utc(created), revoked_at=_utc(revoked) if revoked else None)
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite gives naive datetimes back; every stored time is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

@@ -1,0 +1,109 @@
+"""Helpers and fixtures the HTTP tests share (imported by each test module, so no second conftest).
+
+The app on the test's store through the ASGI client, and a real ``ledger
+serve``. Keys are made the way an operator makes them: through the library
+for the ASGI tests, through ``ledger keys create --json`` for the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from ledger_service.http import create_app
+from ledger_service.keys import create_key
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ledger_command(url: str, *args: str) -> str:
+    """``ledger --database-url URL ARGS`` as a user runs it; its stdout."""
+    result = subprocess.run([sys.executable, "-m", "ledger_service.cli", "--database-url", url, *args],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+
+@dataclass
+class Keys:
+    admin: str
+    ingest_any: str
+    ingest_a: str
+    read_a: str
+    read_b: str
+
+
+@pytest.fixture
+def keys(ledger) -> Keys:
+    return Keys(
+        admin=create_key(ledger, "admin")[1],
+        ingest_any=create_key(ledger, "ingest")[1],
+        ingest_a=create_key(ledger, "ingest", "acct-a")[1],
+        read_a=create_key(ledger, "read", "acct-a")[1],
+        read_b=create_key(ledger, "read", "acct-b")[1],
+    )
+
+
+@pytest.fixture
+def client(ledger) -> Iterator[TestClient]:
+    with TestClient(create_app(ledger), raise_server_exceptions=True) as test_client:
+        yield test_client
+
+
+@dataclass
+class Server:
+    url: str
+    database_url: str
+    process: subprocess.Popen
+
+    def new_key(self, *args: str) -> str:
+        return json.loads(ledger_command(self.database_url, "keys", "create", "--json", *args))["key"]
+
+
+@pytest.fixture
+def server(store_url) -> Iterator[Server]:
+    """``ledger serve`` on a free loopback port, up when /healthz answers."""
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ledger_service.cli", "--database-url", store_url, "serve",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            if process.poll() is not None:
+                raise RuntimeError(f"ledger serve exited: {process.stdout.read()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("ledger serve did not come up")
+        yield Server(url, store_url, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
