@@ -185,7 +185,7 @@ def test_ledger_worker_warns_at_start_when_its_redis_keeps_nothing_on_disk(tmp_p
                LEDGER_HUEY_URL=redis_url)
     log = tmp_path / "worker.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "ledger.cli", "worker", "--no-periodic"], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "ledger_service.cli", "worker", "--no-periodic"], env=env,
                                    cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: "Huey consumer started" in log.read_text(), "the worker to start")

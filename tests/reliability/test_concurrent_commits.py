@@ -264,28 +264,49 @@ def _acking_writer(url: str, share: list[dict[str, Any]], acks: str, seed: int) 
 
 
 def test_writers_killed_at_random_moments_lose_and_double_nothing(postgres_url, tmp_path: Path):
+    """Rounds of 8 writers, SIGKILLed at random and restarted, until 12 kills landed (bounded in time)."""
     seed = int(os.environ.get("REL_KILL_SEED") or random.SystemRandom().randrange(2**32))
     print(f"kill seed: REL_KILL_SEED={seed}")
     rng = random.Random(seed)
-    items = planned(3_000, prefix="k")
+    Ledger(Settings(database_url=postgres_url)).close()
+    engine = sa.create_engine(postgres_url)
+    everything: list[dict[str, Any]] = []
+    kills, checked, rounds = 0, 0, 0
+    deadline = time.monotonic() + 150
+    try:
+        while kills < 12 and time.monotonic() < deadline:
+            items = planned(3_000, prefix=f"k{rounds}")
+            everything += items
+            kills, checked = _killing_round(postgres_url, engine, items, tmp_path / f"round-{rounds}", rng,
+                                            kills, checked, deadline)
+            rounds += 1
+    finally:
+        engine.dispose()
+    assert kills >= 12, f"only {kills} kills in {rounds} rounds before the deadline"
+    assert checked > 0
+    check_store(postgres_url, everything)
+
+
+def _killing_round(
+    url: str, engine: sa.engine.Engine, items: list[dict[str, Any]], folder: Path, rng: random.Random,
+    kills: int, checked: int, deadline: float,
+) -> tuple[int, int]:
+    """8 writers record ``items`` (10% resubmitted by another writer) while some are killed and restarted."""
+    folder.mkdir()
     shares = [items[w::WRITERS] for w in range(WRITERS)]
     for item in rng.sample(items, len(items) // 10):
         shares[rng.randrange(WRITERS)].append(dict(item))
-    Ledger(Settings(database_url=postgres_url)).close()
-    acks = [str(tmp_path / f"acks-{w}") for w in range(WRITERS)]
+    acks = [str(folder / f"acks-{w}") for w in range(WRITERS)]
 
     def start(w: int) -> Any:
-        process = FORK.Process(target=_acking_writer, args=(postgres_url, shares[w], acks[w], rng.random()))
+        process = FORK.Process(target=_acking_writer, args=(url, shares[w], acks[w], rng.random()))
         process.start()
         return process
 
-    engine = sa.create_engine(postgres_url)
     procs = [start(w) for w in range(WRITERS)]
-    kills, checked = 0, 0
-    deadline = time.monotonic() + 120
     try:
         while kills < 12 and time.monotonic() < deadline:
-            time.sleep(rng.uniform(0.05, 0.4))
+            time.sleep(rng.uniform(0.02, 0.25))
             alive = [w for w, p in enumerate(procs) if p.is_alive()]
             if not alive:
                 break
@@ -305,10 +326,7 @@ def test_writers_killed_at_random_moments_lose_and_double_nothing(postgres_url, 
         for p in procs:
             if p.is_alive():
                 p.kill()
-        engine.dispose()
-    assert kills >= 5, "the writers finished before enough kills"
-    assert checked > 0
-    check_store(postgres_url, items)
+    return kills, checked
 
 
 def _acknowledged(path: str) -> set[str]:
