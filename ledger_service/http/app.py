@@ -24,7 +24,7 @@ from ledger_service import dashboard
 from ledger_service.http import charges, events, health, reading
 from ledger_service.http.problems import Problem, handle_problem, problem_response
 from ledger_service.http.settings import HttpSettings
-from ledger_service.keys import close_reader
+from ledger_service.keys import KeyCache, close_reader
 from projections.projector import ProjectionError
 
 log = logging.getLogger("ledger_service.http")
@@ -49,6 +49,7 @@ def create_app(ledger: Any, http: HttpSettings | None = None, *, owns_ledger: bo
     app = FastAPI(title="LLM usage ledger", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.ledger = ledger
     app.state.http = http or HttpSettings()
+    app.state.keys = KeyCache(app.state.http.key_cache_seconds)
     for router in (charges.router, reading.router, events.router, health.router, dashboard.router):
         app.include_router(router)
     app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="dashboard-static")
