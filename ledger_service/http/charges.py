@@ -9,7 +9,7 @@ resolved first, and a charge of another account refuses the whole request
 ``POST /v1/charges``, the busiest path, skips FastAPI's per-request
 machinery (dependency resolution, response handling): its route is
 documented from the endpoint as usual, but answered by
-:func:`_record_charge_directly`, which does the same checks in one pass and
+:func:`record_charge_directly`, which does the same checks in one pass and
 hands the request to a worker thread once.
 """
 
@@ -93,17 +93,17 @@ class DirectRoute(APIRoute):
 
 
 async def record_charge(request: Request, caller: Caller = Depends(requires("write"))) -> Response:
-    """Documents ``POST /v1/charges``; requests are answered by :func:`_record_charge_directly`."""
-    return await _record_charge_directly(request)
+    """Documents ``POST /v1/charges``; requests are answered by :func:`record_charge_directly`."""
+    return await record_charge_directly(request)
 
 
-async def _record_charge_directly(request: Request) -> Response:
+async def record_charge_directly(request: Request) -> Response:
     caller = caller_of(request, "write")
     body = await read_json(request, JSON, request.app.state.http.max_body_bytes)
     return await run_in_threadpool(_record_one, request.app.state.ledger, caller, body)
 
 
-setattr(record_charge, "direct", _record_charge_directly)
+setattr(record_charge, "direct", record_charge_directly)
 
 router.add_api_route(
     "/v1/charges",
