@@ -170,7 +170,10 @@ def list_keys(ledger: Any) -> list[ApiKey]:
 
 
 def revoke_key(ledger: Any, key_id: str) -> ApiKey:
-    """Revoke a key (at once, for every server); revoking twice keeps the first time."""
+    """Revoke a key; revoking twice keeps the first time.
+
+    A running server refuses it once its key cache lets go of it (``LEDGER_HTTP_KEY_CACHE_SECONDS``).
+    """
     now = datetime.now(timezone.utc)
     with engine_of(ledger).begin() as connection:
         connection.execute(
