@@ -55,6 +55,7 @@ def requires(action: str) -> Callable[..., object]:
     """A dependency giving the request's :class:`Caller`; no key, or not a key at all, is 401 at once."""
 
     async def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
+        # ``credentials`` declares the bearer scheme in the OpenAPI spec; the key is read by caller_of.
         return caller_of(request, action)
 
     return caller
