@@ -8,6 +8,10 @@ slow hash needed), and digests are compared in constant time.
 
 Roles: ``admin`` may do everything; ``ingest`` records and reverses charges,
 for any account or only for its own; ``read`` reads its own account only.
+
+A server may hold keys it has just verified in a :class:`KeyCache` for a
+second or two, so that most requests skip the lookup; a revocation then
+takes effect within that time rather than on the very next request.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 
@@ -164,7 +170,10 @@ def list_keys(ledger: Any) -> list[ApiKey]:
 
 
 def revoke_key(ledger: Any, key_id: str) -> ApiKey:
-    """Revoke a key (at once, for every server); revoking twice keeps the first time."""
+    """Revoke a key; revoking twice keeps the first time.
+
+    A running server refuses it once its key cache lets go of it (``LEDGER_HTTP_KEY_CACHE_SECONDS``).
+    """
     now = datetime.now(timezone.utc)
     with engine_of(ledger).begin() as connection:
         connection.execute(
@@ -205,3 +214,49 @@ def _key(row: Any) -> ApiKey:
 def _utc(value: datetime) -> datetime:
     """SQLite gives naive datetimes back; every stored time is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class KeyCache:
+    """Keys verified in the last ``seconds``, by digest of the presented key.
+
+    Only live keys are held, so a new key works at once and an unknown one is
+    looked up every time; a revoked key keeps working for at most ``seconds``.
+    ``seconds`` 0 holds nothing (every request looks its key up). Bounded:
+    when ``size`` keys are held, the expired ones go, and all of them if none has.
+    """
+
+    def __init__(self, seconds: float, size: int = 4096, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._clock = clock
+        self._held: dict[str, tuple[float, ApiKey]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, presented: str) -> ApiKey | None:
+        """The key ``presented`` was verified as, if that was less than ``seconds`` ago."""
+        if self.seconds <= 0:
+            return None
+        held = self._held.get(digest(presented))
+        if held is None or held[0] <= self._clock():
+            return None
+        return held[1]
+
+    def put(self, presented: str, key: ApiKey) -> None:
+        if self.seconds <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            if len(self._held) >= self.size:
+                live = {d: h for d, h in self._held.items() if h[0] > now}
+                self._held = live if len(live) < self.size else {}
+            self._held[digest(presented)] = (now + self.seconds, key)
+
+
+def authenticate_cached(ledger: Any, presented: str, cache: KeyCache) -> ApiKey | None:
+    """:func:`authenticate`, answered from ``cache`` when the key was verified a moment ago."""
+    key = cache.get(presented)
+    if key is None:
+        key = authenticate(ledger, presented)
+        if key is not None:
+            cache.put(presented, key)
+    return key

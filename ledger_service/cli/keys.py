@@ -67,7 +67,7 @@ def keys_revoke(
     key_id: str = typer.Argument(..., help="The id shown by `ledger keys list`."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Revoke a key: every server refuses it from its next request on.
+    """Revoke a key: every server refuses it within LEDGER_HTTP_KEY_CACHE_SECONDS (default 1 s).
 
     Example: ledger keys revoke 3f9c0a1b2c3d4e5f
     """

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from ledger.errors import BusyAccount, InvalidInput, LedgerError
 from ledger.settings import Settings
@@ -24,7 +25,7 @@ from ledger_service import dashboard
 from ledger_service.http import charges, events, health, reading
 from ledger_service.http.problems import Problem, handle_problem, problem_response
 from ledger_service.http.settings import HttpSettings
-from ledger_service.keys import close_reader
+from ledger_service.keys import KeyCache, close_reader
 from projections.projector import ProjectionError
 
 log = logging.getLogger("ledger_service.http")
@@ -34,6 +35,38 @@ DESCRIPTION = """Record LLM usage charges and read billing records over HTTP.
 Send an API key from `ledger keys create` as `Authorization: Bearer KEY`.
 Errors are RFC 9457 problem details naming each bad field.
 `POST /api/v1/events` takes CloudEvents in OpenMeter's shape."""
+
+
+class LedgerApp(FastAPI):
+    """The API, with ``POST /v1/charges`` answered before the middleware stack and the router.
+
+    The busiest request needs none of them: its handler checks the key, the
+    body and the charge itself, and a refusal is answered by the same
+    exception handlers as everywhere (an unexpected error is uvicorn's 500).
+    Every other request, and this one under a root path, takes the usual way.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["path"] == "/v1/charges" and scope["method"] == "POST"
+                and not scope.get("root_path") and not self.root_path):
+            scope["app"] = self
+            request = Request(scope, receive, send)
+            try:
+                response = await charges.record_charge_directly(request)
+            except Exception as exc:
+                handler = self._handler_for(exc)
+                if handler is None:
+                    raise
+                response = await handler(request, exc)
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def _handler_for(self, exc: Exception) -> Any:
+        for kind in type(exc).__mro__:
+            if kind in self.exception_handlers:
+                return self.exception_handlers[kind]
+        return None
 
 
 def create_app(ledger: Any, http: HttpSettings | None = None, *, owns_ledger: bool = False) -> FastAPI:
@@ -46,9 +79,10 @@ def create_app(ledger: Any, http: HttpSettings | None = None, *, owns_ledger: bo
         if owns_ledger:
             ledger.close()
 
-    app = FastAPI(title="LLM usage ledger", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = LedgerApp(title="LLM usage ledger", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.ledger = ledger
     app.state.http = http or HttpSettings()
+    app.state.keys = KeyCache(app.state.http.key_cache_seconds)
     for router in (charges.router, reading.router, events.router, health.router, dashboard.router):
         app.include_router(router)
     app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="dashboard-static")

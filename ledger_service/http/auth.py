@@ -4,7 +4,9 @@ A missing, malformed, unknown or revoked key is 401; a key whose role or
 account does not cover the request is 403, decided before anything changes.
 A request without a well-formed key is refused at once; a well-formed one
 is looked up in the same worker thread as the request's work (one
-thread hand-over per request, not two).
+thread hand-over per request, not two), unless the app's key cache verified
+it within the last ``LEDGER_HTTP_KEY_CACHE_SECONDS`` (then a revocation takes
+effect within that time).
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger_service.http.problems import Problem
-from ledger_service.keys import ApiKey, authenticate, well_formed
+from ledger_service.keys import ApiKey, KeyCache, authenticate_cached, well_formed
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `ledger keys create`.")
 
@@ -38,9 +40,10 @@ class Caller:
 
     presented: str
     action: str
+    cache: KeyCache
 
     def key(self, ledger: Any) -> ApiKey:
-        key = authenticate(ledger, self.presented)
+        key = authenticate_cached(ledger, self.presented, self.cache)
         if key is None:
             raise unauthorized("the API key is unknown or revoked")
         if self.action not in PERMISSIONS.get(key.role, frozenset()):
@@ -51,14 +54,22 @@ class Caller:
 def requires(action: str) -> Callable[..., object]:
     """A dependency giving the request's :class:`Caller`; no key, or not a key at all, is 401 at once."""
 
-    async def caller(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
-        if credentials is None:
-            raise unauthorized("send an API key as 'Authorization: Bearer KEY'")
-        if not well_formed(credentials.credentials):
-            raise unauthorized("the API key is unknown or revoked")
-        return Caller(credentials.credentials, action)
+    async def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
+        # ``credentials`` declares the bearer scheme in the OpenAPI spec; the key is read by caller_of.
+        return caller_of(request, action)
 
     return caller
+
+
+def caller_of(request: Request, action: str) -> Caller:
+    """The request's :class:`Caller`, read from its ``Authorization`` header; 401 when there is no key."""
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented:
+        raise unauthorized("send an API key as 'Authorization: Bearer KEY'")
+    if not well_formed(presented):
+        raise unauthorized("the API key is unknown or revoked")
+    return Caller(presented, action, request.app.state.keys)
 
 
 def check_account(key: ApiKey, account_id: str, what: str = "account") -> None:

@@ -18,3 +18,6 @@ class HttpSettings(BaseSettings):
     #: Rows of ``/v1/usage`` per page: the default, and the most a client may ask for.
     page_size: int = Field(default=1_000, ge=1)
     max_page_size: int = Field(default=10_000, ge=1)
+    #: Seconds a verified key is trusted without a lookup; a revocation takes effect within this
+    #: time on a running server. 0 looks every key up on every request.
+    key_cache_seconds: float = Field(default=1.0, ge=0, le=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -37,6 +38,29 @@ def test_missing_malformed_unknown_and_revoked_keys_are_401(client, ledger, keys
         assert answer.status_code == 401, headers
         assert answer.headers["content-type"] == "application/problem+json"
     assert stored(ledger) == 0
+
+
+def test_a_revoked_key_is_refused_once_the_key_cache_time_has_passed(ledger):
+    key, secret = create_key(ledger, "admin")
+    with TestClient(create_app(ledger, HttpSettings(key_cache_seconds=0.5))) as client:
+        assert client.post("/v1/charges", json={**GOOD, "charge_id": "c1"}, headers=bearer(secret)).status_code == 201
+        before = stored(ledger)
+        revoke_key(ledger, key.id)
+        time.sleep(0.6)
+        for path, body in (("/v1/charges", {**GOOD, "charge_id": "c2"}), ("/v1/charges/batch", {"charges": [GOOD]})):
+            assert client.post(path, json=body, headers=bearer(secret)).status_code == 401, path
+        assert client.get("/v1/accounts/acme/totals", headers=bearer(secret)).status_code == 401
+    assert stored(ledger) == before
+
+
+def test_without_the_key_cache_a_revoked_key_is_refused_on_the_next_request(ledger):
+    key, secret = create_key(ledger, "admin")
+    with TestClient(create_app(ledger, HttpSettings(key_cache_seconds=0))) as client:
+        assert client.post("/v1/charges", json={**GOOD, "charge_id": "c1"}, headers=bearer(secret)).status_code == 201
+        before = stored(ledger)
+        revoke_key(ledger, key.id)
+        assert client.post("/v1/charges", json={**GOOD, "charge_id": "c2"}, headers=bearer(secret)).status_code == 401
+    assert stored(ledger) == before
 
 
 def test_body_over_the_limit_is_413_and_stores_nothing(small, ledger, keys):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 
 import httpx
 import pytest
 from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 from openmeter import Client
+
+from ledger_service.http.settings import HttpSettings
 
 from http_helpers import bearer, ledger_command, server  # noqa: F401 - fixture
 
@@ -78,6 +81,7 @@ def test_record_read_and_revoke_through_a_real_server(server):
 
         key_id = json.loads(ledger_command(server.database_url, "keys", "list", "--json"))[1]["id"]
         ledger_command(server.database_url, "keys", "revoke", key_id)
+        time.sleep(HttpSettings().key_cache_seconds)  # the server trusts a verified key this long
         refused = http.get("/v1/accounts/acme/totals", headers=bearer(reader))
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Bearer")
