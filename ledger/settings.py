@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     #: PostgreSQL: how long a writer process lets acknowledged charges gather
     #: in the intake before it sequences them into the log, and how many one
     #: sequencing transaction moves at most (see ledger/sequencer.py).
-    sequence_interval_ms: float = Field(default=20.0, ge=0, le=10_000)
+    sequence_interval_ms: float = Field(default=200.0, ge=0, le=10_000)
     sequence_batch_size: int = Field(default=20_000, ge=1)
     #: PostgreSQL: a batch of at least this many charges is appended straight
     #: into the log under its lock instead of through the intake.
