@@ -79,9 +79,12 @@ _SEPARATOR = "\x1e"
 _SCALAR_TYPES = "timestamptz, text, text, uuid, bigint"
 
 
-@dataclass(frozen=True)
+_PARAMETERS = ", ".join(["%s"] * 12)
+
+
+@dataclass(frozen=True, slots=True)
 class Statements:
-    """The SQL that calls one append function (both take the same arguments).
+    """The SQL that calls one append function (both take the same arguments), built once.
 
     Inside a caller's transaction the call goes as plain SQL: the arrays as
     array literals (``call``: one string each, which the server parses in one
@@ -92,37 +95,35 @@ class Statements:
     several, of joined arrays.
     """
 
-    function: str
+    call: str
+    call_joined: str
+    prepare: tuple[str, str]
+    execute_one: str
+    execute_many: str
 
-    def _select(self, arguments: str) -> str:
-        return f"SELECT idx, known_payload, known_recorded_at, notification_id FROM {self.function}({arguments})"
+    @classmethod
+    def of(cls, function: str) -> "Statements":
+        def select(arguments: str) -> str:
+            return f"SELECT idx, known_payload, known_recorded_at, notification_id FROM {function}({arguments})"
 
-    @property
-    def call(self) -> str:
-        return self._select(
-            "%s::text[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], "
-            "%s, %s, %s, %s::uuid, %s"
-        )
-
-    @property
-    def call_joined(self) -> str:
-        return self._select(_JOINED_ARGUMENTS.format(*["%s"] * 12))
-
-    @property
-    def prepare(self) -> tuple[str, str]:
-        return (
-            f"PREPARE {self.function}_one (text, text, uuid, text, text, text, text, {_SCALAR_TYPES}) AS "
-            + self._select(
-                "ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], "
-                "ARRAY[convert_to($6, 'UTF8')], ARRAY[convert_to($7, 'UTF8')], $8, $9, $10, $11, $12"
+        return cls(
+            call=select(
+                "%s::text[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], "
+                "%s, %s, %s, %s::uuid, %s"
             ),
-            f"PREPARE {self.function}_many (text, text, text, text, text, text, text, {_SCALAR_TYPES}) AS "
-            + self._select(_JOINED_ARGUMENTS.format(*(f"${n}" for n in range(1, 13)))),
+            call_joined=select(_JOINED_ARGUMENTS.format(*["%s"] * 12)),
+            prepare=(
+                f"PREPARE {function}_one (text, text, uuid, text, text, text, text, {_SCALAR_TYPES}) AS "
+                + select(
+                    "ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], "
+                    "ARRAY[convert_to($6, 'UTF8')], ARRAY[convert_to($7, 'UTF8')], $8, $9, $10, $11, $12"
+                ),
+                f"PREPARE {function}_many (text, text, text, text, text, text, text, {_SCALAR_TYPES}) AS "
+                + select(_JOINED_ARGUMENTS.format(*(f"${n}" for n in range(1, 13)))),
+            ),
+            execute_one=f"EXECUTE {function}_one ({_PARAMETERS})",
+            execute_many=f"EXECUTE {function}_many ({_PARAMETERS})",
         )
-
-    def execute(self, how_many: str) -> str:
-        """``EXECUTE`` of the prepared statement for "one" charge or "many"."""
-        return f"EXECUTE {self.function}_{how_many} (" + ", ".join(["%s"] * 12) + ")"
 
 
 #: Writers take charges in through the intake, or append directly under the
@@ -130,8 +131,8 @@ class Statements:
 #: ``LEDGER_DIRECT_BATCH_MIN`` charges do (one lock wait and one commit for
 #: all of them, and no second write), and so do the previous release's
 #: processes during an upgrade.
-INTAKE = Statements("ledger_intake_charges")
-LOCKED = Statements("ledger_append_charges")
+INTAKE = Statements.of("ledger_intake_charges")
+LOCKED = Statements.of("ledger_append_charges")
 
 
 def _joined(columns: Sequence[Sequence[str]], count: int) -> list[str] | None:
@@ -173,8 +174,7 @@ class Appender:
     def __init__(self, ledger: Any) -> None:
         self.ledger = ledger
         self.mapper = ledger.mapper
-        engine = ledger.recorder.datastore.engine
-        self.is_postgres = engine.dialect.name == "postgresql"
+        self.is_postgres = ledger.store.is_postgres
         self._opened_state_cache: dict[str, bytes] = {}
         self._originator_cache: dict[str, UUID] = {}
         self._pg: Any = None  # the PostgreSQL connection appends use (see _call_postgres)
@@ -342,9 +342,9 @@ class Appender:
         # goes straight into the log under it, sparing them the second write.
         statements = LOCKED if len(charges) >= self.direct_batch_min else self.statements
         if joined is not None and len(charges) == 1 and direct:
-            sql, arrays = statements.execute("one"), tuple(joined)  # one element each: nothing was joined
+            sql, arrays = statements.execute_one, tuple(joined)  # one element each: nothing was joined
         elif joined is not None and direct:
-            sql, arrays = statements.execute("many"), tuple(joined)
+            sql, arrays = statements.execute_many, tuple(joined)
         elif joined is not None:
             sql, arrays = statements.call_joined, tuple(joined)
         else:

@@ -20,6 +20,11 @@ CREATE TABLE IF NOT EXISTS ledger_intake (
     opened_state bytea NOT NULL
 );
 
+-- The advisory lock that orders writers' catalogue checks against price
+-- changes: writers take it shared, setting a price takes it alone.
+CREATE OR REPLACE FUNCTION ledger_prices_lock_key() RETURNS bigint
+LANGUAGE sql IMMUTABLE AS 'SELECT 7243002::bigint';
+
 CREATE OR REPLACE FUNCTION ledger_intake_charges(
     p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
     p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
@@ -33,7 +38,7 @@ BEGIN
     -- Shared: writers never wait for each other here, only for a price being set
     -- (which takes it exclusively), so costs are checked against the catalogue
     -- as it stands when this transaction commits.
-    PERFORM pg_advisory_xact_lock_shared(7243002);
+    PERFORM pg_advisory_xact_lock_shared(ledger_prices_lock_key());
     SELECT coalesce(max(e.originator_version), 0) INTO v FROM ledger_events e
         WHERE e.originator_id = p_catalogue_id;
     IF v <> p_catalogue_version THEN

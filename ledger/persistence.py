@@ -149,10 +149,6 @@ def schema_lock(engine: sa.engine.Engine) -> Iterator[sa.engine.Connection]:
 
 #: Advisory lock id guarding table creation on PostgreSQL.
 SCHEMA_LOCK_KEY = 7_243_001
-#: Advisory lock ids of ``intake.sql``: the price catalogue (writers share it,
-#: setting a price takes it alone), and the background sequencers' turn.
-PRICES_LOCK_KEY = 7_243_002
-SEQUENCER_LOCK_KEY = 7_243_003
 
 
 def create_tables(
@@ -256,7 +252,7 @@ class LedgerRecorder(SQLAlchemyApplicationRecorder):
     def lock_prices(self, session: Session) -> None:
         """Hold off writers' catalogue checks while a price is set (see ``intake.sql``)."""
         if self.is_postgres:
-            session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PRICES_LOCK_KEY})
+            session.execute(sa.text("SELECT pg_advisory_xact_lock(ledger_prices_lock_key())"))
 
     def lock_for_append(self, session: Session) -> None:
         """Take the append lock now, before reading what the append depends on.
@@ -265,7 +261,7 @@ class LedgerRecorder(SQLAlchemyApplicationRecorder):
         (so notification ids commit in order). SQLite: the write transaction
         already began with BEGIN IMMEDIATE; this makes it start.
         """
-        if self.datastore.engine is not None and self.datastore.engine.dialect.name == "postgresql":
+        if self.is_postgres:
             self._lock_table(session)
         else:
             session.connection()
