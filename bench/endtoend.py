@@ -14,7 +14,7 @@ from functools import partial
 from bench import baselines
 from bench.checks import check_recorded, expect, projected_totals
 from bench.context import Context
-from bench.recording import _open_accounts, paired_single_calls
+from bench.recording import open_accounts, paired_single_calls
 from bench.rows import POSTGRESQL, Row, Target, missing
 from bench.stores import engine_for
 from bench.workload import account_ids, charges, tally_of
@@ -33,7 +33,7 @@ def end_to_end(ctx: Context) -> list[Row]:
     accounts = account_ids(ctx.sizes.accounts)
     items = list(charges("e2e", n, accounts))
     with ctx.fresh("e2e") as url:
-        expected = _open_accounts(url, accounts, "e2e")
+        expected = open_accounts(url, accounts, "e2e")
         engine = engine_for(url)
         ledger = Ledger.from_url(url)
         try:

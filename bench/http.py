@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from bench.checks import check_recorded
 from bench.context import Context
 from bench.pairing import alternate, blocks_of
-from bench.recording import _open_accounts
+from bench.processes import stop
+from bench.recording import open_accounts
 from bench.rows import POSTGRESQL, SQLITE, Inconsistent, Row, at_least, missing
 from bench.workload import account_ids, charges, tally_of
 from ledger import Ledger
@@ -56,7 +57,7 @@ def http_api(ctx: Context) -> list[Row]:
     over_http = [_as_json(item) for item in charges("http", count, accounts)]
     in_process = list(charges("inproc", count, accounts))
     with ctx.fresh("http") as url:
-        expected = _open_accounts(url, accounts, "http")
+        expected = open_accounts(url, accounts, "http")
         ledger = Ledger.from_url(url)
         try:
             key = create_key(ledger, "admin", name="benchmark")[1]
@@ -174,12 +175,7 @@ def _server(database_url: str) -> Iterator[str]:
             time.sleep(0.1)
         yield base_url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 

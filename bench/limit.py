@@ -73,8 +73,8 @@ def crud(ctx: Context) -> list[Row]:
     ]
 
 
-def expect_rows(engine: sa.engine.Engine, wanted: int) -> None:
-    """The raw table holds exactly the rows inserted."""
-    found = baselines.count_rows(engine, baselines.raw_events)
+def expect_rows(engine: sa.engine.Engine, wanted: int, table: sa.Table = baselines.raw_events) -> None:
+    """The table (the raw one by default) holds exactly the rows inserted."""
+    found = baselines.count_rows(engine, table)
     if found != wanted:
-        raise Inconsistent(f"raw table holds {found} rows, {wanted} were inserted")
+        raise Inconsistent(f"{table.name} holds {found} rows, {wanted} were inserted")

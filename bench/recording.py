@@ -40,7 +40,7 @@ BATCH_TARGET = at_least(0.50, "≥ 50% of raw batched")
 CONCURRENT_TARGET = at_least(5.0, "≥ 5x single-writer durable rate")
 
 
-def _open_accounts(url: str, accounts: Sequence[str], prefix: str) -> Tally:
+def open_accounts(url: str, accounts: Sequence[str], prefix: str) -> Tally:
     """One untimed charge per account, so timing starts on existing streams."""
     opening = list(charges(f"{prefix}-open", len(accounts), accounts))
     ledger = Ledger.from_url(url)
@@ -79,7 +79,7 @@ def _single(ctx: Context, name: str, accounts: Sequence[str]) -> tuple[float, fl
     items = list(charges(name, n, accounts))
     raw_rows = raw_event_rows(list(charges(f"{name}-raw", n, account_ids(len(accounts), "raw"))))
     with ctx.fresh(name) as url:
-        expected = _open_accounts(url, accounts, name)
+        expected = open_accounts(url, accounts, name)
         engine = engine_for(url)
         ledger = Ledger.from_url(url)
         try:
@@ -122,7 +122,7 @@ def batch(ctx: Context) -> list[Row]:
     items = list(charges("batch", sizes.batch, accounts))
     raw_rows = raw_event_rows(list(charges("batch-raw", sizes.batch, account_ids(sizes.accounts, "raw"))))
     with ctx.fresh("batch") as url:
-        expected = _open_accounts(url, accounts, "batch")
+        expected = open_accounts(url, accounts, "batch")
         engine = engine_for(url)
         ledger = Ledger.from_url(url)
         try:
@@ -159,7 +159,7 @@ def _concurrent(
     items = list(charges(name, writer_count * per_writer, accounts))
     shares = writers.split(items, writer_count)
     with ctx.fresh(name) as url:
-        expected = _open_accounts(url, accounts, name)
+        expected = open_accounts(url, accounts, name)
         run = writers.in_threads if threads else writers.in_processes
         count, seconds = run(url, shares)
         expected.merge(tally_of(items))
@@ -230,7 +230,7 @@ def _threads_paired(ctx: Context, accounts: Sequence[str]) -> list[Row]:
     grouped = list(charges("ceil", sizes.single, accounts))
     turns = PAIRED_TURNS
     with ctx.fresh("threads") as url:
-        expected = _open_accounts(url, accounts, "conc")
+        expected = open_accounts(url, accounts, "conc")
         ledger = Ledger.from_url(url)
         try:
             for account in accounts:

@@ -23,10 +23,12 @@ from typing import Sequence
 
 from bench import baselines, writers
 from bench.checks import check_recorded
+from bench.limit import expect_rows
+from bench.recording import open_accounts
 from bench.context import Context
 from bench.rows import POSTGRESQL, Inconsistent, Row, Target, at_least
 from bench.stores import engine_for
-from bench.workload import Tally, account_ids, charges, raw_event_rows, tally_of
+from bench.workload import account_ids, charges, raw_event_rows, tally_of
 from ledger import Ledger
 
 RAW_PROCESSES = "raw-processes"
@@ -90,17 +92,12 @@ def _inserts(ctx: Context, kind: str, count: int, accounts: Sequence[str], name:
         engine = engine_for(url)
         try:
             baselines.create_tables(engine)
+            written, seconds = writers.in_processes(url, writers.split(data, ctx.sizes.writers), kind=kind)
+            expect_rows(engine, count, baselines.raw_events if kind == "raw" else baselines.crud_charge)
         finally:
             engine.dispose()
-        written, seconds = writers.in_processes(url, writers.split(data, ctx.sizes.writers), kind=kind)
-        engine = engine_for(url)
-        try:
-            table = baselines.raw_events if kind == "raw" else baselines.crud_charge
-            found = baselines.count_rows(engine, table)
-        finally:
-            engine.dispose()
-    if found != count or written != count:
-        raise Inconsistent(f"{kind}: {written} written, {found} stored, {count} sent")
+    if written != count:
+        raise Inconsistent(f"{kind}: {written} written, {count} sent")
     return written, seconds
 
 
@@ -110,22 +107,11 @@ def _ledger(
     """``record_charge`` from ``n`` processes; the result is checked through a fresh ledger."""
     items = list(charges(name, n * per, accounts))
     with ctx.fresh(name) as url:
-        expected = _open(url, accounts, name)
+        expected = open_accounts(url, accounts, name)
         written, seconds = writers.in_processes(url, writers.split(items, n), kind=writer)
         expected.merge(tally_of(items))
         check_recorded(url, accounts, expected)
     return written, seconds
-
-
-def _open(url: str, accounts: Sequence[str], prefix: str) -> Tally:
-    """One untimed charge per account, so timing starts on existing streams."""
-    opening = list(charges(f"{prefix}-open", len(accounts), accounts))
-    ledger = Ledger.from_url(url)
-    try:
-        ledger.record_charges(opening)
-    finally:
-        ledger.close()
-    return tally_of(opening)
 
 
 class _Follower:
@@ -167,7 +153,7 @@ def _lag(ctx: Context, n: int, per: int, accounts: Sequence[str]) -> Row:
     """The ledger on many accounts again, with a projector following it in this process."""
     items = list(charges("lag", n * per, accounts))
     with ctx.fresh("lag") as url:
-        expected = _open(url, accounts, "lag")
+        expected = open_accounts(url, accounts, "lag")
         ledger = Ledger.from_url(url)
         try:
             follower = _Follower(ledger)

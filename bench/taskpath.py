@@ -26,7 +26,8 @@ import sqlalchemy as sa
 
 from bench.checks import check_recorded
 from bench.context import Context
-from bench.recording import BATCH, _open_accounts
+from bench.processes import stop
+from bench.recording import BATCH, open_accounts
 from bench.rows import POSTGRESQL, SQLITE, Inconsistent, Row, at_least
 from bench.workload import account_ids, charges, tally_of
 from ledger import Ledger
@@ -53,7 +54,7 @@ def task_path(ctx: Context) -> list[Row]:
     queued = list(charges("tp-queued", sizes.batch, accounts))
     half = len(direct) // 2
     with ctx.fresh("taskpath") as url, _queue(ctx, url) as queue:
-        expected = _open_accounts(url, accounts, "taskpath")
+        expected = open_accounts(url, accounts, "taskpath")
         use_queue(instance, queue)
         ledger = Ledger.from_url(url)
         try:
@@ -147,12 +148,7 @@ def _worker(url: str, queue: str, ctx: Context) -> Iterator[subprocess.Popen]:
         ctx.log(f"worker {process.pid} ready on {queue.split('?')[0]}")
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 
