@@ -53,6 +53,17 @@ class Receipt:
     cost_micros: int | None = None
     price_version: int | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON: what ``ledger record --json`` prints and the HTTP API answers."""
+        return {
+            "charge_id": self.charge_id,
+            "account_id": self.account_id,
+            "duplicate": self.duplicate,
+            "recorded_at": self.recorded_at.isoformat() if self.recorded_at else None,
+            "cost_micros": self.cost_micros,
+            "price_version": self.price_version,
+        }
+
 
 @dataclass(frozen=True)
 class Outcome:

@@ -14,17 +14,6 @@ from ledger.measures import MEASURES
 from ledger.money import format_micros
 
 
-def _receipt_dict(receipt: Any) -> dict[str, Any]:
-    return {
-        "charge_id": receipt.charge_id,
-        "account_id": receipt.account_id,
-        "duplicate": receipt.duplicate,
-        "recorded_at": receipt.recorded_at.isoformat() if receipt.recorded_at else None,
-        "cost_micros": receipt.cost_micros,
-        "price_version": receipt.price_version,
-    }
-
-
 def _cost_text(receipt: Any) -> str:
     if receipt.price_version is None:
         return "unpriced"
@@ -67,7 +56,7 @@ def record(
     }
     receipt = state_of(ctx).ledger().record_charge(**fields)
     if json_output:
-        emit_json(_receipt_dict(receipt))
+        emit_json(receipt.to_dict())
         return
     when = receipt.recorded_at.isoformat(timespec="seconds") if receipt.recorded_at else "?"
     if receipt.duplicate:
@@ -137,7 +126,7 @@ def reverse(
     """
     receipt = state_of(ctx).ledger().reverse_charge(charge_id, reason)
     if json_output:
-        emit_json(_receipt_dict(receipt))
+        emit_json(receipt.to_dict())
     else:
         out.print(f"reversed charge {receipt.charge_id} of account {receipt.account_id}", markup=False)
 

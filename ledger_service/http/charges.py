@@ -45,18 +45,6 @@ CHARGE_SCHEMA = ChargeIn.model_json_schema()
 JSON = ("application/json",)
 
 
-def receipt_dict(receipt: Any) -> dict[str, Any]:
-    """A receipt as JSON: the same keys as ``ledger record --json``."""
-    return {
-        "charge_id": receipt.charge_id,
-        "account_id": receipt.account_id,
-        "duplicate": receipt.duplicate,
-        "recorded_at": receipt.recorded_at.isoformat() if receipt.recorded_at else None,
-        "cost_micros": receipt.cost_micros,
-        "price_version": receipt.price_version,
-    }
-
-
 def conflict_errors(exc: ChargeConflict, prefix: str = "") -> list[dict[str, str]]:
     """Each differing field named; the recorded values are not shown (they may be another tenant's)."""
     return [{"field": f"{prefix}{name}", "detail": "differs from the charge recorded with this id"}
@@ -140,7 +128,7 @@ def _record_one(ledger: Any, caller: Caller, body: Any) -> Response:
                       f"{', '.join(exc.fields)}", errors=conflict_errors(exc)) from None
     except InvalidCharge as exc:
         raise Problem(422, str(exc), errors=field_errors(exc.errors)) from None
-    return Response(orjson.dumps(receipt_dict(receipt)), status_code=200 if receipt.duplicate else 201,
+    return Response(orjson.dumps(receipt.to_dict()), status_code=200 if receipt.duplicate else 201,
                     media_type="application/json")
 
 
@@ -185,7 +173,7 @@ def _record_many(ledger: Any, caller: Caller, body: Any, max_batch: int) -> JSON
 def _outcome(outcome: Any) -> dict[str, Any]:
     if outcome.receipt is not None:
         status = "duplicate" if outcome.receipt.duplicate else "recorded"
-        return {"index": outcome.index, "status": status, "receipt": receipt_dict(outcome.receipt), "errors": None}
+        return {"index": outcome.index, "status": status, "receipt": outcome.receipt.to_dict(), "errors": None}
     error = outcome.error
     if isinstance(error, InvalidCharge):
         return {"index": outcome.index, "status": "invalid", "receipt": None, "errors": field_errors(error.errors)}
@@ -235,4 +223,4 @@ def _reverse(ledger: Any, caller: Caller, charge_id: str, body: Any) -> JSONResp
         raise Problem(422, str(exc), errors=field_errors(exc.errors)) from None
     except LedgerError:
         raise
-    return JSONResponse(receipt_dict(receipt))
+    return JSONResponse(receipt.to_dict())
