@@ -8,7 +8,8 @@ run means they ran. ``LEDGER_TEST_PG_URL`` names the database (default: the
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator
+import time
+from typing import Any, Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +20,16 @@ PG_URL = os.environ.get(
     "LEDGER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("LEDGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float, poll: float = 0.05) -> Any:
+    """Poll until ``check()`` is truthy and return it; fail naming ``what`` after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(poll)
+    return value
 
 
 def reset_postgres(url: str = PG_URL) -> None:

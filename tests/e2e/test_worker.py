@@ -10,9 +10,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 import redis
@@ -24,18 +24,13 @@ from jobs.tasks import AGGREGATION_LOCK, aggregation_lock
 from ledger import Ledger, Settings
 from projections import Projector
 from projections.reports import records
+from conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 45.0
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    end = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
+wait_for = partial(wait_until, timeout=DEADLINE)
 
 
 class Worker:

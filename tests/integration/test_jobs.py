@@ -12,9 +12,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import huey.bin.huey_consumer as huey_consumer_script
 import pytest
@@ -30,7 +30,7 @@ from jobs.tasks import AGGREGATION_LOCK
 from ledger import Ledger, Settings
 from projections import Projector
 from projections.reports import records
-from conftest import PG_URL, reset_postgres
+from conftest import PG_URL, reset_postgres, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("LEDGER_TEST_JOBS_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -38,16 +38,7 @@ DEADLINE = 45.0
 RETRY_BASE = 0.3
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll until ``check()`` is truthy; fail naming ``what`` after ``timeout``."""
-    end = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
+wait_for = partial(wait_until, timeout=DEADLINE)
 
 
 class Rig:

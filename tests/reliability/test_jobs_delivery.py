@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -24,7 +25,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from conftest import PG_URL, reset_postgres
+from conftest import PG_URL, reset_postgres, wait_until
 from jobs import aggregate_daily_billing_records, create_charge, huey
 from jobs.faults import FaultPlan
 from jobs.queue import queue_url as configured_queue_url
@@ -44,14 +45,7 @@ WAVE = 232  # charges enqueued before each kill: 22 x 232 = 5,104
 ACCOUNTS = [f"acct-{i}" for i in range(7)]
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll until ``check()`` is truthy; fail naming ``what`` after ``timeout``."""
-    end = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return value
+wait_for = partial(wait_until, timeout=DEADLINE, poll=0.02)
 
 
 class Cluster:
