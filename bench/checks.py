@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from bench.rows import Inconsistent
 from bench.workload import Tally
 from ledger import Ledger, UnknownAccount
-from ledger.persistence import charge_ids
+from ledger.charge_index import charge_index
 
 
 def expect(what: str, actual: Tally, expected: Tally) -> None:
@@ -37,7 +37,7 @@ def index_count(ledger: Ledger) -> int:
     engine = ledger.recorder.datastore.engine
     assert isinstance(engine, sa.engine.Engine)
     with engine.connect() as connection:
-        count = connection.execute(sa.select(sa.func.count()).select_from(charge_ids)).scalar_one()
+        count = connection.execute(sa.select(sa.func.count()).select_from(charge_index)).scalar_one()
         connection.rollback()
     return int(count)
 

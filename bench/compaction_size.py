@@ -29,7 +29,7 @@ from ledger.compaction import compact
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC, DAY_ROLLED_UP_TOPIC
 from projections import Projector, audit
 
-TABLES = ("ledger_events", "ledger_snapshots", "ledger_charge_ids", "daily_billing_records")
+TABLES = ("ledger_events", "ledger_snapshots", "ledger_charge_index", "daily_billing_records")
 
 
 def reset(url: str) -> None:
@@ -116,7 +116,7 @@ def main() -> None:
         assert all(o.ok for o in outcomes)
     record_seconds = time.perf_counter() - t0
     for item in items[:: 100]:
-        ledger.reverse_charge(item["charge_id"], "bench")
+        ledger.reverse_charge(item["charge_id"], "bench", account_id=item["account_id"])
     projector = Projector(ledger)
     projector.run()
     totals_before = {f"acct-{a}": ledger.account_totals(f"acct-{a}") for a in range(args.accounts)}

@@ -24,7 +24,7 @@ from bench.rows import Row, at_least
 from bench.stores import engine_for
 from bench.workload import Tally, account_ids, charges, raw_event_rows, tally_of
 from ledger import Ledger
-from ledger.persistence import charge_ids
+from ledger.charge_index import charge_index
 
 SINGLE_ONE = "ledger-single-1"
 SINGLE_MANY = "ledger-single-100"
@@ -174,9 +174,9 @@ def _transactions(url: str, opening_prefix: str, only: str = "") -> int:
     try:
         with engine.connect() as connection:
             count = connection.execute(
-                sa.select(sa.func.count(sa.distinct(charge_ids.c.recorded_at))).where(
-                    sa.not_(charge_ids.c.charge_id.startswith(opening_prefix)),
-                    charge_ids.c.charge_id.startswith(only),
+                sa.select(sa.func.count(sa.distinct(charge_index.c.recorded_at))).where(
+                    sa.not_(charge_index.c.charge_id.startswith(opening_prefix)),
+                    charge_index.c.charge_id.startswith(only),
                 )
             ).scalar_one()
             connection.rollback()

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from bench.workload import Tally
 from ledger import Account, Ledger
 from ledger.charges import payload_hash
-from ledger.persistence import charge_ids
+from ledger.charge_index import charge_index
 
 
 def seed_log(
@@ -73,7 +73,7 @@ def seed_log(
                     for s in stored
                 ],
             )
-            connection.execute(charge_ids.insert(), rows)
+            connection.execute(charge_index.insert(), rows)
     assert ledger.snapshots is not None
     ledger.snapshots.put([Account.Snapshot.take(account) for account in accounts.values()])
     return tally

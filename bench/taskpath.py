@@ -31,7 +31,7 @@ from bench.recording import BATCH, open_accounts
 from bench.rows import POSTGRESQL, SQLITE, Inconsistent, Row, at_least
 from bench.workload import account_ids, charges, tally_of
 from ledger import Ledger
-from ledger.persistence import charge_ids
+from ledger.charge_index import charge_index
 
 REDIS_ENV = "LEDGER_BENCH_REDIS_URL"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/9"
@@ -158,8 +158,8 @@ def _commits(url: str, prefix: str) -> int:
     try:
         with engine.connect() as connection:
             return int(connection.execute(
-                sa.select(sa.func.count(sa.distinct(charge_ids.c.recorded_at)))
-                .where(charge_ids.c.charge_id.startswith(prefix))
+                sa.select(sa.func.count(sa.distinct(charge_index.c.recorded_at)))
+                .where(charge_index.c.charge_id.startswith(prefix))
             ).scalar_one())
     finally:
         engine.dispose()

@@ -24,6 +24,7 @@ _EXPORTS = {
     "Account": "ledger.domain",
     "Totals": "ledger.domain",
     "AlreadyReversed": "ledger.errors",
+    "AmbiguousCharge": "ledger.errors",
     "BusyAccount": "ledger.errors",
     "ChargeConflict": "ledger.errors",
     "InvalidCharge": "ledger.errors",
@@ -56,6 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ledger.domain import Account, Totals
     from ledger.errors import (
         AlreadyReversed,
+        AmbiguousCharge,
         BusyAccount,
         ChargeConflict,
         InvalidCharge,

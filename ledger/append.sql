@@ -1,12 +1,13 @@
--- The previous release's PostgreSQL write path: lock, look up, number, insert;
--- one call per batch, holding the events table's EXCLUSIVE lock through COMMIT.
+-- The locked PostgreSQL write path: lock, look up, number, insert; one call
+-- per batch, holding the events table's EXCLUSIVE lock through COMMIT.
 --
--- Charges are now taken in by ledger_intake_charges (intake.sql); this function
--- stays installed so that processes of the previous release, still running
--- during a rolling upgrade, keep recording correctly (their appends take the
--- same lock as the sequencer, so both kinds of writer may share the store).
+-- Charges are usually taken in by ledger_intake_account_charges (intake.sql);
+-- batches large enough to spread the lock's wait over many charges append
+-- here directly, sparing them the intake's second write. Its appends take the
+-- same lock as the sequencer, so both paths share the store. Charge ids are
+-- keyed by (account, charge id), as in the intake.
 --
--- Set-based: the known ids in one probe (``= ANY``), one version lookup per
+-- Set-based: the known keys in one probe, one version lookup per
 -- distinct account (events and snapshots together: an account whose events
 -- compaction pruned continues after its snapshot), and one INSERT each for the
 -- index rows and the events, numbered per account with row_number() in input
@@ -14,7 +15,7 @@
 -- so notification ids follow versions. Per input position it returns the
 -- stored facts of an id already known (from the index, or from an earlier
 -- position of the same batch), else the new event's notification id.
-CREATE OR REPLACE FUNCTION ledger_append_charges(
+CREATE OR REPLACE FUNCTION ledger_append_account_charges(
     p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
     p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
     p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
@@ -38,7 +39,8 @@ BEGIN
         -- One charge (the common call): the same steps, without the set machinery.
         idx := 1;
         SELECT c.payload, c.recorded_at INTO known_payload, known_recorded_at
-            FROM ledger_charge_ids c WHERE c.charge_id = p_charge_ids[1];
+            FROM ledger_charge_index c
+            WHERE c.account_id = p_account_ids[1] AND c.charge_id = p_charge_ids[1];
         IF NOT FOUND THEN
             SELECT greatest(
                 (SELECT max(e.originator_version) FROM ledger_events e WHERE e.originator_id = p_originators[1]),
@@ -49,8 +51,8 @@ BEGIN
                     VALUES (p_originators[1], 1, p_opened_topic, p_opened_states[1]);
                 v := 1;
             END IF;
-            INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, recorded_at)
-                VALUES (p_charge_ids[1], p_account_ids[1], p_hashes[1], p_payloads[1], p_recorded_at);
+            INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at)
+                VALUES (p_account_ids[1], p_charge_ids[1], p_hashes[1], p_payloads[1], p_recorded_at);
             INSERT INTO ledger_events (originator_id, originator_version, topic, state)
                 VALUES (p_originators[1], v + 1, p_topic, p_states[1])
                 RETURNING ledger_events.id INTO notification_id;
@@ -60,16 +62,18 @@ BEGIN
     RETURN QUERY
     WITH input AS (
         SELECT t.i::integer AS i, t.charge_id, t.account_id, t.originator, t.hash, t.payload, t.state,
-               min(t.i::integer) OVER (PARTITION BY t.charge_id) AS first,
+               min(t.i::integer) OVER (PARTITION BY t.account_id, t.charge_id) AS first,
                min(t.i::integer) OVER (PARTITION BY t.originator) AS account_first
         FROM unnest(p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states)
              WITH ORDINALITY AS t(charge_id, account_id, originator, hash, payload, state, i)
     ), known AS (
-        SELECT c.charge_id, c.payload, c.recorded_at FROM ledger_charge_ids c
-        WHERE c.charge_id = ANY (p_charge_ids)
+        SELECT c.account_id, c.charge_id, c.payload, c.recorded_at FROM ledger_charge_index c
+        WHERE (c.account_id, c.charge_id) IN (
+            SELECT w.account_id, w.charge_id FROM unnest(p_account_ids, p_charge_ids) AS w(account_id, charge_id))
     ), fresh AS (
         SELECT n.* FROM input n
-        WHERE n.i = n.first AND NOT EXISTS (SELECT FROM known k WHERE k.charge_id = n.charge_id)
+        WHERE n.i = n.first AND NOT EXISTS (
+            SELECT FROM known k WHERE k.account_id = n.account_id AND k.charge_id = n.charge_id)
     ), streams AS (
         SELECT f.originator, min(f.i) AS first_i, min(f.account_first) AS account_first, greatest(
             (SELECT max(e.originator_version) FROM ledger_events e WHERE e.originator_id = f.originator),
@@ -84,8 +88,8 @@ BEGIN
         SELECT s.first_i, 0, s.originator, p_opened_topic, p_opened_states[s.account_first], 1
         FROM streams s WHERE s.base = 0
     ), indexed AS (
-        INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, recorded_at)
-        SELECT f.charge_id, f.account_id, f.hash, f.payload, p_recorded_at FROM fresh f ORDER BY f.i
+        INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at)
+        SELECT f.account_id, f.charge_id, f.hash, f.payload, p_recorded_at FROM fresh f ORDER BY f.i
     ), stored AS (
         INSERT INTO ledger_events (originator_id, originator_version, topic, state)
         SELECT r.originator, r.version, r.topic, r.state
@@ -97,7 +101,7 @@ BEGIN
            coalesce(k.recorded_at, CASE WHEN n.i <> n.first THEN p_recorded_at END),
            e.id
     FROM input n
-    LEFT JOIN known k ON k.charge_id = n.charge_id
+    LEFT JOIN known k ON k.account_id = n.account_id AND k.charge_id = n.charge_id
     LEFT JOIN numbered m ON m.i = n.i AND m.kind = 1
     LEFT JOIN stored e ON e.originator_id = m.originator AND e.originator_version = m.version
     ORDER BY n.i;

@@ -52,7 +52,12 @@ class StaleCatalogue(Exception):
 PG_APPEND_FUNCTION = (Path(__file__).with_name("append.sql")).read_text()
 INTAKE_SQL = (Path(__file__).with_name("intake.sql")).read_text()
 
-#: Objects earlier versions created that the append path no longer uses.
+#: Objects earlier versions created that the append path no longer uses. The
+#: earlier releases' own functions, ``ledger_intake_charges`` and
+#: ``ledger_append_charges``, stay: they write the retired global charge-id
+#: table, whose guard refuses them with a message naming the upgrade (see
+#: :mod:`ledger.charge_index`), which is what their still-running callers
+#: should see.
 RETIRED = (
     "DROP INDEX IF EXISTS ix_ledger_charge_ids_account_id",
     "DROP FUNCTION IF EXISTS ledger_append_charges("
@@ -131,8 +136,8 @@ class Statements:
 #: ``LEDGER_DIRECT_BATCH_MIN`` charges do (one lock wait and one commit for
 #: all of them, and no second write), and so do the previous release's
 #: processes during an upgrade.
-INTAKE = Statements.of("ledger_intake_charges")
-LOCKED = Statements.of("ledger_append_charges")
+INTAKE = Statements.of("ledger_intake_account_charges")
+LOCKED = Statements.of("ledger_append_account_charges")
 
 
 def _joined(columns: Sequence[Sequence[str]], count: int) -> list[str] | None:
@@ -191,10 +196,10 @@ class Appender:
     def install(connection: sa.engine.Connection) -> None:
         """Create or replace the server-side function (PostgreSQL); retire what older versions made.
 
-        Stores made by earlier versions carry an index on the charge-id
-        table's account column that nothing reads any more (it only slowed
-        every append) and, on PostgreSQL, the append function's older
-        overload without the catalogue check; both are dropped.
+        Stores made by earlier versions may carry an index on the charge-id
+        table's account column (the index's primary key now starts with it)
+        and, on PostgreSQL, the append function's older overload without the
+        catalogue check; both are dropped.
         """
         for statement in RETIRED:
             if connection.dialect.name == "postgresql" or "FUNCTION" not in statement:
@@ -455,8 +460,8 @@ class Appender:
                 charges, originators, states, payloads, hashes
             ):
                 row = cursor.execute(
-                    "SELECT payload, recorded_at FROM ledger_charge_ids WHERE charge_id = ?",
-                    (charge.charge_id,),
+                    "SELECT payload, recorded_at FROM ledger_charge_index WHERE account_id = ? AND charge_id = ?",
+                    (charge.account_id, charge.charge_id),
                 ).fetchone()
                 if row is not None:
                     results.append(Appended(None, json.loads(row[0]), _parse_sqlite_datetime(row[1])))
@@ -476,9 +481,9 @@ class Appender:
                     )
                     version = 1
                 cursor.execute(
-                    "INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, "
+                    "INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, "
                     "recorded_at) VALUES (?, ?, ?, ?, ?)",
-                    (charge.charge_id, charge.account_id, digest, payload, stamp),
+                    (charge.account_id, charge.charge_id, digest, payload, stamp),
                 )
                 cursor.execute(
                     "INSERT INTO ledger_events (originator_id, originator_version, topic, state) "

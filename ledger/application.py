@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
@@ -28,6 +29,7 @@ from ledger.pricing import CATALOGUE_ID, Price, PriceCatalogue, PriceTable, vali
 from ledger.group_commit import GroupCommit
 from ledger.sequencer import Sequencer
 from ledger.errors import (
+    AmbiguousCharge,
     BusyAccount,
     ChargeConflict,
     InvalidCharge,
@@ -302,22 +304,62 @@ class Ledger(Application):
 
     # -- corrections ---------------------------------------------------------
 
-    def reverse_charge(self, charge_id: str, reason: str = "") -> Receipt:
-        """Cancel a recorded charge with a new event (the original stays).
+    def reverse_charge(self, charge_id: str, reason: str = "", *, account_id: str | None = None) -> Receipt:
+        """Cancel a charge of ``account_id`` with a new event (the original stays).
 
-        Raises :class:`UnknownCharge` or :class:`AlreadyReversed`, and
-        :class:`InvalidCharge` for a ``reason`` that is not storable text.
+        Charge ids are unique within their account, so the account and the
+        id name the charge. Without ``account_id`` (deprecated) the id is
+        looked up across accounts and must belong to exactly one.
+
+        Raises :class:`UnknownCharge`, :class:`AlreadyReversed`,
+        :class:`AmbiguousCharge` (no account given, and several accounts
+        used the id), and :class:`InvalidCharge` for a ``reason`` that is not
+        storable text.
         """
         charge_id, reason = self._reversal_input(charge_id, reason)
         self.sequence()  # the charge's own event precedes its reversal in the stream
+        account_id = self._reversal_account(charge_id, account_id)
         for attempt in range(self.settings.retry_attempts):
             try:
                 with self.recorder.transaction(commit=True) as session:
                     self.store.lock_for_append(session)
-                    return self._reverse(charge_id, reason)
+                    return self._reverse(account_id, charge_id, reason)
             except IntegrityError:
                 _backoff(attempt)
         raise BusyAccount(f"could not reverse {charge_id!r}: concurrent writers kept conflicting")
+
+    def _reversal_account(self, charge_id: str, account_id: Any) -> str:
+        """The account whose charge is meant: as given (normalised), or the only one that used the id."""
+        if account_id is not None:
+            errors: dict[str, str] = {}
+            given = optional_str(
+                {"account_id": account_id}, "account_id", errors, self.settings.max_string_length
+            )
+            if given is None:  # never storable, so never recorded
+                shown = account_id[:80] if isinstance(account_id, str) else f"<{type(account_id).__name__}>"
+                raise UnknownCharge(charge_id, shown)
+            return given
+        warnings.warn(
+            "reverse_charge without account_id is deprecated: charge ids are unique per account, "
+            "name the account (reverse_charge(charge_id, reason, account_id=...))",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return self.account_of_charge(charge_id)
+
+    def account_of_charge(self, charge_id: str) -> str:
+        """The one account that recorded a charge with this id.
+
+        For operators' tools that are given an id alone. Raises
+        :class:`UnknownCharge`, or :class:`AmbiguousCharge` when several
+        accounts used the id (each is its own charge).
+        """
+        owners = self.store.accounts_of_charge(charge_id)
+        if not owners:
+            raise UnknownCharge(charge_id)
+        if len(owners) > 1:
+            raise AmbiguousCharge(charge_id)
+        return owners[0]
 
     def _reversal_input(self, charge_id: Any, reason: Any) -> tuple[str, str]:
         """The id as recording normalises it, and the reason as text (by the charges' own rules).
@@ -343,10 +385,10 @@ class Ledger(Application):
             raise InvalidCharge(errors)
         return given, text or ""
 
-    def _reverse(self, charge_id: str, reason: str) -> Receipt:
-        row = self.store.find_charge(charge_id)
+    def _reverse(self, account_id: str, charge_id: str, reason: str) -> Receipt:
+        row = self.store.find_charge(account_id, charge_id)
         if row is None:
-            raise UnknownCharge(charge_id)
+            raise UnknownCharge(charge_id, account_id)
         facts = stored_payload(row)
         account = self._load_or_open(row.account_id)
         now = datetime.now(timezone.utc)
@@ -366,7 +408,7 @@ class Ledger(Application):
             cost_micros=facts.get("cost_micros"),
             price_version=facts.get("price_version"),
         )
-        self.save(account, reversed_charges=[charge_id], reversed_at=now)
+        self.save(account, reversed_charges=[(row.account_id, charge_id)], reversed_at=now)
         return Receipt(
             charge_id, row.account_id, False, now, facts.get("cost_micros"), facts.get("price_version")
         )

@@ -60,11 +60,29 @@ class ChargeConflict(LedgerError):
 
 
 class UnknownCharge(LedgerError, LookupError):
-    """No charge with this id was ever recorded."""
+    """No charge with this id was ever recorded (for the account, when one is named)."""
+
+    def __init__(self, charge_id: str, account_id: str | None = None) -> None:
+        self.charge_id = charge_id
+        self.account_id = account_id
+        if account_id is None:
+            super().__init__(f"unknown charge {charge_id!r}: no charge with this id was recorded")
+        else:
+            super().__init__(
+                f"unknown charge {charge_id!r} in account {account_id!r}: "
+                "no charge with this id was recorded for it"
+            )
+
+
+class AmbiguousCharge(LedgerError, LookupError):
+    """A charge id used by several accounts, given without the account that names one."""
 
     def __init__(self, charge_id: str) -> None:
         self.charge_id = charge_id
-        super().__init__(f"unknown charge {charge_id!r}: no charge with this id was recorded")
+        super().__init__(
+            f"charge id {charge_id!r} was recorded by more than one account "
+            "(ids are unique per account): name the account"
+        )
 
 
 class AlreadyReversed(LedgerError):

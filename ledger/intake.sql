@@ -1,7 +1,9 @@
 -- The PostgreSQL write path: a durable intake, sequenced into the log in batches.
 --
--- Writers call ledger_intake_charges: it checks the charge-id index and the
--- price catalogue, and inserts the index row and a pending row in the same
+-- Writers call ledger_intake_account_charges: it checks the charge-id index
+-- (keyed by account and charge id: ids are idempotency keys scoped to their
+-- account) and the price catalogue, and inserts the index row and a pending
+-- row in the same
 -- transaction. Nothing in it takes a lock that another writer waits for
 -- (the catalogue lock is shared), so concurrent writers commit concurrently
 -- and share WAL flushes. Its commit is the acknowledgement.
@@ -25,7 +27,7 @@ CREATE TABLE IF NOT EXISTS ledger_intake (
 CREATE OR REPLACE FUNCTION ledger_prices_lock_key() RETURNS bigint
 LANGUAGE sql IMMUTABLE AS 'SELECT 7243002::bigint';
 
-CREATE OR REPLACE FUNCTION ledger_intake_charges(
+CREATE OR REPLACE FUNCTION ledger_intake_account_charges(
     p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
     p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
     p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
@@ -48,9 +50,9 @@ BEGIN
     END IF;
     IF cardinality(p_charge_ids) = 1 THEN
         idx := 1;
-        INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, recorded_at)
-            VALUES (p_charge_ids[1], p_account_ids[1], p_hashes[1], p_payloads[1], p_recorded_at)
-            ON CONFLICT (charge_id) DO NOTHING;
+        INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at)
+            VALUES (p_account_ids[1], p_charge_ids[1], p_hashes[1], p_payloads[1], p_recorded_at)
+            ON CONFLICT (account_id, charge_id) DO NOTHING;
         IF FOUND THEN
             INSERT INTO ledger_intake (originator_id, state, opened_state)
                 VALUES (p_originators[1], p_states[1], p_opened_states[1])
@@ -58,40 +60,44 @@ BEGIN
         ELSE
             -- A new statement, so a new snapshot: it sees the row that conflicted.
             SELECT c.payload, c.recorded_at INTO known_payload, known_recorded_at
-                FROM ledger_charge_ids c WHERE c.charge_id = p_charge_ids[1];
+                FROM ledger_charge_index c
+                WHERE c.account_id = p_account_ids[1] AND c.charge_id = p_charge_ids[1];
         END IF;
         RETURN NEXT;
         RETURN;
     END IF;
-    -- Several: the first occurrence of each id is offered to the index (in id
-    -- order, so two batches sharing ids cannot deadlock); those it took are queued.
+    -- Several: the first occurrence of each (account, id) is offered to the
+    -- index (in key order, so two batches sharing keys cannot deadlock); those
+    -- it took are queued.
     WITH input AS (
         SELECT t.i::integer AS i, t.charge_id, t.account_id, t.originator, t.hash, t.payload, t.state,
                first_value(t.opened) OVER (PARTITION BY t.originator ORDER BY length(t.opened) DESC) AS opened,
-               min(t.i::integer) OVER (PARTITION BY t.charge_id) AS first
+               min(t.i::integer) OVER (PARTITION BY t.account_id, t.charge_id) AS first
         FROM unnest(p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states, p_opened_states)
              WITH ORDINALITY AS t(charge_id, account_id, originator, hash, payload, state, opened, i)
     ), indexed AS (
-        INSERT INTO ledger_charge_ids (charge_id, account_id, payload_hash, payload, recorded_at)
-        SELECT n.charge_id, n.account_id, n.hash, n.payload, p_recorded_at
-        FROM input n WHERE n.i = n.first ORDER BY n.charge_id
-        ON CONFLICT (charge_id) DO NOTHING
-        RETURNING ledger_charge_ids.charge_id
+        INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at)
+        SELECT n.account_id, n.charge_id, n.hash, n.payload, p_recorded_at
+        FROM input n WHERE n.i = n.first ORDER BY n.account_id, n.charge_id
+        ON CONFLICT (account_id, charge_id) DO NOTHING
+        RETURNING ledger_charge_index.account_id, ledger_charge_index.charge_id
     ), queued AS (
         INSERT INTO ledger_intake (originator_id, state, opened_state)
         SELECT n.originator, n.state, n.opened FROM input n
-        WHERE n.i = n.first AND n.charge_id IN (SELECT x.charge_id FROM indexed x)
+        WHERE n.i = n.first AND (n.account_id, n.charge_id) IN (SELECT x.account_id, x.charge_id FROM indexed x)
         ORDER BY n.i
     )
-    SELECT array_agg(x.charge_id) INTO added FROM indexed x;
+    -- Each added key as one text (account, then the id; ids hold no control character).
+    SELECT array_agg(x.account_id || chr(31) || x.charge_id) INTO added FROM indexed x;
     -- Per position: nothing for an id this call added at that position, else
     -- the facts stored under it (a new snapshot sees what conflicted).
     RETURN QUERY
     SELECT n.i::integer, c.payload, c.recorded_at, NULL::bigint
-    FROM (SELECT u.charge_id, u.i, min(u.i) OVER (PARTITION BY u.charge_id) AS first
-          FROM unnest(p_charge_ids) WITH ORDINALITY AS u(charge_id, i)) n
-    JOIN ledger_charge_ids c ON c.charge_id = n.charge_id
-    WHERE n.i <> n.first OR NOT n.charge_id = ANY (coalesce(added, '{}'))
+    FROM (SELECT u.account_id, u.charge_id, u.i,
+                 min(u.i) OVER (PARTITION BY u.account_id, u.charge_id) AS first
+          FROM unnest(p_account_ids, p_charge_ids) WITH ORDINALITY AS u(account_id, charge_id, i)) n
+    JOIN ledger_charge_index c ON c.account_id = n.account_id AND c.charge_id = n.charge_id
+    WHERE n.i <> n.first OR NOT (n.account_id || chr(31) || n.charge_id) = ANY (coalesce(added, '{}'))
     ORDER BY n.i;
 END;
 $$;

@@ -32,27 +32,13 @@ from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
 from sqlalchemy.orm import Session
 
+from ledger import charge_index as index
+from ledger.charge_index import charge_index
 from ledger.domain import ACCOUNT_OPENED_TOPIC, CHARGE_RECORDED_TOPIC
 from ledger.errors import AlreadyReversed
 
 #: Application name: tables are ``ledger_events``, ``ledger_snapshots``.
 APPLICATION_NAME = "Ledger"
-
-metadata = sa.MetaData()
-
-#: Charge id -> the account and facts it was recorded with. Never pruned by
-#: compaction, so idempotency (and reversal) outlives the raw events.
-charge_ids = sa.Table(
-    "ledger_charge_ids",
-    metadata,
-    sa.Column("charge_id", sa.String(256), primary_key=True),
-    sa.Column("account_id", sa.String(256), nullable=False),
-    sa.Column("payload_hash", sa.String(64), nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("reversed_at", sa.DateTime(timezone=True), nullable=True),
-)
-
 
 #: DB-API exception class names -> the library's, as its SQLAlchemy recorder maps them.
 _ERRORS_BY_NAME: dict[str, type[PersistenceError]] = {
@@ -175,23 +161,34 @@ class LedgerRecorder(SQLAlchemyApplicationRecorder):
         more: Iterable[sa.Table],
         then: Callable[[sa.engine.Connection], None] | None = None,
     ) -> None:
-        """Create the events table, the charge-id index and ``more`` (snapshots)."""
+        """Create the events table, ``more`` (snapshots) and the charge-id index, then ``then``."""
         assert isinstance(self.datastore.engine, sa.engine.Engine)
-        create_tables(self.datastore.engine, [*self.tables, *more, *metadata.sorted_tables], then)
+
+        def finish(connection: sa.engine.Connection) -> None:
+            index.install(connection)
+            if then is not None:
+                then(connection)
+
+        create_tables(self.datastore.engine, [*self.tables, *more], finish)
 
     def _insert_events(
         self,
         session: Session,
         stored_events: Sequence[StoredEvent],
         *,
-        reversed_charges: Sequence[str] = (),
+        reversed_charges: Sequence[tuple[str, str]] = (),
         reversed_at: datetime | None = None,
         **kwargs: Any,
     ) -> None:
-        for charge_id in reversed_charges:
+        """The events, and each reversed (account, charge id) marked in the index, in one transaction."""
+        for account_id, charge_id in reversed_charges:
             result = session.execute(
-                charge_ids.update()
-                .where(charge_ids.c.charge_id == charge_id, charge_ids.c.reversed_at.is_(None))
+                charge_index.update()
+                .where(
+                    charge_index.c.account_id == account_id,
+                    charge_index.c.charge_id == charge_id,
+                    charge_index.c.reversed_at.is_(None),
+                )
                 .values(reversed_at=reversed_at)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -266,24 +263,33 @@ class LedgerRecorder(SQLAlchemyApplicationRecorder):
         else:
             session.connection()
 
-    def find_charges(self, charge_ids_wanted: Iterable[str]) -> dict[str, sa.Row[Any]]:
-        """Index rows for the given charge ids (those that exist)."""
-        wanted = list(dict.fromkeys(charge_ids_wanted))
-        found: dict[str, sa.Row[Any]] = {}
-        with self.transaction(commit=False) as session:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                rows = session.execute(
-                    sa.select(charge_ids).where(charge_ids.c.charge_id.in_(chunk))
-                )
-                found.update({row.charge_id: row for row in rows})
-        return found
-
-    def find_charge(self, charge_id: str) -> sa.Row[Any] | None:
+    def find_charge(self, account_id: str, charge_id: str) -> sa.Row[Any] | None:
+        """The index row of one account's charge, or None."""
         with self.transaction(commit=False) as session:
             return session.execute(
-                sa.select(charge_ids).where(charge_ids.c.charge_id == charge_id)
+                sa.select(charge_index).where(
+                    charge_index.c.account_id == account_id, charge_index.c.charge_id == charge_id
+                )
             ).first()
+
+    def accounts_of_charge(self, charge_id: str, limit: int = 2) -> list[str]:
+        """Accounts that recorded a charge with this id (at most ``limit``): an id alone names none uniquely."""
+        with self.transaction(commit=False) as session:
+            rows = session.execute(
+                sa.select(charge_index.c.account_id)
+                .where(charge_index.c.charge_id == charge_id)
+                .order_by(charge_index.c.account_id)
+                .limit(limit)
+            )
+            return [row[0] for row in rows]
+
+    def account_ids(self) -> list[str]:
+        """Every account a charge was ever recorded for (the index is never pruned)."""
+        with self.transaction(commit=False) as session:
+            rows = session.execute(
+                sa.select(charge_index.c.account_id).distinct().order_by(charge_index.c.account_id)
+            )
+            return [row[0] for row in rows]
 
 
 def stored_payload(row: sa.Row[Any]) -> dict[str, Any]:
@@ -305,3 +311,18 @@ class LedgerFactory(SQLAlchemyFactory):
     def close(self) -> None:
         if self.datastore.engine is not None:
             self.datastore.engine.dispose()  # type: ignore[union-attr]
+
+
+def __getattr__(name: str) -> Any:
+    """``charge_ids``, the earlier name of the charge-id index table (deprecated)."""
+    if name == "charge_ids":
+        import warnings
+
+        warnings.warn(
+            "ledger.persistence.charge_ids is deprecated: the index is keyed by account and charge id; "
+            "use ledger.charge_index.charge_index",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return charge_index
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -279,7 +279,7 @@ def run_demo(ledger: Any, config: DemoConfig = DemoConfig(), reporter: Reporter 
         say.done(f"refused, nothing stored: {reason}")
 
     victim = next(item for item in month[len(month) // 2:] if item["charge_type"] == "completion")
-    ledger.reverse_charge(victim["charge_id"], "customer disputed a failed call")
+    ledger.reverse_charge(victim["charge_id"], "customer disputed a failed call", account_id=victim["account_id"])
     result.reversed_charge = victim["charge_id"]
     say.done(f"reversed charge {victim['charge_id']} ({victim['account_id']}, {victim['model']}): "
              "a new event; the original stays in the log")

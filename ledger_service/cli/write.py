@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Optional
 
-import sqlalchemy as sa
 import typer
 from rich.table import Column, Table
 
@@ -117,27 +116,24 @@ def import_(
 def reverse(
     ctx: typer.Context,
     charge_id: str = typer.Argument(..., help="The charge to cancel."),
+    account: Optional[str] = typer.Option(
+        None, help="The charge's account (charge ids are unique per account); "
+        "without it, the one account that used this id."),
     reason: str = typer.Option("", help="Why (kept with the reversal event)."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Cancel a recorded charge with a reversal event (the original stays in the log).
 
-    Example: ledger reverse 7f9c... --reason "duplicate call billed by the client"
+    Example: ledger reverse 7f9c... --account acme --reason "duplicate call billed by the client"
     """
-    receipt = state_of(ctx).ledger().reverse_charge(charge_id, reason)
+    ledger = state_of(ctx).ledger()
+    if account is None:
+        account = ledger.account_of_charge(charge_id)  # unknown, or used by several accounts: says so
+    receipt = ledger.reverse_charge(charge_id, reason, account_id=account)
     if json_output:
         emit_json(receipt.to_dict())
     else:
         out.print(f"reversed charge {receipt.charge_id} of account {receipt.account_id}", markup=False)
-
-
-def account_ids(ledger: Any) -> list[str]:
-    """Every account a charge was ever recorded for (from the never-pruned charge-id index)."""
-    from ledger.persistence import charge_ids
-
-    with ledger.recorder.transaction(commit=False) as session:
-        rows = session.execute(sa.select(charge_ids.c.account_id).distinct().order_by(charge_ids.c.account_id))
-        return [row[0] for row in rows]
 
 
 @app.command()
@@ -151,7 +147,7 @@ def accounts(
     Example: ledger accounts acme
     """
     ledger = state_of(ctx).ledger()
-    wanted = list(account) if account else account_ids(ledger)
+    wanted = list(account) if account else ledger.store.account_ids()
     rows = []
     for account_id in wanted:
         totals = ledger.account_totals(account_id)  # UnknownAccount names a missing one

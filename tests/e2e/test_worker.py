@@ -107,7 +107,7 @@ def test_sigterm_lets_a_running_charge_finish_before_the_worker_exits(worker):
     assert process.wait(timeout=DEADLINE) == 0
 
     # Graceful: the task finished before the exit; nothing is left on the queue.
-    assert ledger.store.find_charge(result.id) is not None
+    assert ledger.store.find_charge("profile-123", result.id) is not None
     assert huey.pending_count() == 0 and huey.scheduled_count() == 0
     assert "All workers have stopped" in worker.logs()
 
@@ -160,7 +160,7 @@ def test_ledger_worker_prints_where_its_queue_lives_records_and_stops_on_sigterm
     ledger = worker.ledger()
 
     result = create_charge.delay(user_profile_id=7, charge_type="completion", prompt_tokens=1)
-    wait_for(lambda: ledger.store.find_charge(result.id), "the charge to be recorded")
+    wait_for(lambda: ledger.store.find_charge("profile-7", result.id), "the charge to be recorded")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=DEADLINE) == 0
 

@@ -86,7 +86,7 @@ def test_unpriced_charges_can_be_refused_naming_why_and_keeping_valid_neighbours
     assert isinstance(caught.value, InvalidCharge) and "mystery" in caught.value.errors["model"]
     outcomes = ledger.record_charges([charge("ok", CHANGE), charge("no", CHANGE, model="mystery")])
     assert outcomes[0].ok and isinstance(outcomes[1].error, Unpriced)
-    assert ledger.store.find_charge("no") is None and ledger.account_totals("acme").charges == 1
+    assert ledger.store.find_charge("acme", "no") is None and ledger.account_totals("acme").charges == 1
 
 
 def test_many_small_charges_sum_exactly_to_their_costs(ledger):

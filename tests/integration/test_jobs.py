@@ -151,7 +151,7 @@ def test_seed_examples_work_verbatim_and_an_enqueued_charge_is_recorded_once(rig
                            provider="openai", model="gpt-4o", prompt_tokens=10, completion_tokens=5,
                            occurred_at="2026-05-01T12:00:00Z") for _ in range(2)]
     assert result.id != again[0].id
-    wait_for(lambda: ledger.store.find_charge(result.id) and ledger.store.find_charge("call-1"),
+    wait_for(lambda: ledger.store.find_charge("profile-123", result.id) and ledger.store.find_charge("acme", "call-1"),
              "both charges to be recorded")
 
     aggregate_charges.delay()
@@ -174,7 +174,7 @@ def test_a_transient_fault_twice_is_retried_with_growing_delays_and_recorded_onc
     ledger = rig.ledger()
 
     result = create_charge.delay(account_id="acme", charge_type="completion", prompt_tokens=7, completion_tokens=3)
-    wait_for(lambda: ledger.store.find_charge(result.id), "the charge to be recorded")
+    wait_for(lambda: ledger.store.find_charge("acme", result.id), "the charge to be recorded")
     wait_for(rig.idle, "the task to finish")
 
     tries = rig.attempts(result.id, "attempt")
@@ -271,10 +271,10 @@ def test_a_task_interrupted_by_sigterm_goes_back_on_the_queue(rig):
     assert interrupted.wait(timeout=DEADLINE) == 0
 
     assert [task.id for task in huey.scheduled()] == [result.id]  # back, due again shortly
-    assert ledger.store.find_charge(result.id) is None
+    assert ledger.store.find_charge("acme", result.id) is None
 
     rig.start()
-    wait_for(lambda: ledger.store.find_charge(result.id), "the re-queued charge to be recorded")
+    wait_for(lambda: ledger.store.find_charge("acme", result.id), "the re-queued charge to be recorded")
     wait_for(rig.idle, "the queue to drain")
     assert len(rig.attempts(result.id, "attempt")) == 2
     assert ledger.account_totals("acme").charges == 1

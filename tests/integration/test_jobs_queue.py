@@ -80,7 +80,7 @@ def test_an_in_process_consumer_on_memory_records_and_aggregates(in_process):
     result = create_charge.delay(user_profile_id=5, charge_type="tool", prompt_tokens=2, completion_tokens=1)
     summary = aggregate_daily_billing_records.schedule(delay=0.5).get(blocking=True, timeout=30)
     ledger = get_ledger()
-    assert ledger.store.find_charge(result.id) is not None
+    assert ledger.store.find_charge("profile-5", result.id) is not None
     assert summary["position"] == ledger.recorder.max_notification_id()
     assert ledger.account_totals("profile-5").total_tokens == 3
 

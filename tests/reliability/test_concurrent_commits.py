@@ -74,7 +74,7 @@ def check_store(url: str, items: list[dict[str, Any]]) -> None:
             recorded = connection.execute(sa.text(
                 "SELECT count(*) FROM ledger_events WHERE topic LIKE '%ChargeRecorded'"
             )).scalar_one()
-            indexed = connection.execute(sa.text("SELECT count(*) FROM ledger_charge_ids")).scalar_one()
+            indexed = connection.execute(sa.text("SELECT count(*) FROM ledger_charge_index")).scalar_one()
             gaps = connection.execute(sa.text(
                 "SELECT originator_id, min(originator_version), max(originator_version), count(*) "
                 "FROM ledger_events GROUP BY originator_id "
@@ -343,7 +343,7 @@ def _all_stored(engine: sa.engine.Engine, ids: set[str]) -> int:
         found = {
             row[0]
             for row in connection.execute(
-                sa.text("SELECT charge_id FROM ledger_charge_ids WHERE charge_id = ANY(:ids)"), {"ids": list(ids)}
+                sa.text("SELECT charge_id FROM ledger_charge_index WHERE charge_id = ANY(:ids)"), {"ids": list(ids)}
             )
         }
     assert ids <= found, sorted(ids - found)[:10]

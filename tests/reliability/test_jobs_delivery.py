@@ -33,7 +33,7 @@ from jobs.queue import use_queue
 from jobs.redis_queue import ReliableRedisStorage
 from jobs.rejected import list_rejected
 from ledger import Ledger, Settings
-from ledger.persistence import charge_ids
+from ledger.charge_index import charge_index
 from projections import Projector
 from projections.reports import records
 
@@ -189,7 +189,7 @@ class Workload:
 def _index_size(ledger: Ledger) -> int:
     engine = ledger.recorder.datastore.engine
     with engine.connect() as connection:
-        count = connection.execute(sa.select(sa.func.count()).select_from(charge_ids)).scalar_one()
+        count = connection.execute(sa.select(sa.func.count()).select_from(charge_index)).scalar_one()
         connection.rollback()
     return int(count)
 
@@ -231,7 +231,8 @@ def test_consumers_killed_at_random_lose_nothing_and_count_nothing_twice(cluster
     for account, (charges, prompt, completion) in expected.items():
         totals = ledger.account_totals(account)
         assert (totals.charges, totals.prompt_tokens, totals.completion_tokens) == (charges, prompt, completion)
-    missing = [cid for cid in workload.recorded if ledger.store.find_charge(cid) is None]
+    missing = [cid for cid, (account, _, _) in workload.recorded.items()
+               if ledger.store.find_charge(account, cid) is None]
     assert missing == []
     kept = list_rejected(ledger)
     assert Counter(k.task_id for k in kept) == Counter(workload.invalid)  # each invalid charge exactly once
@@ -289,7 +290,7 @@ def test_a_slow_but_alive_consumer_keeps_its_tasks_while_its_heartbeat_is_fresh(
     wait_for(lambda: (cluster.faults.directory / "paused").exists(), "the slow attempt to start")
     cluster.start()  # a second consumer, recovering expired holds every heartbeat meanwhile
 
-    wait_for(lambda: ledger.store.find_charge("slow-1"), "the slow charge to be recorded")
+    wait_for(lambda: ledger.store.find_charge("acme", "slow-1"), "the slow charge to be recorded")
     wait_for(cluster.drained, "nothing left held")
     attempts = [a for a in cluster.faults.attempts() if a.get("task_id") == result.id and a["event"] == "attempt"]
     assert len(attempts) == 1  # never taken from its live consumer, never run twice

@@ -419,12 +419,12 @@ class LedgerSimulation(RuleBasedStateMachine):
         # A write either committed whole or left nothing: index row iff event.
         stored = {state["charge_id"]: (topic, position) for position, topic, state in self.observer.new_events()}
         if operation == "record":
-            indexed = self.ledger.store.find_charge(fields["charge_id"]) is not None
+            indexed = self.ledger.store.find_charge(fields["account_id"], fields["charge_id"]) is not None
             assert indexed == (fields["charge_id"] in stored)
             if indexed:
                 self.model.accept(fields, stored[fields["charge_id"]][1])
         elif operation == "reverse" and reversible is not None:
-            row = self.ledger.store.find_charge(reversible["charge_id"])
+            row = self.ledger.store.find_charge(reversible["account_id"], reversible["charge_id"])
             assert (row.reversed_at is not None) == (reversible["charge_id"] in stored)
             if reversible["charge_id"] in stored:
                 self.model.reverse(reversible["charge_id"], stored[reversible["charge_id"]][1])
