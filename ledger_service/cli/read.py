@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import sys
 from datetime import timedelta
@@ -28,6 +27,7 @@ from ledger_service.cli.app import (
 )
 
 from ledger.measures import MEASURES as VALUE_COLUMNS
+from ledger_service.csvsafe import write_csv
 
 KEY_COLUMNS = ("account_id", "user_id", "billing_date", "charge_type", "provider", "model")
 
@@ -201,10 +201,8 @@ def report(
     if format == "json":
         emit_json(rows)
     elif format == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow([*shown, *VALUE_COLUMNS])
-        for row in rows:
-            writer.writerow([("" if row[k] is None else row[k]) for k in (*shown, *VALUE_COLUMNS)])
+        columns = (*shown, *VALUE_COLUMNS)
+        write_csv(sys.stdout, columns, ([row[k] for k in columns] for row in rows))
     else:
         print_records(rows, shown)
 

@@ -7,7 +7,6 @@ for, so no grouping can sum another account's rows in.
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 import threading
@@ -21,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ledger.errors import UnknownAccount
 from ledger.measures import MEASURES
+from ledger_service.csvsafe import write_csv
 from ledger_service.http.auth import Caller, check_account, plain_text, requires
 from ledger_service.http.problems import Problem
 from ledger_service.http.schemas import AUTH_PROBLEMS, TotalsOut, UsagePage, problem
@@ -162,10 +162,9 @@ def _wants_csv(request: Request) -> bool:
 
 
 def _csv(rows: list[dict[str, Any]], groups: tuple[str, ...]) -> str:
-    """The same columns as ``ledger report --format csv``: the grouped keys, then the figures."""
+    """The same columns as ``ledger report --format csv``: the grouped keys, then the figures
+    (text that a spreadsheet would run as a formula neutralised, as everywhere)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*groups, *MEASURES])
-    for row in rows:
-        writer.writerow([("" if row[k] is None else row[k]) for k in (*groups, *MEASURES)])
+    columns = (*groups, *MEASURES)
+    write_csv(buffer, columns, ([row[k] for k in columns] for row in rows))
     return buffer.getvalue()

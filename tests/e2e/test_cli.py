@@ -6,6 +6,8 @@ the one ``error: ...`` line a user sees.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -213,6 +215,20 @@ def test_report_csv_and_table(cli):
     ]
     table = ok(cli("report", "--group-by", "model")).stdout
     assert "gpt-4o" in table and "total" in table
+
+
+def test_report_csv_neutralises_formulas_and_keeps_numbers(cli):
+    """A name a spreadsheet would run as a formula gets a leading ' (OWASP); figures stay numbers."""
+    names = {'=HYPERLINK("http://x")': "+cmd|' /C calc'!A0", "@SUM(1+1)": "-2+3"}
+    for n, (account, model) in enumerate(names.items()):
+        record(cli, f"f{n}", account=account, model=model, when=days_ago(1))
+    rows = list(csv.reader(io.StringIO(ok(cli("report", "--format", "csv", "--group-by",
+                                               "account_id,user_id,model")).stdout)))
+    assert rows[0] == ["account_id", "user_id", "model", *KEYS[6:]]
+    assert sorted(rows[1:]) == [
+        ["'=HYPERLINK(\"http://x\")", "ada", "'+cmd|' /C calc'!A0", "1", "100", "20", "120", "0", "1"],
+        ["'@SUM(1+1)", "ada", "'-2+3", "1", "100", "20", "120", "0", "1"],
+    ]
 
 
 @pytest.mark.parametrize(
