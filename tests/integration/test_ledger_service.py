@@ -228,12 +228,15 @@ def test_a_batch_numbers_each_account_in_order_whatever_it_holds(ledger, monkeyp
         items.append(charge(account_id=["old", "new-a", f"new ü {odd}", "new-b"][i % 4], charge_id=f"n-{i}",
                             reference=odd, prompt_tokens=i, completion_tokens=0))
     items[5] = charge(account_id="old", charge_id="k-1")  # known, same facts
-    items[9] = charge(account_id="new-a", charge_id="k-2", prompt_tokens=7)  # known, other facts
+    items[9] = charge(account_id="old", charge_id="k-2", prompt_tokens=7)  # known, other facts
     items[12] = dict(items[2])  # repeats an earlier position of this batch
+    items[13] = charge(account_id="new-a", charge_id="k-2")  # another account's id: its own charge
     items[14] = dict(items[2], prompt_tokens=999)  # ... with other facts
     outcomes = ledger.record_charges(items)
     assert outcomes[5].receipt.duplicate
-    assert isinstance(outcomes[9].error, ChargeConflict) and "account_id" in outcomes[9].error.differences
+    assert isinstance(outcomes[9].error, ChargeConflict) and set(outcomes[9].error.differences) == {
+        "prompt_tokens", "total_tokens"}
+    assert outcomes[13].receipt.account_id == "new-a"
     assert outcomes[12].receipt.duplicate and outcomes[12].receipt.recorded_at == outcomes[2].receipt.recorded_at
     assert isinstance(outcomes[14].error, ChargeConflict)
     new = [i for i in range(30) if i not in (5, 9, 12, 14)]
