@@ -9,12 +9,14 @@ jitter, so callers never see them.
 
 from __future__ import annotations
 
+import atexit
 import random
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
@@ -117,6 +119,9 @@ class Ledger(Application):
             self.settings.group_commit_max,
             self.settings.group_commit_window_ms / 1000,
         )
+        self._closed = False
+        self._close_at_exit = _closer(self)
+        atexit.register(self._close_at_exit)
 
     def _create_tables(self) -> None:
         """Events, snapshots and the charge-id index, created on first use."""
@@ -139,10 +144,26 @@ class Ledger(Application):
         return self.recorder
 
     def close(self) -> None:
+        """Sequence what this process took in, then release connections; a second call does nothing.
+
+        A ledger not closed by its owner is closed at interpreter exit, before
+        teardown (while imports and the driver still work), so a script that
+        just records and ends exits quietly with its charges in the log.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self._close_at_exit)
         self.sequencer.close()
         self.appender.close()
         super().close()
         self.factory.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- recording -----------------------------------------------------------
 
@@ -474,6 +495,18 @@ def _compare(charge: Charge, stored: Mapping[str, Any], recorded_at: datetime | 
         stored.get("cost_micros"),
         stored.get("price_version"),
     )
+
+
+def _closer(ledger: Ledger) -> Callable[[], None]:
+    """An exit hook that closes ``ledger`` if it is still alive (it holds no strong reference)."""
+    ref = weakref.ref(ledger)
+
+    def close_at_exit() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.close()
+
+    return close_at_exit
 
 
 def _backoff(attempt: int) -> None:
