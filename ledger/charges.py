@@ -2,25 +2,26 @@
 
 Validation happens here and only here, before anything is stored, so that bad
 input never enters the log (invariant 7). Every bad field is reported at once.
+The rule for each kind of value is in :mod:`ledger.fields` (shared with prices
+and reversals), and what text may contain in :mod:`ledger.text`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
-import unicodedata
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Mapping
 
 import orjson
 from eventsourcing.utils import resolve_topic
 
 from ledger.errors import InvalidCharge
+from ledger.fields import MAX_PROFILE_ID, instant_field, optional_int, optional_str
 from ledger.settings import Settings
+from ledger.text import field_name
 
 #: Fields a caller may give, in the seed's order, then what billing adds.
 SEED_FIELDS = (
@@ -36,6 +37,8 @@ SEED_FIELDS = (
 )
 INPUT_FIELDS = SEED_FIELDS + ("account_id", "user_id", "charge_id", "occurred_at")
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+#: Fields that name something (stricter text: no invisible or direction controls).
+ID_FIELDS = ("account_id", "user_id", "charge_id")
 
 #: (account_id, user_id) for a user profile id.
 ProfileResolver = Callable[[int], tuple[str, str]]
@@ -160,14 +163,17 @@ class ChargeValidator:
         if not isinstance(raw, Mapping):
             raise InvalidCharge({"charge": f"expected an object of fields, got {type(raw).__name__}"})
         errors: dict[str, str] = {}
-        unknown = sorted(_field_name(k) for k in raw if k not in INPUT_FIELDS)
+        unknown = sorted(field_name(k) for k in raw if k not in INPUT_FIELDS)
         for name in unknown:
             errors[name] = "unknown field"
         values: dict[str, Any] = {}
 
         profile = optional_int(raw, "user_profile_id", errors, minimum=0, maximum=MAX_PROFILE_ID)
-        for name in ("session_key", "provider", "model", "user_id", "account_id", "charge_id"):
-            values[name] = optional_str(raw, name, errors, self.settings.max_string_length)
+        limit = self.settings.max_string_length
+        for name in ("session_key", "provider", "model"):
+            values[name] = optional_str(raw, name, errors, limit)
+        for name in ID_FIELDS:
+            values[name] = optional_str(raw, name, errors, limit, identifier=True)
         values["reference"] = optional_str(
             raw, "reference", errors, self.settings.max_reference_length
         )
@@ -216,7 +222,7 @@ class ChargeValidator:
             limit = self.settings.max_string_length
             for name in ("account_id", "user_id"):
                 problem: dict[str, str] = {}
-                optional_str(resolved, name, problem, limit)
+                optional_str(resolved, name, problem, limit, identifier=True)
                 if problem:
                     errors["user_profile_id"] = f"resolved to an unusable {name}: {problem[name]}"
                     return
@@ -276,131 +282,3 @@ class ChargeValidator:
             )
             return
         values.update(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
-
-
-# -- field rules, shared with prices and reversals ------------------------------
-# Each reads ``raw[name]``; a problem is written to ``errors[name]`` (the
-# caller's field name) and the value returned is then None.
-
-
-def instant_field(
-    raw: Mapping[str, Any], name: str, errors: dict[str, str], now: datetime | None
-) -> tuple[datetime | None, bool]:
-    """A timezone-aware instant, kept in UTC; absent means now. Also: whether it was given."""
-    value = raw.get(name)
-    if value is None:
-        return (now or datetime.now(timezone.utc)).astimezone(timezone.utc), False
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-        except ValueError:
-            errors[name] = f"not an ISO 8601 date-time: {_shown(text)}"
-            return None, True
-    if not isinstance(value, datetime):
-        errors[name] = f"expected an ISO 8601 date-time, got {type(value).__name__}"
-        return None, True
-    if value.tzinfo is None or value.utcoffset() is None:
-        errors[name] = "must carry a time zone (e.g. 2026-01-31T12:00:00Z)"
-        return None, True
-    try:
-        in_utc = value.astimezone(timezone.utc)
-    except (OverflowError, ValueError):  # e.g. 9999-12-31T23:00-05:00
-        in_utc = None
-    if in_utc is None or not 2000 <= in_utc.year <= 9998:
-        errors[name] = f"out of range: {value.isoformat()}"
-        return None, True
-    return value.astimezone(timezone.utc), True
-
-
-def optional_int(
-    raw: Mapping[str, Any],
-    name: str,
-    errors: dict[str, str],
-    *,
-    minimum: int | None = None,
-    maximum: int | None = None,
-) -> int | None:
-    """An integer field (an int, an integral float, or integer text) within bounds, or None."""
-    value = raw.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        errors[name] = "expected an integer, got a boolean"
-        return None
-    if isinstance(value, float):
-        if not math.isfinite(value) or not value.is_integer():
-            errors[name] = f"expected an integer, got {value!r}"
-            return None
-        value = int(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if not _INTEGER_TEXT.fullmatch(text):
-            errors[name] = f"expected an integer, got {_shown(value)}"
-            return None
-        value = int(text)
-    elif not isinstance(value, int):
-        errors[name] = f"expected an integer, got {type(value).__name__}"
-        return None
-    if minimum is not None and value < minimum:
-        errors[name] = f"must be >= {minimum}, got {_shown_int(value)}"
-        return None
-    if maximum is not None and value > maximum:
-        errors[name] = f"must be <= {maximum}, got {_shown_int(value)}"
-        return None
-    return value
-
-
-def optional_str(
-    raw: Mapping[str, Any], name: str, errors: dict[str, str], max_length: int
-) -> str | None:
-    """A printable text field (an int is taken as text) of at most ``max_length``, or None if blank."""
-    value = raw.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        errors[name] = f"expected a string, got {type(value).__name__}"
-        return None
-    if isinstance(value, int) and not -(10**max_length) < value < 10**max_length:
-        errors[name] = f"longer than {max_length} characters (an integer of {value.bit_length()} bits)"
-        return None
-    text = str(value).strip()
-    if not text:
-        return None
-    if len(text) > max_length:
-        errors[name] = f"longer than {max_length} characters ({len(text)})"
-        return None
-    if not text.isprintable() and any(
-        unicodedata.category(ch) in ("Cc", "Cs", "Cn") for ch in text
-    ):
-        errors[name] = "contains control or invalid characters"
-        return None
-    return text
-
-
-#: The seed's user profile ids are database bigints.
-MAX_PROFILE_ID = 2**63 - 1
-#: An integer written as text: optional minus, ASCII digits, at most 40 of them.
-_INTEGER_TEXT = re.compile(r"-?[0-9]{1,40}")
-
-
-def _shown_int(value: int) -> str:
-    """An integer for an error message; a huge one by its size (str() refuses > 4300 digits)."""
-    if -(10**40) < value < 10**40:
-        return str(value)
-    return f"{'a negative' if value < 0 else 'an'} integer of {value.bit_length()} bits"
-
-
-def _field_name(key: Any) -> str:
-    """A caller's field name for an error, printable and short whatever it was."""
-    try:
-        text = key if isinstance(key, str) else repr(key)
-    except Exception:  # a hostile key's own repr failed
-        text = f"<{type(key).__name__}>"
-    return text[:64]
-
-
-def _shown(value: str, limit: int = 40) -> str:
-    """A bad value, shortened and made printable, for an error message."""
-    text = value if len(value) <= limit else value[:limit] + "…"
-    return repr(text)

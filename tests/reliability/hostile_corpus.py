@@ -21,6 +21,9 @@ UTC = timezone.utc
 MAX_TOKENS = 10**12
 CHARGE_TYPES = ("completion", "plugin", "tool", "usage", "subscription")
 STRING_FIELDS = ("account_id", "user_id", "provider", "model", "session_key", "reference", "charge_id")
+#: Fields that name something: they also refuse invisible and direction-control characters.
+ID_FIELDS = ("account_id", "user_id", "charge_id")
+INVISIBLE_CODES = frozenset([*range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF])
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 LIMITS = {name: 1024 if name == "reference" else 256 for name in STRING_FIELDS}
 
@@ -66,12 +69,15 @@ NAN_LIKE = ["NaN", "nan", "inf", "-inf", "Infinity", "1e3", "0x10", "1_000", "+5
 FLOATS = [float("nan"), float("inf"), float("-inf"), 1.5, 1e300, -0.5, -1.0]
 CONTROL = ["\x00", "a\x00b", "\x1b[31mred", "bell\x07", "\ud800", "x\udfff", "x\ufffe", "\x7f", "tab\tin",
            "new\nline", "cr\rhere", "nul-at-end\x00", "\u0085mid\u0085dle"]
+INVISIBLE = ["\u200b", "a\u200bb", "zero\u200cwidth", "\u200dzwj", "ltr\u200e", "rtl\u200f", "\u202aembed",
+             "\u202eevil", "\u2066isolate\u2069", "\u2067x", "\u2068y", "\ufeffbom", "mid\ufeffdle",
+             "\U0001f469\u200d\U0001f4bb"]
 OVERSIZE = ["x" * 257, "\u00e9" * 257, "\U0001d518" * 300, "a" * 1025, "b" * 10_000, "c" * 100_000]
 SQLISH = ["'; DROP TABLE ledger_events; --", "1 OR 1=1", '" OR ""="', "%s%s%s", "?", "$1", "\\", "/* */",
           "Robert'); DROP TABLE Students;--", "${jndi:ldap://x}", "<script>alert(1)</script>", "NULL",
           "null", "0; SELECT pg_sleep(10)", "%(name)s", ":name", "' UNION SELECT * FROM ledger_charge_ids --"]
-UNICODE_OK = ["Zo\u00eb", "\u65e5\u672c\u8a9e", "\U0001f642", "e\u0301", "\u202eevil", "\u00df", "\u0130",
-              "\u200dzwj", "\U0001f469\u200d\U0001f4bb"]
+UNICODE_OK = ["Zo\u00eb", "\u65e5\u672c\u8a9e", "\U0001f642", "e\u0301", "\u00df", "\u0130", "\U0001f1eb\U0001f1f7",
+              "\u00a0nbsp", "line\u2028sep", "\u00adsoft", "\U0001f469\U0001f4bb"]
 BAD_ZONES = ["2026-01-01T00:00:00+25:00", "2026-01-01T00:00:00 Mars/Olympus",
              "2026-01-01T00:00:00+00:00[Europe/Paris]", "2026-01-01T00:00:00ZZ", "2026-01-01T00:00:00-24:00",
              "2026-01-01T00:00:00+5", "2026-01-01T00:00:00 UTC", "2026-01-01T00:00:00 EST",
@@ -86,7 +92,7 @@ TIMES_OK = ["2026-02-01T10:00:00+05:45", "2026-02-01T10:00:00.123456Z", " 2026-0
             datetime(2026, 11, 1, 1, 30, fold=1, tzinfo=ZoneInfo("America/New_York")),
             "2026-02-01T10:00:00-12:00", "2026-02-01T10:00:00+14:00"]
 UNKNOWN_KEYS = ["colour", "'; DROP TABLE x;--", "\x00", "k" * 1000, "Prompt_Tokens", "prompt_tokens ", "",
-                "__class__"]
+                "__class__", "\ud800", "x\udfff", "\u202eaccount_id", "new\nline", "\u200b"]
 STRANGE_KEYS: list[Any] = [1, None, 10**5000, ("tuple", "key")]
 
 
@@ -98,8 +104,9 @@ def base(n: int) -> dict[str, Any]:
 
 
 def string_expectation(field: str, value: Any) -> str | None:
-    """The contract for free-text fields: a string (or integer) of bounded length, no control,
-    surrogate or unassigned characters; blank means absent (an account is then missing)."""
+    """The contract for text fields: a string (or integer) of bounded length, no control,
+    surrogate or unassigned characters, and in ids no invisible or direction-control ones;
+    blank means absent (an account is then missing)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         return field
     if isinstance(value, int):
@@ -113,7 +120,14 @@ def string_expectation(field: str, value: Any) -> str | None:
         return field
     if any(unicodedata.category(ch) in ("Cc", "Cs", "Cn") for ch in text):
         return field
+    if field in ID_FIELDS and any(ord(ch) in INVISIBLE_CODES for ch in text):
+        return field
     return None
+
+
+def shown_name(key: str) -> str:
+    """How an error names an unknown field: its first 64 characters, unprintable ones escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in key[:64])
 
 
 def time_expectation(value: Any) -> str | None:
@@ -147,7 +161,7 @@ def corpus(fuzzed: int = 700, seed: int = 20260101) -> list[Case]:
         return fields
 
     for field in STRING_FIELDS:
-        for value in WRONG_TYPES + NEGATIVE + HUGE + CONTROL + OVERSIZE + SQLISH + UNICODE_OK:
+        for value in WRONG_TYPES + NEGATIVE + HUGE + CONTROL + INVISIBLE + OVERSIZE + SQLISH + UNICODE_OK:
             fields = spoiled(field, value)
             add(f"{field}={_shown(value)}", fields, string_expectation(field, fields[field]))
     for value in WRONG_TYPES + NAN_LIKE + SQLISH + CONTROL + UNICODE_OK + OVERSIZE[:2] + [-1, 10**5000]:
@@ -173,7 +187,7 @@ def corpus(fuzzed: int = 700, seed: int = 20260101) -> list[Case]:
     for key in UNKNOWN_KEYS + STRANGE_KEYS:
         fields = base(len(cases))
         fields[key] = 1
-        named = key[:64] if isinstance(key, str) else None
+        named = shown_name(key) if isinstance(key, str) else None
         add(f"unknown key {_shown(key)}", fields, named if named is not None else "<unknown>")
     fields = base(len(cases))
     fields.update(prompt_tokens=5, completion_tokens=5, total_tokens=11)
@@ -184,7 +198,7 @@ def corpus(fuzzed: int = 700, seed: int = 20260101) -> list[Case]:
 
     rng = random.Random(seed)
     pools = ["abcXYZ019 -_.", "\x00\x01\x1f\x7f\x85", "\ud800\udbff\udc00", "\ufffe\uffff\U0010ffff",
-             "\U0001f642\u200d\u2764", "\u0301\u0308", "\u202e\u2066\u200f", " \t\u3000\u00a0",
+             "\U0001f642\u200d\u2764", "\u0301\u0308", "\u202e\u2066\u200f\u200b\ufeff", " \t\u3000\u00a0",
              "'\";%?$\\/*-", "\u00e9\u65e5\u0416"]
     for _ in range(fuzzed):
         kind = rng.random()

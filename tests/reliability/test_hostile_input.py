@@ -1,9 +1,9 @@
 """Hostile input through every door: the service, the Huey task and ``ledger import``.
 
 Each case of :mod:`hostile_corpus` (1,500 of them: wrong types, negative and
-huge integers, NaN-like strings, control and unassigned characters, oversize
-strings, SQL look-alikes, missing accounts, bad zones, naive and out-of-range
-times, hostile field names) is either rejected with an error naming the bad
+huge integers, NaN-like strings, control, surrogate and unassigned characters,
+invisible and direction controls in ids, oversize strings, SQL look-alikes,
+missing accounts, bad zones, naive and out-of-range times, hostile field names) is either rejected with an error naming the bad
 field and nothing stored, or - when it is nasty but valid - stored verbatim.
 In batches and files, the valid neighbours of every bad item are stored.
 """
@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from hostile_corpus import STRING_FIELDS, Case, base, corpus
 from ledger import InvalidCharge, Ledger, Settings
 from ledger.charges import INPUT_FIELDS
-from ledger.persistence import charge_ids
+from ledger.charge_index import charge_index
 
 CASES = corpus()
 NEIGHBOUR_OFFSET = 1_000_000
@@ -43,7 +43,7 @@ def named(case: Case, errors: dict[str, str]) -> bool:
 
 def stored_rows(ledger: Ledger) -> dict[str, dict[str, Any]]:
     with ledger.recorder.transaction(commit=False) as session:
-        rows = session.execute(sa.select(charge_ids.c.charge_id, charge_ids.c.payload)).all()
+        rows = session.execute(sa.select(charge_index.c.charge_id, charge_index.c.payload)).all()
     return {row.charge_id: json.loads(row.payload) for row in rows}
 
 
@@ -195,9 +195,11 @@ HOSTILE_IDS: list[Any] = ["a\x00b", None, 10**5000, ["x"], {"a": 1}, b"x", 1.5, 
                           "   ", "'; DROP TABLE ledger_charge_ids; --", "\x1b[2J", "nope", 5, -1, True]
 HOSTILE_REASONS: list[tuple[Any, bool]] = [  # (reason, storable)
     ("duplicate call", True), ("'; DROP TABLE ledger_events; --", True), ("x" * 5000, True), (None, True),
-    (42, True), ("\u202eevil \U0001f642", True), ("a\x00b", False), ("\ud800", False), (10**5000, False),
-    (["list"], False), (b"bytes", False), (1.5, False), ("line\nbreak", False),
+    (42, True), ("\u202eevil \U0001f642", True), ("zero\u200bwidth \ufeff", True), ("a\x00b", False),
+    ("\ud800", False), ("x\udfff", False), (10**5000, False), (["list"], False), (b"bytes", False), (1.5, False),
+    ("line\nbreak", False), ("tab\there", False), ("\x1b[2J", False),
 ]
+HOSTILE_ACCOUNTS: list[Any] = ["acct-0\x00", "\ud800", "acct\u200b-0", "\u202eacct-0", 5, ["acct-0"]]
 
 
 def test_hostile_reversals_are_refused_by_name_and_store_nothing(ledger: Ledger) -> None:
@@ -209,16 +211,20 @@ def test_hostile_reversals_are_refused_by_name_and_store_nothing(ledger: Ledger)
     before = event_count(ledger)
     for charge_id in HOSTILE_IDS:
         with pytest.raises(UnknownCharge):
-            ledger.reverse_charge(charge_id, "why")
+            ledger.reverse_charge(charge_id, "why", account_id="acct-0")
+    for account_id in HOSTILE_ACCOUNTS:
+        with pytest.raises(UnknownCharge):
+            ledger.reverse_charge("h-0", "why", account_id=account_id)
     reversed_count = 0
     for n, (reason, storable) in enumerate(HOSTILE_REASONS):
+        account_id = base(n)["account_id"]
         if storable:
-            receipt = ledger.reverse_charge(f"h-{n}", reason)
+            receipt = ledger.reverse_charge(f"h-{n}", reason, account_id=account_id)
             assert receipt.charge_id == f"h-{n}"
             reversed_count += 1
         else:
             with pytest.raises(InvalidCharge) as caught:
-                ledger.reverse_charge(f"h-{n}", reason)
+                ledger.reverse_charge(f"h-{n}", reason, account_id=account_id)
             assert "reason" in caught.value.errors
     assert event_count(ledger) == before
     table = ledger.recorder.events_record_cls.__table__

@@ -109,7 +109,102 @@ def test_charge_types_are_configurable():
 def test_strings_are_bounded_and_printable(validate, name):
     assert "longer than" in errors_of(validate, **good(**{name: "x" * 257}))[name]
     assert "control" in errors_of(validate, **good(**{name: "a\x00b"}))[name]
+    assert "U+0000" in errors_of(validate, **good(**{name: "a\x00b"}))[name]
     assert "expected a string" in errors_of(validate, **good(**{name: {"a": 1}}))[name]
+
+
+TEXT_FIELDS = ["account_id", "user_id", "charge_id", "provider", "model", "session_key", "reference"]
+ID_FIELDS = ["account_id", "user_id", "charge_id"]
+FREE_TEXT_FIELDS = [name for name in TEXT_FIELDS if name not in ID_FIELDS]
+CHECKED_FIELDS = TEXT_FIELDS + ["charge_type"]  # a charge type is text before it is looked up
+CONTROLS = {"\x00": "U+0000", "\x07": "U+0007", "\x1b": "U+001B", "\t": "U+0009", "\n": "U+000A",
+            "\r": "U+000D", "\x7f": "U+007F", "\x85": "U+0085", "\x9f": "U+009F"}
+SURROGATES = {"\ud800": "U+D800", "\udbff": "U+DBFF", "\udc00": "U+DC00", "\udfff": "U+DFFF"}
+INVISIBLE = {chr(code): f"U+{code:04X}" for code in [*range(0x200B, 0x2010), *range(0x202A, 0x202F),
+                                                      *range(0x2066, 0x206A), 0xFEFF]}
+VALID_TEXT = ["Zoë", "Ærøskøbing", "日本語のモデル", "用户-42", "🙂", "👩💻", "🇫🇷", "mañana café", "Ελληνικά",
+              "a b", "x\u2028y", "e\u0301", "'; DROP TABLE x; --"]
+
+
+def refusal(validate, name: str, value: str) -> str:
+    """The message for ``name``, which must be the only field refused."""
+    errors = errors_of(validate, **good(**{name: value}))
+    assert set(errors) == {name}, errors
+    return errors[name]
+
+
+@pytest.mark.parametrize("name", CHECKED_FIELDS)
+@pytest.mark.parametrize("char", list(CONTROLS))
+def test_control_characters_are_refused_in_every_text_field(validate, name, char):
+    message = refusal(validate, name, f"ab{char}cd")
+    assert "control character" in message and CONTROLS[char] in message and "offset 2" in message
+
+
+@pytest.mark.parametrize("name", CHECKED_FIELDS)
+@pytest.mark.parametrize("char", list(SURROGATES))
+def test_lone_surrogates_are_refused_in_every_text_field(validate, name, char):
+    import json
+
+    value = json.loads(json.dumps(f"x{char}"))  # as Python's json decodes "x\ud800"
+    message = refusal(validate, name, value)
+    assert "lone surrogate" in message and SURROGATES[char] in message
+    message.encode("utf-8")  # the message itself never carries the bad character
+
+
+@pytest.mark.parametrize("name", ID_FIELDS)
+@pytest.mark.parametrize("char", list(INVISIBLE))
+def test_ids_refuse_invisible_and_direction_controls(validate, name, char):
+    message = refusal(validate, name, f"acme{char}")
+    assert "invisible or direction-control" in message and INVISIBLE[char] in message
+    assert char not in message
+
+
+@pytest.mark.parametrize("name", FREE_TEXT_FIELDS)
+def test_free_text_keeps_invisible_and_direction_characters(validate, name):
+    value = "\u202eevil \u200b\u2066x\u2069 \ufeff"
+    assert getattr(validate(good(**{name: value}), now=NOW), name) == value
+
+
+def test_unassigned_code_points_are_refused(validate):
+    for value in ("\u0378", "x\ufffe", "\U000e0fff"):
+        assert "unassigned" in refusal(validate, "model", value)
+
+
+@pytest.mark.parametrize("name", TEXT_FIELDS)
+@pytest.mark.parametrize("value", VALID_TEXT)
+def test_letters_of_every_script_and_emoji_are_kept(validate, name, value):
+    assert getattr(validate(good(**{name: value}), now=NOW), name) == value
+
+
+def test_text_around_a_value_is_trimmed_not_refused(validate):
+    assert validate(good(account_id=" acme\n", reference="\tr "), now=NOW).account_id == "acme"
+
+
+def test_a_profile_resolved_to_an_unusable_id_is_named():
+    validate = ChargeValidator(Settings(database_url="sqlite:///x.db"), resolver=lambda pid: ("ac\u200bme", "u"))
+    message = errors_of(validate, user_profile_id=1, charge_type="tool")["user_profile_id"]
+    assert "U+200B" in message and "account_id" in message
+
+
+@pytest.mark.parametrize("key", ["\ud800", "a\x00b", "\u202e", "new\nline", "x" * 100])
+def test_unknown_field_names_are_shown_escaped(validate, key):
+    errors = errors_of(validate, **{**good(), key: 1})
+    (name,) = errors
+    assert errors[name] == "unknown field"
+    assert name.isprintable() and len(name) <= 64 * 10
+    name.encode("utf-8")
+    assert name == "".join(c if c.isprintable() else ascii(c)[1:-1] for c in key[:64])
+
+
+def test_printable_text_takes_the_fast_path():
+    """The check is one isprintable() scan for text with nothing to refuse (nearly all of it)."""
+    import timeit
+
+    from ledger.text import text_problem
+
+    ids = [f"acct-{n}-Zoë-日本" for n in range(1000)]
+    assert all(text_problem(value, identifier=True) is None for value in ids)
+    assert timeit.timeit(lambda: [text_problem(v, identifier=True) for v in ids], number=20) < 1.0
 
 
 def test_reference_has_its_own_bound(validate):
