@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Coroutine, Mapping
 
-import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -26,6 +25,7 @@ from fastapi.routing import APIRoute
 from ledger.errors import AlreadyReversed, ChargeConflict, InvalidCharge, LedgerError, UnknownCharge
 from ledger_service.http.auth import Caller, caller_of, plain_text, requires
 from ledger_service.http.bodies import read_json
+from ledger_service.http.encoding import JsonAnswer, encode
 from ledger_service.http.problems import Problem, field_errors
 from ledger_service.http.schemas import (
     AUTH_PROBLEMS,
@@ -128,7 +128,7 @@ def _record_one(ledger: Any, caller: Caller, body: Any) -> Response:
                       f"{', '.join(exc.fields)}", errors=conflict_errors(exc)) from None
     except InvalidCharge as exc:
         raise Problem(422, str(exc), errors=field_errors(exc.errors)) from None
-    return Response(orjson.dumps(receipt.to_dict()), status_code=200 if receipt.duplicate else 201,
+    return Response(encode(receipt.to_dict()), status_code=200 if receipt.duplicate else 201,
                     media_type="application/json")
 
 
@@ -140,13 +140,13 @@ def _record_one(ledger: Any, caller: Caller, body: Any) -> Response:
     openapi_extra=json_body({"type": "object", "required": ["charges"], "additionalProperties": False,
                              "properties": {"charges": {"type": "array", "items": CHARGE_SCHEMA}}}),
 )
-async def record_batch(request: Request, caller: Caller = Depends(requires("write"))) -> JSONResponse:
+async def record_batch(request: Request, caller: Caller = Depends(requires("write"))) -> JsonAnswer:
     settings = request.app.state.http
     body = await read_json(request, JSON, settings.max_body_bytes)
     return await run_in_threadpool(_record_many, request.app.state.ledger, caller, body, settings.max_batch)
 
 
-def _record_many(ledger: Any, caller: Caller, body: Any, max_batch: int) -> JSONResponse:
+def _record_many(ledger: Any, caller: Caller, body: Any, max_batch: int) -> JsonAnswer:
     key = caller.key(ledger)
     items = body.get("charges") if isinstance(body, dict) else None
     if not isinstance(items, list) or set(body) != {"charges"}:
@@ -166,8 +166,8 @@ def _record_many(ledger: Any, caller: Caller, body: Any, max_batch: int) -> JSON
     outcomes = ledger.record_charges(items)
     shown = [_outcome(outcome) for outcome in outcomes]
     counts = {status: sum(1 for o in shown if o["status"] == status) for status in ("recorded", "duplicate")}
-    return JSONResponse({"outcomes": shown, "recorded": counts["recorded"], "duplicates": counts["duplicate"],
-                         "rejected": len(shown) - counts["recorded"] - counts["duplicate"]})
+    return JsonAnswer({"outcomes": shown, "recorded": counts["recorded"], "duplicates": counts["duplicate"],
+                       "rejected": len(shown) - counts["recorded"] - counts["duplicate"]})
 
 
 def _outcome(outcome: Any) -> dict[str, Any]:

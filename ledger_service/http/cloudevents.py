@@ -22,12 +22,17 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Collection, Mapping
 
+from ledger.text import text_problem
+
 #: data fields taken as the charge field of the same name.
 DATA_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "model", "provider", "user_id",
                "charge_type", "reference", "session_key")
 #: OpenMeter's LLM token shape: data.type -> the charge field data.tokens fills.
 TOKEN_TYPES = {"input": "prompt_tokens", "output": "completion_tokens"}
 DEFAULT_CHARGE_TYPE = "completion"
+#: Envelope fields checked here as text: (source, id) make the charge id, which may be a
+#: digest of them, so they are checked as ids themselves; ``type`` only picks the charge type.
+ENVELOPE_TEXT = {"id": True, "source": True, "type": False}
 #: Where each charge field came from in the event, for error messages.
 ORIGIN = {"account_id": "subject", "occurred_at": "time", "charge_id": "id"}
 
@@ -51,6 +56,8 @@ def to_charge(event: Any, charge_types: Collection[str], max_length: int = 256) 
         value = event.get(name)
         if not isinstance(value, str) or not value.strip():
             errors[name] = "required: a non-empty string"
+        elif name in ENVELOPE_TEXT and (problem := text_problem(value, identifier=ENVELOPE_TEXT[name])):
+            errors[name] = problem
     data = event.get("data")
     if data is None:
         data = {}

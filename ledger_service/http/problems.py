@@ -1,11 +1,18 @@
-"""RFC 9457 problem details: every refusal names what was wrong, field by field."""
+"""RFC 9457 problem details: every refusal names what was wrong, field by field.
+
+A problem may echo a caller's text (a field name, a value): the ledger's own
+messages show it escaped, field names are made printable here, and the body
+is written by an encoder that cannot fail (:mod:`ledger_service.http.encoding`).
+"""
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+
+from ledger.text import printable
+from ledger_service.http.encoding import JsonAnswer
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -58,15 +65,15 @@ class Problem(Exception):
 
 def field_errors(errors: Mapping[str, str], prefix: str = "") -> list[dict[str, str]]:
     """``{field: message}`` as the problem's ``errors`` list, in field order."""
-    return [{"field": f"{prefix}{name}", "detail": message} for name, message in sorted(errors.items())]
+    return [{"field": f"{prefix}{printable(name)}", "detail": message} for name, message in sorted(errors.items())]
 
 
-def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+def problem_response(problem: Problem, request: Request | None = None) -> JsonAnswer:
     instance = request.url.path if request is not None else None
-    return JSONResponse(problem.body(instance), status_code=problem.status, headers=problem.headers,
-                        media_type=MEDIA_TYPE)
+    return JsonAnswer(problem.body(instance), status_code=problem.status, headers=problem.headers,
+                      media_type=MEDIA_TYPE)
 
 
-async def handle_problem(request: Request, exc: Exception) -> JSONResponse:
+async def handle_problem(request: Request, exc: Exception) -> JsonAnswer:
     assert isinstance(exc, Problem)
     return problem_response(exc, request)

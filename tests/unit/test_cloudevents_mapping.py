@@ -42,3 +42,18 @@ def test_envelope_errors_name_event_fields():
     fields, errors = to_charge({"specversion": "0.3", "id": "", "data": [1]}, TYPES)
     assert set(errors) == {"specversion", "id", "source", "type", "subject", "data"}
     assert event_field("account_id") == "subject" and event_field("prompt_tokens") == "data.prompt_tokens"
+
+
+def test_source_and_id_are_checked_as_ids_naming_the_event_field():
+    """They make the charge id (or its digest, which would hide a bad character), so each is named."""
+    for name, value, code in (("id", "a\u200bb", "U+200B"), ("source", "s\x00", "U+0000"),
+                              ("source", "s" * 300 + "\ud800", "U+D800"), ("id", "\u202e1", "U+202E"),
+                              ("type", "prompt\n", "U+000A"), ("type", "pr\x1bompt", "U+001B")):
+        fields, errors = to_charge({**BASE, name: value}, TYPES)
+        assert set(errors) == {name} and code in errors[name], (name, value, errors)
+        assert fields == {}
+
+
+def test_free_text_in_data_is_left_to_the_ledger():
+    fields, errors = to_charge({**BASE, "data": {"model": "m\u200b", "reference": "r\x00"}}, TYPES)
+    assert errors == {} and fields["model"] == "m\u200b" and fields["reference"] == "r\x00"
