@@ -1,7 +1,8 @@
 """Who is calling: the bearer key checked on every request, and what its role allows.
 
 A missing, malformed, unknown or revoked key is 401; a key whose role or
-account does not cover the request is 403, decided before anything changes.
+account does not cover the request is 403, decided before anything changes
+and before any refusal of the request's body (see :func:`check_caller`).
 A request without a well-formed key is refused at once; a well-formed one
 is looked up in the same worker thread as the request's work (one
 thread hand-over per request, not two), unless the app's key cache verified
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger_service.http.problems import Problem
@@ -69,7 +71,21 @@ def caller_of(request: Request, action: str) -> Caller:
         raise unauthorized("send an API key as 'Authorization: Bearer KEY'")
     if not well_formed(presented):
         raise unauthorized("the API key is unknown or revoked")
-    return Caller(presented, action, request.app.state.keys)
+    caller = Caller(presented, action, request.app.state.keys)
+    request.state.caller = caller
+    return caller
+
+
+async def check_caller(request: Request) -> None:
+    """401 or 403 for the request's :class:`Caller`, if it has one (made by :func:`caller_of`).
+
+    Called before the request is refused for anything else (its body), so
+    that authentication comes first while an accepted request still looks
+    its key up once, in the thread that does its work.
+    """
+    caller = getattr(request.state, "caller", None)
+    if isinstance(caller, Caller):
+        await run_in_threadpool(caller.key, request.app.state.ledger)
 
 
 def check_account(key: ApiKey, account_id: str, what: str = "account") -> None:

@@ -2,6 +2,11 @@
 
 A body over the limit is refused as soon as the limit is passed (413), a
 wrong content type is 415, malformed JSON is 400: nothing is stored for any of them.
+A body is refused only to a caller whose key holds: an unknown key is 401
+(and a key outside its role 403) whatever the body, so a refusal never
+tells an unauthenticated caller anything about the endpoint. The key is
+looked up here only when the body is refused; a request whose body is
+accepted looks its key up once, in the thread that does its work.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any, Iterable
 import orjson
 from fastapi import Request
 
+from ledger_service.http.auth import check_caller
 from ledger_service.http.problems import Problem
 
 
@@ -24,16 +30,21 @@ async def read_json(request: Request, accepted: Iterable[str], limit: int, *, op
     """The body as JSON, when its content type is one of ``accepted`` and it fits in ``limit`` bytes.
 
     ``optional``: an empty body (with or without a content type) is None.
+    A refusal (400, 413, 415) is raised after the caller's key is checked.
     """
-    raw = await read_limited(request, limit)
-    if optional and not raw.strip():
-        return None
-    accepted = tuple(accepted)
-    if media_type(request) not in accepted:
-        shown = media_type(request) or "none"
-        raise Problem(415, f"content type {shown!r} is not accepted here; send {' or '.join(accepted)}",
-                      headers={"Accept-Post": ", ".join(accepted)})
-    return parse_json(raw)
+    try:
+        raw = await read_limited(request, limit)
+        if optional and not raw.strip():
+            return None
+        accepted = tuple(accepted)
+        if media_type(request) not in accepted:
+            shown = media_type(request) or "none"
+            raise Problem(415, f"content type {shown!r} is not accepted here; send {' or '.join(accepted)}",
+                          headers={"Accept-Post": ", ".join(accepted)})
+        return parse_json(raw)
+    except Problem:
+        await check_caller(request)
+        raise
 
 
 def parse_json(raw: bytes) -> Any:

@@ -33,7 +33,13 @@ class ProblemBody(BaseModel):
 
 
 class ChargeIn(BaseModel):
-    """A charge: the fields of ``record_charge``. An account is required (or a user profile to resolve it)."""
+    """A charge: the fields of ``record_charge``. An account is required (or a user profile to resolve it).
+
+    Text may not contain control characters (tab and newline included), lone surrogates or unassigned
+    code points; ids (account_id, user_id, charge_id) may not contain invisible or direction-control
+    characters (U+200B-U+200F, U+202A-U+202E, U+2066-U+2069, U+FEFF) either. Each refusal names the field
+    and the character.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -141,7 +147,7 @@ def json_body(schema: dict[str, Any], *media_types: str, required: bool = True) 
                             "content": {m: {"schema": schema} for m in (media_types or ("application/json",))}}}
 
 
-AUTH_PROBLEMS = {401: problem("No key, or an unknown or revoked one."),
+AUTH_PROBLEMS = {401: problem("No key, or an unknown or revoked one (whatever the body: checked first)."),
                  403: problem("The key's role or account does not cover this request.")}
 BODY_PROBLEMS = {400: problem("The body is not valid JSON."),
                  413: problem("The body or the batch is too large."),
