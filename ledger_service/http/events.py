@@ -4,6 +4,12 @@ All or nothing for bad input: every event is mapped and validated first,
 and if any is bad the answer is a 400 problem naming each bad event and
 field, and nothing is stored. Valid events are recorded together; a resent
 event is a duplicate (counted once). 204 when every event is accepted.
+
+An event is identified by its (source, id), as OpenMeter deduplicates
+events: a resend that differs from the recorded event only in ``time`` is
+that event again (the ``cloudevents`` SDK stamps a new time whenever an
+event is rebuilt for a retry, and an event without a time is stamped
+"now"), counted once. Any other difference is a conflict (409).
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from ledger.errors import ChargeConflict, InvalidCharge
+from ledger.errors import ChargeConflict, InvalidCharge, LedgerError
+from ledger.text import printable
 from ledger_service.http.auth import Caller, requires
 from ledger_service.http.bodies import read_json
 from ledger_service.http.cloudevents import event_field, to_charge
@@ -97,13 +104,20 @@ def _ingest(ledger: Any, caller: Caller, body: Any, max_batch: int) -> None:
                       errors=outside)
     conflicts = [{"field": f"events[{o.index}].{event_field(name)}", "detail": "differs from the event "
                   "recorded with this source and id"}
-                 for o in ledger.record_charges(charges) if isinstance(o.error, ChargeConflict)
-                 for name in o.error.fields]
+                 for o in ledger.record_charges(charges) for name in _conflicting(o.error)]
     if conflicts:
         raise Problem(409, "events were recorded before with the same source and id but other facts; "
                       "the others were stored", errors=conflicts)
 
 
+def _conflicting(error: LedgerError | None) -> list[str]:
+    """The charge fields that make a resent event a conflict: any but its time."""
+    if not isinstance(error, ChargeConflict):
+        return []
+    return [name for name in error.fields if name != "occurred_at"]
+
+
 def _event_id(event: Any) -> str | None:
+    """The event's id as given, escaped where unprintable (it is echoed in the answer)."""
     value = event.get("id") if isinstance(event, dict) else None
-    return value if isinstance(value, str) else None
+    return printable(value[:256]) if isinstance(value, str) else None
