@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from ledger_service.cli.app import app, note, state_of
+from ledger_service.cli.app import CliError, app, note, state_of
 
 
 @app.command()
@@ -30,6 +30,36 @@ def serve(
         os.environ["LEDGER_DATABASE_URL"] = state.database_url
     if state.billing_tz:
         os.environ["LEDGER_BILLING_TZ"] = state.billing_tz
+    prepare_secret_key()
     note(f"serving the ledger API on http://{host}:{port} (docs at /docs)")
     uvicorn.run("ledger_service.http:app_from_environment", factory=True, host=host, port=port,
                 workers=workers, log_level=log_level, access_log=False, server_header=False)
+
+
+def prepare_secret_key() -> None:
+    """Find or make the secret key before the workers start, say where it is, and point them at it.
+
+    Made here, once, so that every worker reads the same file.
+    """
+    from pydantic import ValidationError
+
+    from ledger_service.http.settings import HttpSettings
+    from ledger_service.secret_key import SecretKeyError, load_secret_key
+
+    try:
+        key = load_secret_key(HttpSettings())
+    except SecretKeyError as exc:
+        raise CliError(str(exc)) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CliError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    if key.path is None:
+        note("secret key: from LEDGER_SECRET_KEY")
+        return
+    os.environ["LEDGER_SECRET_KEY_FILE"] = str(key.path)
+    if key.created:
+        note(f"secret key: generated a new one in {key.path} (mode 0600)")
+    else:
+        note(f"secret key: read from {key.path}")
+    if key.readable_by_others:
+        note(f"warning: {key.path} is readable by other users; chmod 600 it")
