@@ -2,12 +2,13 @@
 
 Pages read through the same queries as the API and answer like it: no
 session is 401 (the sign-in page), a session whose key does not cover the
-page is 403, and nothing here ever shows or logs a key.
+page is 403, and nothing here ever shows or logs a key. Every form post
+passes the checks of :mod:`ledger_service.dashboard.csrf` or is refused
+(403) before anything changes.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -20,10 +21,12 @@ from markupsafe import Markup
 
 from ledger.measures import MEASURES
 from ledger.money import format_micros
-from ledger_service.dashboard import charts, session
+from ledger_service.csvsafe import write_csv
+from ledger_service.dashboard import charts, csrf, session
 from ledger_service.dashboard.figures import Figures, figures
 from ledger_service.dashboard.periods import CHOICES, Period, period_of
 from ledger_service.http.bodies import read_limited
+from ledger_service.http.disposition import attachment
 from ledger_service.http.problems import Problem
 from ledger_service.keys import ApiKey, authenticate
 
@@ -34,10 +37,16 @@ templates = Environment(loader=PackageLoader("ledger_service.dashboard", "templa
 HEADINGS = (("charges", "Charges"), ("prompt_tokens", "Prompt tokens"), ("completion_tokens", "Completion tokens"),
             ("total_tokens", "Total tokens"), ("cost_micros", "Cost"), ("unpriced_charges", "Unpriced charges"))
 TOP = 10
-#: Sign-in form bodies are small.
+#: Form bodies (sign-in, sign-out) are small.
 FORM_LIMIT = 4096
-#: Pages must not be cached or framed: they show billing figures.
-HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+#: The columns of the CSV downloads: the rows behind the page.
+CSV_COLUMNS = ("account_id", "billing_date", "user_id", "charge_type", "provider", "model", *MEASURES)
+REFUSED_FORM = "This form could not be verified: it came from another site, or the page is out of date. " \
+               "Reload the page and try again."
+#: Pages must not be cached or framed: they show billing figures. Their URLs (account ids) go to no
+#: other site; ``same-origin`` rather than ``no-referrer``, under which a browser sends its own forms'
+#: posts with ``Origin: null`` and the dashboard could not tell them from another site's.
+HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
            "Content-Security-Policy": "default-src 'self'; style-src 'self'; img-src 'self' data:; "
                                       "frame-ancestors 'none'; form-action 'self'"}
 
@@ -47,7 +56,10 @@ def show(name: str, value: int) -> str:
 
 
 def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A page; a signed-in one carries its session's form token (for signing out)."""
     ledger = request.app.state.ledger
+    if context.get("viewer") is not None:
+        context.setdefault("csrf_token", csrf.session_token(request.app.state.secret_key, request))
     html = templates.get_template(template).render(zone=ledger.settings.billing_tz, show=show, headings=HEADINGS,
                                                    currency=ledger.settings.currency, choices=CHOICES,
                                                    **context)
@@ -55,7 +67,13 @@ def page(request: Request, template: str, status: int = 200, **context: Any) -> 
 
 
 def sign_in_page(request: Request, status: int = 401, message: str = "") -> HTMLResponse:
-    return page(request, "sign_in.html", status, title="Sign in", viewer=None, message=message)
+    """The sign-in form, with its token; a browser without the form's nonce cookie gets one."""
+    token, fresh = csrf.sign_in_token(request.app.state.secret_key, request)
+    response = page(request, "sign_in.html", status, title="Sign in", viewer=None, message=message,
+                    csrf_token=token)
+    if fresh is not None:
+        csrf.set_sign_in_cookie(response, request, fresh)
+    return response
 
 
 def refused(request: Request, viewer: ApiKey, message: str) -> HTMLResponse:
@@ -81,14 +99,23 @@ async def sign_in_form(request: Request) -> Response:
     return sign_in_page(request, status=200)
 
 
-@router.post("/sign-in")
-async def sign_in(request: Request) -> Response:
+async def read_form(request: Request) -> dict[str, str] | None:
+    """The posted form's fields (the first value of each), or None when the body is too large."""
     try:
         raw = await read_limited(request, FORM_LIMIT)
     except Problem:
+        return None
+    return {name: values[0] for name, values in parse_qs(raw.decode("utf-8", "replace")).items()}
+
+
+@router.post("/sign-in")
+async def sign_in(request: Request) -> Response:
+    form = await read_form(request)
+    if form is None:
         return sign_in_page(request, 413, "That form was too large.")
-    values = parse_qs(raw.decode("utf-8", "replace"))
-    presented = (values.get("key") or [""])[0].strip()
+    if not csrf.sign_in_post_allowed(request, request.app.state.secret_key, form.get(csrf.FIELD)):
+        return sign_in_page(request, 403, REFUSED_FORM)
+    presented = form.get("key", "").strip()
     ledger = request.app.state.ledger
     key = await run_in_threadpool(authenticate, ledger, presented) if presented else None
     if key is None or key.role not in session.VIEWERS:
@@ -96,13 +123,22 @@ async def sign_in(request: Request) -> Response:
                                           "(use an admin or a read key).")
     response = RedirectResponse("/dashboard", status_code=303)
     await run_in_threadpool(session.start, response, request, ledger, key)
+    csrf.clear_sign_in_cookie(response, request)
     return response
 
 
 @router.post("/sign-out")
 async def sign_out(request: Request) -> Response:
+    """End the session on the server (its cookie is no session from now on), then the sign-in page."""
+    form = await read_form(request)
+    if form is None or not csrf.session_post_allowed(request, request.app.state.secret_key, form.get(csrf.FIELD)):
+        viewer = await current_viewer(request)
+        if viewer is None:
+            return page(request, "refused.html", 403, title="Not allowed", viewer=None, period=None,
+                        message=REFUSED_FORM)
+        return refused(request, viewer, REFUSED_FORM)
     response = RedirectResponse("/dashboard/sign-in", status_code=303)
-    session.end(response, request)
+    await run_in_threadpool(session.end, response, request, request.app.state.ledger)
     return response
 
 
@@ -169,14 +205,10 @@ async def _csv(request: Request, account_id: str | None) -> Response:
     period = _period(request)
     found = await run_in_threadpool(figures, request.app.state.ledger, period, account_id)
     buffer = io.StringIO()
-    columns = ("account_id", "billing_date", "user_id", "charge_type", "provider", "model", *MEASURES)
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in found.rows:
-        writer.writerow(["" if row[c] is None else row[c] for c in columns])
+    write_csv(buffer, CSV_COLUMNS, ([row[c] for c in CSV_COLUMNS] for row in found.rows))
     name = f"usage-{account_id or 'all'}-{period.start.isoformat()}-{period.end.isoformat()}.csv"
     return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={**HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})
+                    headers={**HEADERS, "Content-Disposition": attachment(name)})
 
 
 def _daily_charts(found: Figures, prefix: str) -> dict[str, Any]:

@@ -1,89 +1,112 @@
-"""Signing in to the dashboard: a key, checked once, becomes a signed session cookie.
+"""Signing in to the dashboard: a key, checked once, becomes a session kept on the server.
 
-The cookie holds the key's id and the time of sign-in, signed (itsdangerous)
-with a secret kept in the ledger's database (table ``dashboard_secret``,
-made on first use), so every server process and restart accepts it. The key
-itself is never stored in the cookie, a URL or a page. Each request looks the
-key up again: a revoked key's session ends at once.
+The cookie holds an opaque random session id (32 bytes); the table
+``dashboard_sessions`` in the ledger's database (made on first use) holds
+only its SHA-256 digest, the key's id and the session's times, so every
+server process accepts it and a copy of the database yields no usable
+cookie. Signing out deletes the row: the old cookie is no session from then
+on. Each request looks the session and its key up again: a revoked key's
+sessions end at once. The key itself is never stored in the cookie, the
+table, a URL or a page.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import weakref
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
 from fastapi import Request, Response
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from ledger.persistence import create_tables
-from ledger_service.keys import ApiKey, api_keys, reader_of
+from ledger_service.keys import ApiKey, api_keys, engine_of, reader_of
 
 COOKIE = "ledger_session"
 #: Hours a session lasts without signing in again.
 MAX_AGE_SECONDS = 12 * 3600
 #: Roles that may look at usage.
 VIEWERS = ("admin", "read")
+#: A session id as the cookie carries it: 32 random bytes, URL-safe base64.
+_ID_LENGTH = 43
 
 metadata = sa.MetaData()
-dashboard_secret = sa.Table(
-    "dashboard_secret",
+dashboard_sessions = sa.Table(
+    "dashboard_sessions",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("key_id", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-_signers: "weakref.WeakKeyDictionary[sa.engine.Engine, URLSafeTimedSerializer]" = weakref.WeakKeyDictionary()
+_ready: "weakref.WeakSet[sa.engine.Engine]" = weakref.WeakSet()
 
 
-def signer(ledger: Any) -> URLSafeTimedSerializer:
-    """The cookie signer, its secret made once per database and shared by every process."""
-    engine = ledger.recorder.datastore.engine
-    found = _signers.get(engine)
-    if found is None:
-        create_tables(engine, metadata.sorted_tables, _ensure_secret)
-        with engine.connect() as connection:
-            secret = connection.execute(sa.select(dashboard_secret.c.secret).where(dashboard_secret.c.id == 1)).scalar_one()
-            connection.rollback()
-        found = _signers[engine] = URLSafeTimedSerializer(secret, salt="ledger-dashboard")
-    return found
+def digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-def _ensure_secret(connection: sa.engine.Connection) -> None:
-    """Under the schema lock: the first process to get here makes the secret."""
-    exists = connection.execute(sa.select(dashboard_secret.c.id).where(dashboard_secret.c.id == 1)).first()
-    if exists is None:
-        connection.execute(dashboard_secret.insert().values(id=1, secret=secrets.token_urlsafe(48)))
+def writer_of(ledger: Any) -> sa.engine.Engine:
+    """The ledger's engine, with the keys and sessions tables made on first use."""
+    engine = engine_of(ledger)
+    if engine not in _ready:
+        create_tables(engine, metadata.sorted_tables)
+        _ready.add(engine)
+    return engine
 
 
-def start(response: Response, request: Request, ledger: Any, key: ApiKey) -> None:
-    """Set the session cookie for ``key``: HttpOnly, SameSite=Strict, Secure over HTTPS."""
-    token = signer(ledger).dumps({"kid": key.id})
-    response.set_cookie(COOKIE, token, max_age=MAX_AGE_SECONDS, httponly=True, samesite="strict",
+def session_id_of(request: Request) -> str | None:
+    """The session id the request's cookie carries, if it looks like one."""
+    value = request.cookies.get(COOKIE, "")
+    return value if len(value) == _ID_LENGTH and value.isascii() else None
+
+
+def start(response: Response, request: Request, ledger: Any, key: ApiKey) -> str:
+    """Store a new session for ``key`` and set its cookie (HttpOnly, SameSite=Strict, Secure over HTTPS)."""
+    session_id = secrets.token_urlsafe(32)
+    now = datetime.now(timezone.utc)
+    with writer_of(ledger).begin() as connection:
+        connection.execute(dashboard_sessions.delete().where(dashboard_sessions.c.expires_at < now))
+        connection.execute(dashboard_sessions.insert().values(
+            digest=digest(session_id), key_id=key.id, created_at=now,
+            expires_at=now + timedelta(seconds=MAX_AGE_SECONDS)))
+    response.set_cookie(COOKIE, session_id, max_age=MAX_AGE_SECONDS, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/dashboard")
+    return session_id
 
 
-def end(response: Response, request: Request) -> None:
+def end(response: Response, request: Request, ledger: Any) -> None:
+    """Delete the request's session, if any, and its cookie."""
+    session_id = session_id_of(request)
+    if session_id is not None:
+        with writer_of(ledger).begin() as connection:
+            connection.execute(dashboard_sessions.delete().where(dashboard_sessions.c.digest == digest(session_id)))
     response.delete_cookie(COOKIE, path="/dashboard", httponly=True, samesite="strict",
                            secure=request.url.scheme == "https")
 
 
 def viewer(request: Request, ledger: Any) -> ApiKey | None:
-    """The live admin or read key the request's session stands for, or None."""
-    token = request.cookies.get(COOKIE)
-    if not token:
+    """The live admin or read key of the request's unexpired session, or None."""
+    session_id = session_id_of(request)
+    if session_id is None:
         return None
-    try:
-        data = signer(ledger).loads(token, max_age=MAX_AGE_SECONDS)
-    except BadSignature:
-        return None
-    key_id = data.get("kid") if isinstance(data, dict) else None
-    if not isinstance(key_id, str):
-        return None
+    writer_of(ledger)
+    query = (sa.select(api_keys, dashboard_sessions.c.expires_at)
+             .join(dashboard_sessions, dashboard_sessions.c.key_id == api_keys.c.id)
+             .where(dashboard_sessions.c.digest == digest(session_id)))
     with reader_of(ledger).connect() as connection:
-        row = connection.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
-    if row is None or row.revoked_at is not None or row.role not in VIEWERS:
+        row = connection.execute(query).first()
+    if row is None or _utc(row.expires_at) <= datetime.now(timezone.utc):
+        return None
+    if row.revoked_at is not None or row.role not in VIEWERS:
         return None
     return ApiKey(id=row.id, role=row.role, account_id=row.account_id, name=row.name or "",
-                  created_at=row.created_at)
+                  created_at=_utc(row.created_at))
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite gives naive datetimes back; every stored time is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

@@ -26,6 +26,7 @@ from ledger_service.http import charges, events, health, reading
 from ledger_service.http.problems import Problem, handle_problem, problem_response
 from ledger_service.http.settings import HttpSettings
 from ledger_service.keys import KeyCache, close_reader
+from ledger_service.secret_key import load_secret_key
 from projections.projector import ProjectionError
 
 log = logging.getLogger("ledger_service.http")
@@ -83,6 +84,7 @@ def create_app(ledger: Any, http: HttpSettings | None = None, *, owns_ledger: bo
     app.state.ledger = ledger
     app.state.http = http or HttpSettings()
     app.state.keys = KeyCache(app.state.http.key_cache_seconds)
+    app.state.secret_key = load_secret_key(app.state.http).value
     for router in (charges.router, reading.router, events.router, health.router, dashboard.router):
         app.include_router(router)
     app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="dashboard-static")
