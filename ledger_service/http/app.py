@@ -1,5 +1,5 @@
 """The ASGI application: the API's routers and the dashboard's pages, problem+json for every
-refusal, the ledger opened once per process.
+refusal, the ledger opened once per process, the security headers on every response.
 
 Handlers run the ledger's blocking calls in the thread pool, so concurrent
 requests reach the ledger together and share its group commits.
@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -24,7 +24,9 @@ from ledger.settings import Settings
 from ledger_service import dashboard
 from ledger_service.http import charges, events, health, reading
 from ledger_service.http.problems import Problem, handle_problem, problem_response
+from ledger_service.http.security_headers import FRAMING_CSP, STRICT_CSP, secure_send
 from ledger_service.http.settings import HttpSettings
+from ledger_service.http.slashes import RelativeSlashRedirect
 from ledger_service.keys import KeyCache, close_reader
 from ledger_service.secret_key import load_secret_key
 from projections.projector import ProjectionError
@@ -43,25 +45,39 @@ class LedgerApp(FastAPI):
 
     The busiest request needs none of them: its handler checks the key, the
     body and the charge itself, and a refusal is answered by the same
-    exception handlers as everywhere (an unexpected error is uvicorn's 500).
-    Every other request, and this one under a root path, takes the usual way.
+    exception handlers as everywhere (an unexpected error is a plain 500, as
+    on every other path, and is raised on to the server's log). Every other
+    request, and this one under a root path, takes the usual way. Every
+    response, on either way, carries the security headers.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and scope["path"] == "/v1/charges" and scope["method"] == "POST"
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        send = secure_send(send, FRAMING_CSP if scope["path"] in self._script_pages() else STRICT_CSP)
+        if (scope["path"] == "/v1/charges" and scope["method"] == "POST"
                 and not scope.get("root_path") and not self.root_path):
-            scope["app"] = self
-            request = Request(scope, receive, send)
-            try:
-                response = await charges.record_charge_directly(request)
-            except Exception as exc:
-                handler = self._handler_for(exc)
-                if handler is None:
-                    raise
-                response = await handler(request, exc)
-            await response(scope, receive, send)
+            await self._record_charge(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    async def _record_charge(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        request = Request(scope, receive, send)
+        try:
+            response = await charges.record_charge_directly(request)
+        except Exception as exc:
+            handler = self._handler_for(exc)
+            if handler is None:
+                await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+                raise
+            response = await handler(request, exc)
+        await response(scope, receive, send)
+
+    def _script_pages(self) -> tuple[str | None, ...]:
+        """The interactive API docs: HTML that runs Swagger UI's and ReDoc's scripts."""
+        return (self.docs_url, self.redoc_url, self.swagger_ui_oauth2_redirect_url)
 
     def _handler_for(self, exc: Exception) -> Any:
         for kind in type(exc).__mro__:
@@ -80,13 +96,15 @@ def create_app(ledger: Any, http: HttpSettings | None = None, *, owns_ledger: bo
         if owns_ledger:
             ledger.close()
 
-    app = LedgerApp(title="LLM usage ledger", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = LedgerApp(title="LLM usage ledger", version="1", description=DESCRIPTION, lifespan=lifespan,
+                    redirect_slashes=False)
     app.state.ledger = ledger
     app.state.http = http or HttpSettings()
     app.state.keys = KeyCache(app.state.http.key_cache_seconds)
     app.state.secret_key = load_secret_key(app.state.http).value
     for router in (charges.router, reading.router, events.router, health.router, dashboard.router):
         app.include_router(router)
+    app.router.default = RelativeSlashRedirect(app.router)
     app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="dashboard-static")
     app.add_exception_handler(Problem, handle_problem)
     app.add_exception_handler(RequestValidationError, _invalid_request)
