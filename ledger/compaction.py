@@ -60,6 +60,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
@@ -111,6 +112,24 @@ class CompactionError(LedgerError):
     """The log holds something compaction must not paper over."""
 
 
+#: Why a closed account-day was held back, in the order a day is counted under
+#: (each skipped day counts once, under the first reason that applies to it).
+#: Raw events stored before the day's rollup: left for a person to look at.
+HELD_RAW_BEFORE_ROLLUP = "raw_before_rollup"
+#: An event to prune was recorded less than the grace period ago (counted from
+#: the recording time, so a backdated import waits for the grace period too).
+HELD_GRACE_PERIOD = "grace_period"
+#: An event to prune is past the projector's position.
+HELD_NOT_PROJECTED = "not_projected"
+HOLD_REASONS = (HELD_RAW_BEFORE_ROLLUP, HELD_GRACE_PERIOD, HELD_NOT_PROJECTED)
+
+
+def first_reason(reasons: Iterable[str]) -> str:
+    """The reason a day held back for several is counted under."""
+    present = set(reasons)
+    return next((reason for reason in HOLD_REASONS if reason in present), HELD_NOT_PROJECTED)
+
+
 @dataclass(frozen=True)
 class CompactionResult:
     """What a run did (or, with ``dry_run``, would do).
@@ -119,7 +138,9 @@ class CompactionResult:
     events and superseded rollups); ``bytes_pruned``: their state and topic
     plus an estimated per-row overhead; ``skipped``: closed account-days held
     back because something to prune is not yet projected or within the grace
-    period; ``retries``: account transactions redone after losing a race.
+    period; ``retries``: account transactions redone after losing a race;
+    ``skipped_by_reason``: ``skipped`` split by :data:`HOLD_REASONS` (it sums
+    to ``skipped``); ``grace_seconds``: the grace period the run applied.
     """
 
     accounts: int = 0
@@ -131,6 +152,8 @@ class CompactionResult:
     skipped: int = 0
     retries: int = 0
     dry_run: bool = False
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    grace_seconds: float = 0.0
 
 
 # -- digest ------------------------------------------------------------------
@@ -237,6 +260,15 @@ class _Rules:
     def may_prune(self, position: int, recorded_at: Any) -> bool:
         return position <= self.projected_position and moment(recorded_at) <= self.cutoff
 
+    def hold_reasons(self, position: int, recorded_at: Any) -> set[str]:
+        """Why an event may not be pruned yet: empty exactly when :meth:`may_prune`."""
+        reasons = set()
+        if moment(recorded_at) > self.cutoff:
+            reasons.add(HELD_GRACE_PERIOD)
+        if position > self.projected_position:
+            reasons.add(HELD_NOT_PROJECTED)
+        return reasons
+
 
 # -- per-day accumulation ----------------------------------------------------
 
@@ -254,6 +286,7 @@ class _Day:
     groups: dict[GroupKey, list[int]] = field(default_factory=dict)
     raw_bytes: int = 0
     blocked: bool = False
+    held_because: set[str] = field(default_factory=set)
 
     def add_rollup(self, notification_id: int, state: dict[str, Any], size: int, rules: _Rules) -> None:
         if self.raw_ids:
@@ -261,6 +294,7 @@ class _Day:
             # written by compaction; leave the day for a human to look at.
             log.warning("account %s day %s: raw events precede a rollup", state["account_id"], self.day)
             self.blocked = True
+            self.held_because.add(HELD_RAW_BEFORE_ROLLUP)
         if state["time_zone"] != rules.time_zone:
             raise CompactionError(
                 f"rollup of {state['account_id']} {self.day} was made in time zone "
@@ -273,6 +307,7 @@ class _Day:
         }
         if not rules.may_prune(notification_id, state["recorded_at"]):
             self.blocked = True
+            self.held_because |= rules.hold_reasons(notification_id, state["recorded_at"])
 
     def add_raw(self, notification_id: int, topic: str, state: dict[str, Any], size: int, rules: _Rules) -> None:
         item = digest_item(topic, state)
@@ -283,6 +318,7 @@ class _Day:
         add(self.groups.setdefault(key, list(ZERO)), event_figures(state, item[1]))
         if not rules.may_prune(notification_id, state["recorded_at"]):
             self.blocked = True
+            self.held_because |= rules.hold_reasons(notification_id, state["recorded_at"])
 
     @property
     def ready(self) -> bool:
@@ -340,6 +376,7 @@ class _Plan:
 
     days: dict[UUID, dict[date, int]] = field(default_factory=dict)
     skipped: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
 
     def chunks(self, limit: int) -> Iterator[tuple[UUID, frozenset[date]]]:
         """Per account, groups of days whose raw events fit in one transaction."""
@@ -361,7 +398,7 @@ def _plan(ledger: "Ledger", rules: _Rules, batch_size: int) -> _Plan:
     table = ledger.recorder.events_record_cls.__table__
     decode = state_decoder(ledger.mapper)
     counts: dict[tuple[UUID, date], int] = {}
-    blocked: set[tuple[UUID, date]] = set()
+    blocked: dict[tuple[UUID, date], set[str]] = {}
     position = 0
     while True:
         with ledger.recorder.transaction(commit=False) as session:
@@ -379,11 +416,11 @@ def _plan(ledger: "Ledger", rules: _Rules, batch_size: int) -> _Plan:
             key = (originator_id, day)
             counts[key] = counts.get(key, 0) + 1
             if not rules.may_prune(notification_id, state["recorded_at"]):
-                blocked.add(key)
+                blocked.setdefault(key, set()).update(rules.hold_reasons(notification_id, state["recorded_at"]))
         if len(batch) < batch_size:
             break
         position = batch[-1].id
-    plan = _Plan(skipped=len(blocked))
+    plan = _Plan(skipped=len(blocked), reasons=Counter(first_reason(r) for r in blocked.values()))
     for (aggregate_id, day), count in counts.items():
         if (aggregate_id, day) not in blocked:
             plan.days.setdefault(aggregate_id, {})[day] = count
@@ -401,6 +438,7 @@ class _Outcome:
     rollups_superseded: int = 0
     skipped: int = 0
     retries: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
 
 
 def _load_account(ledger: "Ledger", aggregate_id: UUID) -> Account:
@@ -561,6 +599,7 @@ def _compact_account(
                     rollups_superseded=sum(d.previous_id is not None for d in ready),
                     skipped=sum(1 for d in days if d.raw_ids and d.blocked),
                     retries=int(lock_first),
+                    reasons=Counter(first_reason(d.held_because) for d in days if d.raw_ids and d.blocked),
                 )
                 if dry_run or not ready:
                     return outcome
@@ -620,7 +659,7 @@ def compact(
     plan = _plan(ledger, rules, SCAN_BATCH_SIZE)
     chunks = list(plan.chunks(MAX_EVENTS_PER_TRANSACTION))
     hook = on_step or (lambda step, aggregate_id: None)
-    total = _Outcome(skipped=plan.skipped)
+    total = _Outcome(skipped=plan.skipped, reasons=Counter(plan.reasons))
     accounts: set[UUID] = set()
     if progress:
         progress(0, len(chunks))
@@ -634,6 +673,7 @@ def compact(
         total.rollups_superseded += outcome.rollups_superseded
         total.skipped += outcome.skipped
         total.retries += outcome.retries
+        total.reasons.update(outcome.reasons)
         if progress:
             progress(done, len(chunks))
     return CompactionResult(
@@ -646,4 +686,6 @@ def compact(
         skipped=total.skipped,
         retries=total.retries,
         dry_run=dry_run,
+        skipped_by_reason={reason: total.reasons[reason] for reason in HOLD_REASONS if total.reasons[reason]},
+        grace_seconds=grace.total_seconds(),
     )
