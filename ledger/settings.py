@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+            raise ValueError("must be an IANA time zone name such as UTC or Europe/Paris") from exc
         return value
 
     @cached_property

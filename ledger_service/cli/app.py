@@ -20,6 +20,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from ledger_service.cli.options import (
+    BILLING_TZ_HELP,
+    DATABASE_URL_HELP,
+    GLOBAL_OPTIONS,
+    print_version,
+    shared_options,
+)
+
 #: Exit codes scripts can rely on.
 EXIT = {"ok": 0, "failed": 1, "usage": 2, "partial": 3, "interrupted": 130}
 
@@ -63,10 +71,9 @@ def error_line(exc: BaseException) -> tuple[str, int] | None:
     except ImportError:  # pragma: no cover - both are dependencies
         return None
     if isinstance(exc, pydantic.ValidationError):
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        return f"bad configuration: {problems}", EXIT["usage"]
+        from ledger_service.cli.config import settings_problems
+
+        return f"bad configuration: {settings_problems(exc)}", EXIT["usage"]
     if isinstance(exc, sa_exc.ArgumentError):
         return f"bad database URL: {exc}", EXIT["usage"]
     if isinstance(exc, sa_exc.NoSuchModuleError):
@@ -93,6 +100,11 @@ def _is_usage_error(exc: BaseException) -> bool:
     return any(cls.__name__ == "UsageError" for cls in type(exc).__mro__) and hasattr(exc, "format_message")
 
 
+def _is_help_request(exc: BaseException) -> bool:
+    """A group run without a subcommand: its help is the answer, as for ``ledger`` alone."""
+    return type(exc).__name__ == "NoArgsIsHelpError"
+
+
 def fail(message: str) -> None:
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
@@ -100,6 +112,13 @@ def fail(message: str) -> None:
 
 class LedgerGroup(typer.core.TyperGroup):
     """Runs the command, turning user-facing errors into one line and an exit code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from ledger_service.cli.tree import polish
+
+        names = list((self.context_settings or {}).get("help_option_names") or ["--help"])
+        polish(self, shared_options, rich_markup=self.rich_markup_mode == "rich", help_names=names)
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)  # in the order they were declared, not sorted
@@ -116,6 +135,12 @@ class LedgerGroup(typer.core.TyperGroup):
             fail("interrupted")
             code = EXIT["interrupted"]
         except Exception as exc:  # noqa: BLE001 - mapped below, bugs re-raised
+            if _is_help_request(exc):
+                _show_help(exc)
+                code = EXIT["ok"]
+                if not standalone_mode:
+                    return code
+                sys.exit(code)
             shown = error_line(exc)
             if shown is None:
                 raise
@@ -124,6 +149,13 @@ class LedgerGroup(typer.core.TyperGroup):
         if not standalone_mode:
             return code
         sys.exit(code)
+
+
+def _show_help(exc: Any) -> None:
+    """Rich help is printed while it is formatted; plain help comes back as the message."""
+    text = exc.format_message()
+    if text:
+        typer.echo(text)
 
 
 app = typer.Typer(
@@ -146,18 +178,40 @@ class State:
     _ledger: Any = field(default=None, repr=False)
 
     def settings(self, **overrides: Any) -> Any:
+        """The settings these options and the environment give, or one plain line saying what is wrong."""
+        from pydantic import ValidationError
+
         from ledger.settings import Settings
+        from ledger_service.cli.config import database_url_problem, settings_problems, url_source
 
         values = {k: v for k, v in (("database_url", self.database_url),
                                      ("billing_tz", self.billing_tz)) if v}
         values.update(overrides)
-        return Settings(**values)
+        options = {name: GLOBAL_OPTIONS[name] for name in values if name in GLOBAL_OPTIONS}
+        try:
+            settings = Settings(**values)
+        except ValidationError as exc:
+            raise CliError(f"bad configuration: {settings_problems(exc, options, 'LEDGER_')}") from None
+        problem = database_url_problem(settings.database_url)
+        if problem:
+            source = "the demo" if "database_url" in overrides else url_source(bool(self.database_url))
+            raise CliError(f"bad database URL ({source}): {problem}")
+        return settings
 
     def ledger(self) -> Any:
         if self._ledger is None:
-            from ledger.application import Ledger
+            import sqlalchemy.exc as sa_exc
 
-            self._ledger = Ledger(self.settings())
+            from ledger.application import Ledger
+            from ledger_service.cli.config import redacted
+
+            settings = self.settings()
+            try:
+                self._ledger = Ledger(settings)
+            except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+                first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+                raise CliError(f"database unavailable: {first} ({redacted(settings.database_url)})",
+                               EXIT["failed"]) from None
         return self._ledger
 
     def close(self) -> None:
@@ -169,16 +223,10 @@ class State:
 @app.callback(invoke_without_command=True)
 def _global(
     ctx: typer.Context,
-    database_url: Optional[str] = typer.Option(
-        None, "--database-url", metavar="URL",
-        help="Event store and read models: sqlite:///PATH or postgresql+psycopg2://... "
-        "[default: $LEDGER_DATABASE_URL, else sqlite ledger.db in the working directory]",
-    ),
-    billing_tz: Optional[str] = typer.Option(
-        None, "--billing-tz", metavar="ZONE",
-        help="IANA time zone deciding billing dates; keep it the same for every run on one "
-        "ledger [default: $LEDGER_BILLING_TZ, else UTC]",
-    ),
+    database_url: Optional[str] = typer.Option(None, "--database-url", metavar="URL", help=DATABASE_URL_HELP),
+    billing_tz: Optional[str] = typer.Option(None, "--billing-tz", metavar="ZONE", help=BILLING_TZ_HELP),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=print_version,
+                                 help="Print the version and exit."),
 ) -> None:
     state = State(database_url=database_url, billing_tz=billing_tz)
     if billing_tz:
