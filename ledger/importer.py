@@ -11,6 +11,9 @@ Lines without a ``charge_id`` get one derived from the file's SHA-256 and the
 line number: importing the same file again (say after an interruption) finds
 every line already recorded instead of charging twice.
 
+A ``.json`` file may hold a JSON array of charge objects instead (read
+whole, numbered by position: "item 3"); see :mod:`ledger.import_formats`.
+
 ``seed_export=True`` reads an export of the replaced system's ``Charge`` table:
 ``id`` becomes the charge id ``seed-<id>``, ``created_at`` the time of the call
 (UTC when it carries no zone), other bookkeeping columns are ignored.
@@ -18,36 +21,39 @@ every line already recorded instead of charging twice.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable
 
-from ledger.charges import INPUT_FIELDS
 from ledger.errors import ChargeConflict, LedgerError
+from ledger.import_formats import (
+    FORMATS,
+    SEED_ALIASES,
+    SEED_IGNORED_COLUMNS,
+    Format,
+    ImportFileError,
+    Line,
+    check_columns,
+    detect_format,
+    holds_array,
+    read_csv,
+    read_json_array,
+    read_jsonl,
+)
 
-Format = Literal["jsonl", "csv"]
-FORMATS: dict[str, Format] = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".csv": "csv",
-}
+__all__ = [
+    "FORMATS", "Format", "ImportFileError", "ImportInterrupted", "ImportResult", "Line", "check_columns",
+    "default_rejects_path", "detect_format", "file_digest", "from_seed_export", "import_file", "read_csv",
+    "read_json_array", "read_jsonl",
+]
+
 DEFAULT_BATCH_SIZE = 1_000
-#: Columns of the seed's Charge table export that carry no charge fact.
-SEED_IGNORED_COLUMNS = frozenset({"updated_at", "modified_at", "deleted_at", "created"})
-#: Django exports may name a foreign key by its field rather than its column.
-SEED_ALIASES = {"user_profile": "user_profile_id", "account": "account_id"}
 #: ``progress(bytes_read, total_bytes)`` after each batch.
 Progress = Callable[[int, int], None]
-
-
-class ImportFileError(LedgerError):
-    """The file as a whole cannot be imported (missing, unreadable, wrong shape)."""
 
 
 class ImportInterrupted(LedgerError):
@@ -62,19 +68,12 @@ class ImportInterrupted(LedgerError):
         )
 
 
-@dataclass(frozen=True)
-class Line:
-    """One record of the file: its line number, original text, and fields or a parse error."""
-
-    number: int
-    text: str
-    fields: dict[str, Any] | None = None
-    errors: dict[str, str] | None = None
-
-
 @dataclass
 class ImportResult:
-    """Every line counted once: ``recorded + duplicates + rejected == lines``."""
+    """Every line counted once: ``recorded + duplicates + rejected == lines``.
+
+    For a JSON array, ``lines`` counts its items (see :attr:`noun`).
+    """
 
     path: str
     format: Format
@@ -90,6 +89,11 @@ class ImportResult:
     def complete(self) -> bool:
         return self.rejected == 0
 
+    @property
+    def noun(self) -> str:
+        """What the file's records are called: items of a JSON array, otherwise lines."""
+        return "item" if self.format == "json" else "line"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
@@ -100,22 +104,6 @@ class ImportResult:
             "rejected": self.rejected,
             "rejects_path": self.rejects_path,
         }
-
-
-def detect_format(path: Path, given: str | None = None) -> Format:
-    """The format named, or the one the file's extension says."""
-    name = (given or "").lower()
-    if name:
-        if name not in ("jsonl", "csv"):
-            raise ImportFileError(f"unknown format {given!r}; use jsonl or csv")
-        return name  # type: ignore[return-value]
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise ImportFileError(
-            f"cannot tell the format of {path.name!r} from its extension; "
-            "use --format jsonl or --format csv"
-        )
-    return FORMATS[suffix]
 
 
 def default_rejects_path(path: Path) -> Path:
@@ -129,118 +117,6 @@ def file_digest(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-# -- reading -------------------------------------------------------------------
-
-
-def read_jsonl(handle: io.BufferedReader) -> Iterator[tuple[Line, int]]:
-    """Objects one per line; blank lines skipped; (line, bytes consumed so far)."""
-    consumed = 0
-    for number, raw in enumerate(handle, start=1):
-        consumed += len(raw)
-        try:
-            text = raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as exc:
-            yield Line(number, raw.decode("utf-8", "replace").rstrip("\r\n"),
-                       errors={"line": f"not UTF-8 text ({exc.reason} at byte {exc.start})"}), consumed
-            continue
-        if number == 1:
-            text = text.removeprefix("\ufeff")
-        if not text.strip():
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield Line(number, text, errors={"line": f"not valid JSON: {exc.msg} at column {exc.colno}"}), consumed
-            continue
-        except ValueError as exc:  # valid JSON Python refuses, e.g. an integer of over 4300 digits
-            yield Line(number, text, errors={"line": f"unreadable JSON value: {exc}"}), consumed
-            continue
-        except RecursionError:
-            yield Line(number, text, errors={"line": "JSON nested too deeply"}), consumed
-            continue
-        if not isinstance(value, dict):
-            yield Line(number, text, errors={"line": f"expected a JSON object, got {type(value).__name__}"}), consumed
-            continue
-        yield Line(number, text, fields=value), consumed
-
-
-def read_csv(handle: io.BufferedReader, *, seed_export: bool = False) -> Iterator[tuple[Line, int]]:
-    """Rows under a header of field names; empty cells mean absent.
-
-    A header naming no known field, or unknown columns outside seed-export
-    mode, makes the whole file unusable (every row would fail the same way).
-    """
-    consumed = 0
-    pending: list[str] = []
-    state = {"line": 0}
-
-    def lines() -> Iterator[str]:
-        nonlocal consumed
-        for raw in handle:
-            consumed += len(raw)
-            state["line"] += 1
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ImportFileError(
-                    f"line {state['line']} is not UTF-8 text ({exc.reason} at byte {exc.start})"
-                ) from None
-            if state["line"] == 1:
-                text = text.removeprefix("\ufeff")
-            pending.append(text)
-            yield text
-
-    reader = csv.reader(lines())
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    except csv.Error as exc:
-        raise ImportFileError(f"unreadable CSV header: {exc}") from None
-    pending.clear()
-    columns = [name.strip() for name in header]
-    check_columns(columns, seed_export=seed_export)
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            text = "".join(pending).rstrip("\r\n")
-            pending.clear()
-            yield Line(state["line"], text, errors={"line": f"unreadable CSV: {exc}"}), consumed
-            continue
-        first = state["line"] - max(len(pending), 1) + 1
-        text = "".join(pending).rstrip("\r\n")
-        pending.clear()
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(columns):
-            yield Line(first, text, errors={
-                "line": f"has {len(row)} cells, the header has {len(columns)}"}), consumed
-            continue
-        fields = {name: cell for name, cell in zip(columns, row) if cell.strip() != ""}
-        yield Line(first, text, fields=fields), consumed
-
-
-def check_columns(columns: list[str], *, seed_export: bool) -> None:
-    known = set(INPUT_FIELDS) | (
-        {"id", "created_at"} | SEED_IGNORED_COLUMNS | set(SEED_ALIASES) if seed_export else set()
-    )
-    if not any(name in known for name in columns):
-        raise ImportFileError(
-            f"the CSV header names no charge field (got {', '.join(columns[:8]) or 'nothing'}); "
-            f"expected columns among {', '.join(INPUT_FIELDS)}"
-        )
-    unknown = [name for name in columns if name not in known]
-    if unknown:
-        hint = "" if seed_export else " (an export of the seed's Charge table? use --seed-export)"
-        raise ImportFileError(f"unknown CSV column(s): {', '.join(unknown)}{hint}")
-    duplicated = sorted({name for name in columns if columns.count(name) > 1})
-    if duplicated:
-        raise ImportFileError(f"CSV column(s) named twice: {', '.join(duplicated)}")
 
 
 # -- shaping -------------------------------------------------------------------
@@ -302,7 +178,9 @@ class _Rejects:
         self.handle: io.TextIOWrapper | None = None
 
     def add(self, line: Line, errors: dict[str, str]) -> None:
-        entry = {"line": line.number, "errors": errors, "text": line.text}
+        entry: dict[str, Any] = {"line": line.number, "errors": errors, "text": line.text}
+        if line.first_line is not None:  # an item of a JSON array, on the line it starts on
+            entry = {"item": line.number, "line": line.first_line, "errors": errors, "text": line.text}
         if self.handle is None:
             self.handle = self.path.open("w", encoding="utf-8")
             self.result.rejects_path = str(self.path)
@@ -336,11 +214,13 @@ def import_file(
     path = Path(path)
     if batch_size < 1:
         raise ImportFileError("the batch size must be at least 1")
-    kind = detect_format(path, format)
     if not path.exists():
         raise ImportFileError(f"no such file: {path}")
     if path.is_dir():
         raise ImportFileError(f"{path} is a directory, not a file")
+    kind = detect_format(path, format)
+    if kind == "json" and not holds_array(path):
+        kind = "jsonl"  # a .json file of one object per line
     total = path.stat().st_size
     stem = f"import-{file_digest(path)[:16]}"
     result = ImportResult(path=str(path), format=kind)
@@ -351,7 +231,7 @@ def import_file(
     batch: list[Line] = []
     try:
         with path.open("rb") as handle:
-            reader = read_jsonl(handle) if kind == "jsonl" else read_csv(handle, seed_export=seed_export)
+            reader = _reader(kind, handle, seed_export)
             consumed = 0
             for line, consumed in reader:
                 result.lines += 1
@@ -370,11 +250,17 @@ def import_file(
     return result
 
 
+def _reader(kind: Format, handle: io.BufferedReader, seed_export: bool) -> Any:
+    if kind == "csv":
+        return read_csv(handle, seed_export=seed_export)
+    return read_json_array(handle) if kind == "json" else read_jsonl(handle)
+
+
 def _shaped(line: Line, stem: str, seed_export: bool) -> Line:
     fields = from_seed_export(line.fields or {}) if seed_export else dict(line.fields or {})
     if fields.get("charge_id") in (None, ""):
         fields["charge_id"] = f"{stem}-{line.number}"
-    return Line(line.number, line.text, fields=fields)
+    return Line(line.number, line.text, fields=fields, first_line=line.first_line)
 
 
 def _record(ledger: Any, batch: list[Line], result: ImportResult, rejects: _Rejects) -> None:

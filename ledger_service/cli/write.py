@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -11,12 +13,41 @@ from rich.table import Column, Table
 from ledger_service.cli.app import EXIT, HEADINGS, print_table, app, emit_json, note, out, progress_bar, show_figure, state_of
 from ledger.measures import MEASURES
 from ledger.money import format_micros
+from ledger_service.wording import plural, shown
 
 
 def _cost_text(receipt: Any) -> str:
     if receipt.price_version is None:
         return "unpriced"
     return f"cost {format_micros(receipt.cost_micros)} (price version {receipt.price_version})"
+
+
+def _stored_facts(ledger: Any, receipt: Any) -> dict[str, Any]:
+    """The facts the charge was recorded with (the original's, for a duplicate)."""
+    row = ledger.store.find_charge(receipt.account_id, receipt.charge_id)
+    return json.loads(row.payload) if row is not None else {}
+
+
+def _moment_text(value: Any) -> str:
+    """An ISO 8601 time to the second, as stored (UTC)."""
+    if not value:
+        return "?"
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.isoformat(timespec="seconds")
+
+
+def receipt_text(receipt: Any, facts: dict[str, Any]) -> str:
+    """One line: which charge, whose, when it occurred and what it cost.
+
+    The recording time is shown only for a duplicate, where it says when the
+    original was recorded; the charge's own time is ``occurred_at``.
+    """
+    who = f"charge {receipt.charge_id} for account {receipt.account_id} (user {shown(facts.get('user_id'))})"
+    occurred = f"occurred at {_moment_text(facts.get('occurred_at'))}"
+    if receipt.duplicate:
+        return (f"already recorded: {who}, {occurred}, first recorded at {_moment_text(receipt.recorded_at)}, "
+                f"{_cost_text(receipt)} (not counted again)")
+    return f"recorded {who}, {occurred}, {_cost_text(receipt)}"
 
 
 @app.command()
@@ -27,17 +58,22 @@ def record(
     charge_type: Optional[str] = typer.Option(None, help="completion, plugin, tool, usage, subscription, ..."),
     provider: Optional[str] = typer.Option(None, help="Model provider (absent: unspecified)."),
     model: Optional[str] = typer.Option(None, help="Model name (absent: unspecified)."),
-    prompt_tokens: Optional[int] = typer.Option(None),
-    completion_tokens: Optional[int] = typer.Option(None),
+    prompt_tokens: Optional[int] = typer.Option(None, help="Tokens in the prompt [default: 0]."),
+    completion_tokens: Optional[int] = typer.Option(None, help="Tokens in the completion [default: 0]."),
     total_tokens: Optional[int] = typer.Option(None, help="Defaults to prompt + completion."),
     charge_id: Optional[str] = typer.Option(None, help="Idempotency key (default: a new UUID)."),
-    occurred_at: Optional[str] = typer.Option(None, help="ISO 8601 with a zone (default: now)."),
-    reference: Optional[str] = typer.Option(None),
-    session_key: Optional[str] = typer.Option(None),
+    occurred_at: Optional[str] = typer.Option(None, help="When the call happened: ISO 8601 with a zone; "
+                                              "it decides the billing date [default: now]."),
+    reference: Optional[str] = typer.Option(None, help="Free text kept with the charge (a request id, say)."),
+    session_key: Optional[str] = typer.Option(None, help="The caller's session, kept with the charge."),
     user_profile_id: Optional[int] = typer.Option(None, help="Seed-style user profile; resolves the account."),
     json_output: bool = typer.Option(False, "--json", help="Print the receipt as JSON."),
 ) -> None:
     """Record one charge and print its receipt (durable when printed).
+
+    The receipt names the charge's user ("-" when absent) and the time it
+    occurred; --json prints the receipt the HTTP API answers with. A charge
+    may carry no tokens (a subscription or a tool call) and no user.
 
     Example: ledger record --account-id acme --user-id ada --charge-type completion
     --provider openai --model gpt-4o --prompt-tokens 120 --completion-tokens 30
@@ -53,33 +89,29 @@ def record(
         )
         if value is not None
     }
-    receipt = state_of(ctx).ledger().record_charge(**fields)
+    ledger = state_of(ctx).ledger()
+    receipt = ledger.record_charge(**fields)
     if json_output:
         emit_json(receipt.to_dict())
         return
-    when = receipt.recorded_at.isoformat(timespec="seconds") if receipt.recorded_at else "?"
-    if receipt.duplicate:
-        out.print(f"already recorded: charge {receipt.charge_id} for account {receipt.account_id} "
-                  f"at {when}, {_cost_text(receipt)} (not counted again)", markup=False)
-    else:
-        out.print(f"recorded charge {receipt.charge_id} for account {receipt.account_id} at {when}, "
-                  f"{_cost_text(receipt)}", markup=False)
+    out.print(receipt_text(receipt, _stored_facts(ledger, receipt)), markup=False)
 
 
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., help="A .jsonl or .csv file of charges.", show_default=False),
-    format: Optional[str] = typer.Option(None, "--format", help="jsonl or csv [default: from the extension]"),
+    file: Path = typer.Argument(..., help="A .jsonl, .json or .csv file of charges.", show_default=False),
+    format: Optional[str] = typer.Option(None, "--format", help="jsonl, json or csv [default: from the extension]."),
     batch_size: int = typer.Option(1_000, min=1, help="Lines per transaction."),
     rejects: Optional[Path] = typer.Option(None, help="Reject file [default: FILE.rejects.jsonl]."),
     seed_export: bool = typer.Option(False, help="FILE is an export of the seed's Charge table "
                                      "(id -> charge id seed-<id>, created_at -> occurred_at, naive = UTC)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Import charges from JSONL or CSV, streamed and batched.
+    """Import charges from JSON Lines, a JSON array or CSV, in batches.
 
-    Bad lines go to the reject file with their line number and errors; every
+    JSON Lines and CSV are streamed; a .json file holding an array is read
+    whole and its items numbered by position. Bad lines go to the reject file with their line number and errors; every
     valid line is recorded. Exit 0 when every line was recorded (or was
     already), 3 when some lines were rejected, 2 when the file is unusable.
     Lines without a charge_id get one derived from the file's digest and line
@@ -99,16 +131,17 @@ def import_(
     if json_output:
         emit_json(result.to_dict())
     else:
-        out.print(f"{result.lines} lines: {result.recorded} recorded, {result.duplicates} already "
-                  f"recorded, {result.rejected} rejected", markup=False)
+        out.print(f"{plural(result.lines, result.noun)}: {result.recorded:,} recorded, {result.duplicates:,} "
+                  f"already recorded, {result.rejected:,} rejected", markup=False)
     if result.rejected:
         for entry in result.sample:
             problems = "; ".join(f"{k}: {v}" for k, v in entry["errors"].items())
-            note(f"line {entry['line']}: {problems}")
+            where = f"item {entry['item']} (line {entry['line']})" if "item" in entry else f"line {entry['line']}"
+            note(f"{where}: {problems}")
         more = result.rejected - len(result.sample)
         if more > 0:
-            note(f"... and {more} more")
-        note(f"{result.rejected} of {result.lines} lines rejected; see {result.rejects_path}")
+            note(f"... and {more:,} more")
+        note(f"{result.rejected:,} of {plural(result.lines, result.noun)} rejected; see {result.rejects_path}")
         raise typer.Exit(EXIT["partial"])
 
 

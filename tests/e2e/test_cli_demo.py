@@ -75,7 +75,8 @@ def test_installed_script_records_imports_and_reports(tmp_path):
                    "--prompt-tokens", "120", "--completion-tokens", "30", "--charge-id", "c1",
                    "--occurred-at", "2026-01-15T09:30:00+01:00")
     assert recorded.returncode == 0, recorded.stderr
-    assert recorded.stdout.startswith("recorded charge c1 for account acme at ")
+    assert recorded.stdout == ("recorded charge c1 for account acme (user ada), occurred at "
+                               "2026-01-15T08:30:00+00:00, unpriced\n")
     source = tmp_path / "more.jsonl"
     source.write_text(json.dumps({"account_id": "acme", "charge_type": "usage", "prompt_tokens": 5,
                                   "occurred_at": "2026-01-15T10:00:00Z"}) + "\n{oops\n")

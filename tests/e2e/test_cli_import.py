@@ -134,8 +134,9 @@ def test_csv_with_ten_percent_bad_lines_reports_file_line_numbers(cli, tmp_path)
                        "rejected": 11, "rejects_path": f"{path}.rejects.jsonl"}
     rejects = [json.loads(x) for x in Path(summary["rejects_path"]).read_text().splitlines()]
     assert [r["line"] for r in rejects] == bad_lines
-    assert rejects[0] == {"line": 6, "errors": {"reference": "contains control or invalid characters"},
-                          "text": "\n".join(path.read_text().splitlines()[5:7])}
+    assert rejects[0]["line"] == 6 and list(rejects[0]["errors"]) == ["reference"]
+    assert "control" in rejects[0]["errors"]["reference"]  # the wording is ledger.charges'
+    assert rejects[0]["text"] == "\n".join(path.read_text().splitlines()[5:7])
     assert rejects[1]["errors"] == {"prompt_tokens": "must be >= 0, got -1"}
     assert rejects[1]["text"] == path.read_text().splitlines()[bad_lines[1] - 1]
     assert totals(cli) == expected(goods)
@@ -181,8 +182,9 @@ def test_seed_export_of_the_charge_table(cli, tmp_path):
     [
         ("missing.jsonl", None, [], "error: no such file: {path}\n"),
         ("charges.txt", "{}", [],
-         "error: cannot tell the format of 'charges.txt' from its extension; use --format jsonl or --format csv\n"),
-        ("charges.txt", "{}", ["--format", "xml"], "error: unknown format 'xml'; use jsonl or csv\n"),
+         "error: cannot tell the format of 'charges.txt' from its extension; use --format jsonl, "
+         "--format json or --format csv\n"),
+        ("charges.txt", "{}", ["--format", "xml"], "error: unknown format 'xml'; use jsonl, json or csv\n"),
         ("bad.csv", "colour,size\nred,3\n", [],
          "error: the CSV header names no charge field (got colour, size); expected columns among "
          "user_profile_id, session_key, provider, charge_type, prompt_tokens, completion_tokens, "
