@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from ledger.domain import Totals
 from ledger.errors import ChargeConflict, InvalidCharge
 from ledger.measures import MEASURES
+from ledger_service.wording import plural
 
 ACCOUNT_NAMES = (
     "acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka",
@@ -259,7 +260,8 @@ def run_demo(ledger: Any, config: DemoConfig = DemoConfig(), reporter: Reporter 
                 result.recorded += 1
             update(min(start + config.batch_size, len(month)), len(month))
         result.seconds["record"] = time.perf_counter() - started
-    say.done(f"recorded {result.recorded:,} charges over {config.days} days for {config.accounts} accounts "
+    say.done(f"recorded {plural(result.recorded, 'charge')} over {config.days} days for "
+             f"{plural(config.accounts, 'account')} "
              f"in {result.seconds['record']:.1f} s ({result.recorded / result.seconds['record']:,.0f} charges/s)")
 
     retries = rnd.sample(month, max(1, len(month) // 50))
@@ -274,7 +276,8 @@ def run_demo(ledger: Any, config: DemoConfig = DemoConfig(), reporter: Reporter 
             result.duplicates += int(outcome.receipt.duplicate)
         elif isinstance(outcome.error, (ChargeConflict, InvalidCharge)):
             result.refused.append(str(outcome.error))
-    say.done(f"{result.duplicates:,} client retries recognised by charge id, none counted twice")
+    say.done(f"{plural(result.duplicates, 'client retry', 'client retries')} recognised by charge id, "
+             "none counted twice")
     for reason in result.refused:
         say.done(f"refused, nothing stored: {reason}")
 
@@ -295,8 +298,9 @@ def run_demo(ledger: Any, config: DemoConfig = DemoConfig(), reporter: Reporter 
     result.events_pruned += compacted.events_pruned
     result.rollups += compacted.rollups_written
     result.events_projected += _project(projector, ledger, SilentReporter(), "")  # the rollups
-    say.done(f"compacted {compacted.days:,} closed account-days: {compacted.events_pruned:,} raw events "
-             f"pruned (~{compacted.bytes_pruned / 1e6:.1f} MB), {compacted.rollups_written:,} rollups written")
+    say.done(f"compacted {plural(compacted.days, 'closed account-day')}: "
+             f"{plural(compacted.events_pruned, 'raw event')} pruned (~{compacted.bytes_pruned / 1e6:.1f} MB), "
+             f"{plural(compacted.rollups_written, 'rollup')} written")
 
     late_day = today - timedelta(days=3)
     late = [
@@ -318,7 +322,7 @@ def run_demo(ledger: Any, config: DemoConfig = DemoConfig(), reporter: Reporter 
     result.rollups += again.rollups_written
     result.events_projected += _project(projector, ledger, SilentReporter(), "")
     result.events_after = _event_count(ledger)
-    say.done(f"re-rolled {again.days} account-day(s), superseding {again.rollups_superseded} rollup(s); "
+    say.done(f"re-rolled {plural(again.days, 'account-day')}, superseding {plural(again.rollups_superseded, 'rollup')}; "
              f"the log went from {result.events_before_compaction:,} to {result.events_after:,} events")
 
     with say.step("auditing: replay from position 0, diff, conservation, rollup digests"):
@@ -352,7 +356,7 @@ def _project(projector: Any, ledger: Any, say: Reporter, title: str) -> int:
             if count < projector.batch_size:
                 break
         seconds = time.perf_counter() - started
-    say.done(f"projected {applied:,} events in {seconds:.1f} s")
+    say.done(f"projected {plural(applied, 'event')} in {seconds:.1f} s")
     return applied
 
 

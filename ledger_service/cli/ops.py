@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -181,6 +182,9 @@ def bench(ctx: typer.Context) -> None:
 
 # -- demo ----------------------------------------------------------------------
 
+#: The demo ledger's SQLite file in its directory.
+DEMO_FILE = "ledger.db"
+
 
 class RichReporter:
     """The demo's story on the terminal: a bar per step, a line per result."""
@@ -199,9 +203,11 @@ class RichReporter:
 @app.command()
 def demo(
     ctx: typer.Context,
-    directory: Optional[Path] = typer.Option(None, "--dir", help="Where the demo ledger goes [default: a new temporary directory]."),
-    accounts: int = typer.Option(8, "--accounts", min=1, max=1000),
-    days: int = typer.Option(30, "--days", min=2, max=366),
+    directory: Optional[Path] = typer.Option(
+        None, "--dir", help="Where the demo ledger goes [default: a new temporary directory, kept to explore; "
+        "the last line says where and how to remove it]."),
+    accounts: int = typer.Option(8, "--accounts", min=1, max=1000, help="Accounts in the synthetic month."),
+    days: int = typer.Option(30, "--days", min=2, max=366, help="Days the synthetic month spans, up to today."),
     charges: int = typer.Option(20_000, "--charges", min=100, help="Charges in the synthetic month."),
     seed: int = typer.Option(42, "--seed", help="Random seed: the same seed gives the same month."),
     json_output: bool = typer.Option(False, "--json", help="Print the figures as JSON instead."),
@@ -214,6 +220,8 @@ def demo(
     compacted, audited and reported (SQLite, no server needed).
 
     Uses --database-url only when given on the command line (the store must be empty).
+    Otherwise the ledger is a SQLite file in --dir or a new temporary directory, kept so
+    that it can be explored; the last line says where it is, its size and how to remove it.
 
     Example: ledger demo --accounts 12 --charges 50000
     Example: ledger demo --serve --port 8000
@@ -222,7 +230,8 @@ def demo(
     from ledger.application import Ledger
 
     state = state_of(ctx)
-    url = state.database_url or _fresh_sqlite(directory)
+    folder, made = (None, False) if state.database_url else _demo_folder(directory)
+    url = state.database_url or _fresh_sqlite(folder)
     ledger = Ledger(state.settings(database_url=url))
     try:
         if ledger.recorder.max_notification_id():
@@ -234,9 +243,12 @@ def demo(
         result = run_demo(ledger, config, RichReporter(quiet=json_output))
         wall = time.perf_counter() - started
         if json_output:
-            emit_json({**result.to_dict(), "database_url": url, "wall_seconds": round(wall, 2)})
+            emit_json({**result.to_dict(), "database_url": url, "directory": str(folder) if folder else None,
+                       "wall_seconds": round(wall, 2)})
         else:
             _print_demo(result, url, wall)
+            if folder is not None:
+                out.print(_where_it_is(folder, made), markup=False)
         if serve:
             _serve_demo(ledger, result, host, port)
     finally:
@@ -263,14 +275,29 @@ def _serve_demo(ledger: Any, result: Any, host: str, port: int) -> None:
                 server_header=False)
 
 
-def _fresh_sqlite(directory: Path | None) -> str:
+def _demo_folder(directory: Path | None) -> tuple[Path, bool]:
+    """The demo's directory, and whether the demo made it (then all of it is the demo's)."""
     if directory is None:
-        directory = Path(tempfile.mkdtemp(prefix="ledger-demo-"))
+        return Path(tempfile.mkdtemp(prefix="ledger-demo-")).resolve(), True
+    made = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory.resolve() / "ledger.db"
+    return directory.resolve(), made
+
+
+def _fresh_sqlite(directory: Path) -> str:
+    path = directory / DEMO_FILE
     if path.exists():
         raise CliError(f"{path} exists; the demo needs a fresh directory")
     return f"sqlite:///{path}"
+
+
+def _where_it_is(folder: Path, made: bool) -> str:
+    """Where the demo ledger stays, its size, and the command that removes it."""
+    files = [f for f in (folder.iterdir() if made else folder.glob(DEMO_FILE + "*")) if f.is_file()]
+    size = sum(f.stat().st_size for f in files)
+    remove = f"rm -r {shlex.quote(str(folder))}" if made else \
+        "rm " + " ".join(shlex.quote(str(f)) for f in sorted(files))
+    return f"The demo ledger takes {size / 1e6:.1f} MB in {folder}; remove it with: {remove}"
 
 
 def _print_demo(result: Any, url: str, wall: float) -> None:

@@ -22,6 +22,7 @@ from ledger_service.cli.app import (
     state_of,
 )
 from ledger.money import format_micros
+from ledger_service.wording import plural
 
 prices_app = typer.Typer(
     help="The price catalogue: integer micro-units per million tokens, each with an effective-from time.",
@@ -115,7 +116,7 @@ def prices_import(
     if json_output:
         emit_json({"prices": len(prices), "added": added, "version": ledger.price_table().version})
         return
-    out.print(f"imported {len(prices)} price(s) from {path}: {added} new, {len(prices) - added} "
+    out.print(f"imported {plural(len(prices), 'price')} from {path}: {added:,} new, {len(prices) - added:,} "
               f"already in the catalogue; catalogue version {ledger.price_table().version}", markup=False)
 
 
@@ -150,7 +151,7 @@ def reprice(
         return
     changed = result.changed
     before, after = result.total("cost_micros"), result.total("repriced_micros")
-    out.print(f"{len(result.days):,} account-day(s) repriced up to position {result.position:,}: "
+    out.print(f"{plural(len(result.days), 'account-day')} repriced up to position {result.position:,}: "
               f"{format_micros(before, currency)} as recorded, {format_micros(after, currency)} repriced, "
               f"difference {format_micros(after - before, currency)}", markup=False)
     if not changed:
@@ -166,7 +167,8 @@ def reprice(
                       f"{day.unpriced_charges:,} -> {day.repriced_unpriced:,}", day.basis)
     print_table(table)
     if len(changed) > limit:
-        note(f"... and {len(changed) - limit} more account-day(s) (--limit, or --json for all)")
+        note(f"... and {plural(len(changed) - limit, 'more account-day', 'more account-days')} "
+             "(--limit, or --json for all)")
 
 
 def _moment(value: str, option: str) -> datetime:
