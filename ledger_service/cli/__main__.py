@@ -1,5 +1,5 @@
-"""``python -m ledger_service.cli``: the same as the ``ledger`` script."""
+"""``python -m ledger_service.cli``: the same as the ``ledger`` script, under the same name."""
 
-from ledger_service.cli import main
+from ledger_service.cli import app
 
-main()
+app(prog_name="ledger")

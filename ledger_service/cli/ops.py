@@ -157,6 +157,7 @@ def worker(
 
     Example: ledger worker --workers 4 --no-periodic
     """
+    state_of(ctx).settings()  # a bad database URL or setting fails here, in one line, before the worker starts
     _export_settings(ctx)
     worker_module = require("jobs.worker", "the worker")
     note(worker_module.banner(periodic=periodic))
@@ -173,9 +174,13 @@ def bench(ctx: typer.Context) -> None:
 
     Example: ledger bench --database-url sqlite:////var/tmp/bench/bench.db --quick
     """
+    from ledger_service.cli.tree import polish
+
     require("bench", "the benchmark")
     entry = require("bench.__main__", "the benchmark")
-    code = entry.app(args=list(ctx.args), prog_name="ledger bench", standalone_mode=False)
+    command = typer.main.get_command(entry.app)
+    polish(command)  # its help follows the rules of every other ledger command
+    code = command.main(args=list(ctx.args), prog_name="ledger bench", standalone_mode=False)
     if isinstance(code, int) and code:
         raise typer.Exit(code)
 

@@ -104,8 +104,9 @@ def import_(
     format: Optional[str] = typer.Option(None, "--format", help="jsonl, json or csv [default: from the extension]."),
     batch_size: int = typer.Option(1_000, min=1, help="Lines per transaction."),
     rejects: Optional[Path] = typer.Option(None, help="Reject file [default: FILE.rejects.jsonl]."),
-    seed_export: bool = typer.Option(False, help="FILE is an export of the seed's Charge table "
-                                     "(id -> charge id seed-<id>, created_at -> occurred_at, naive = UTC)."),
+    seed_export: bool = typer.Option(False, "--seed-export", show_default=False,
+                                     help="FILE is an export of the seed's Charge table (id -> charge id "
+                                     "seed-<id>, created_at -> occurred_at, naive = UTC)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Import charges from JSON Lines, a JSON array or CSV, in batches.
