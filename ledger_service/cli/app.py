@@ -117,8 +117,7 @@ class LedgerGroup(typer.core.TyperGroup):
         super().__init__(*args, **kwargs)
         from ledger_service.cli.tree import polish
 
-        names = list((self.context_settings or {}).get("help_option_names") or ["--help"])
-        polish(self, shared_options, rich_markup=self.rich_markup_mode == "rich", help_names=names)
+        polish(self, shared_options)
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)  # in the order they were declared, not sorted

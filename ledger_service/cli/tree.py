@@ -33,14 +33,19 @@ def walk(command: Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[s
             yield from walk(sub, (*path, name))
 
 
-def polish(root: TyperGroup, shared_options: Callable[[], list[Any]], *,
-           rich_markup: bool, help_names: list[str]) -> None:
-    """Apply the module's rules to every command under ``root`` (once per built tree)."""
+def polish(root: Command, shared_options: Callable[[], list[Any]] | None = None) -> None:
+    """Apply the module's rules to every command under ``root`` (once per built tree).
+
+    ``shared_options()`` makes the parameters every command (not group) also
+    accepts; ``bench``, which parses its own arguments, gets none.
+    """
     if getattr(root, "_ledger_polished", False):
         return
     root._ledger_polished = True  # type: ignore[attr-defined]
+    rich_markup = getattr(root, "rich_markup_mode", None) == "rich"
+    help_names = list((root.context_settings or {}).get("help_option_names") or ["--help"])
     for path, command in walk(root):
-        if path and not isinstance(command, TyperGroup) and path[-1] not in OWN_ARGUMENTS:
+        if shared_options and path and not isinstance(command, TyperGroup) and path[-1] not in OWN_ARGUMENTS:
             known = {opt for param in command.params for opt in param.opts}
             command.params.extend(p for p in shared_options() if not known & set(p.opts))
         for param in command.params:
