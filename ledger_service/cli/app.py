@@ -1,9 +1,12 @@
 """The ``ledger`` Typer app: global options, error handling, output helpers.
 
 Every command reaches the store through :meth:`State.ledger`, so the global
-``--database-url`` and ``--billing-tz`` apply everywhere. Errors a user can fix
-become one ``error: ...`` line on stderr and an exit code (see :data:`EXIT`);
-only a bug shows a traceback.
+``--database-url`` and ``--billing-tz`` apply everywhere, given before the
+command or after it (:mod:`ledger_service.cli.options`). Errors a user can fix
+become one ``error: ...`` line on stderr and an exit code (see :data:`EXIT`),
+configuration errors in plain words (:mod:`ledger_service.cli.config`); only a
+bug shows a traceback. The built command tree is brought under one set of
+help rules as it is made (:mod:`ledger_service.cli.tree`).
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ class LedgerGroup(typer.core.TyperGroup):
     """Runs the command, turning user-facing errors into one line and an exit code."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Typer builds the whole tree before the root group: polish it here, once per build."""
         super().__init__(*args, **kwargs)
         from ledger_service.cli.tree import polish
 
@@ -137,14 +141,12 @@ class LedgerGroup(typer.core.TyperGroup):
             if _is_help_request(exc):
                 _show_help(exc)
                 code = EXIT["ok"]
-                if not standalone_mode:
-                    return code
-                sys.exit(code)
-            shown = error_line(exc)
-            if shown is None:
-                raise
-            fail(shown[0])
-            code = shown[1]
+            else:
+                shown = error_line(exc)
+                if shown is None:
+                    raise
+                fail(shown[0])
+                code = shown[1]
         if not standalone_mode:
             return code
         sys.exit(code)
@@ -193,8 +195,8 @@ class State:
             raise CliError(f"bad configuration: {settings_problems(exc, options, 'LEDGER_')}") from None
         problem = database_url_problem(settings.database_url)
         if problem:
-            source = "the demo" if "database_url" in overrides else url_source(bool(self.database_url))
-            raise CliError(f"bad database URL ({source}): {problem}")
+            from_option = bool(self.database_url) and settings.database_url == self.database_url
+            raise CliError(f"bad database URL ({url_source(from_option)}): {problem}")
         return settings
 
     def ledger(self) -> Any:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Optional
 
 import typer
 from rich.table import Column, Table
 
 from ledger_service.cli.app import (
-    EXIT,
     CliError,
     app,
     emit_json,

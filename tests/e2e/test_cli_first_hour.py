@@ -186,6 +186,15 @@ def test_a_json_array_file_is_imported_item_by_item(cli, tmp_path):
         '{"path": "%s", "format": "json", "lines": 2, "recorded": 2' % compact)
 
 
+def test_a_broken_json_array_is_unusable_and_records_nothing(cli, tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps([charge(1)])[:-1] + ",\n" + json.dumps(charge(2)) + " " + json.dumps(charge(3)) + "]")
+    result = cli("import", str(path))
+    assert result.exit_code == 2
+    assert result.stderr == "error: not a valid JSON array: expected ',' or ']' at line 2\n"
+    assert json.loads(ok(cli("accounts", "--json")).stdout) == []
+
+
 def test_one_line_is_one_line(cli, tmp_path):
     path = tmp_path / "one.json"
     path.write_text(json.dumps(charge(1)) + "\n")
@@ -290,6 +299,6 @@ def test_a_plain_demo_says_where_its_ledger_stays_its_size_and_how_to_remove_it(
     last = result.stdout.splitlines()[-1]
     folders = [p for p in tmp_path.iterdir() if p.name.startswith("ledger-demo-")]
     assert len(folders) == 1
-    assert last.startswith(f"The demo ledger takes ") and f" MB in {folders[0]}; " in last
+    assert last.startswith("The demo ledger takes ") and f" MB in {folders[0]}; " in last
     assert last.endswith(f"remove it with: rm -r {folders[0]}")
     assert "recorded 300 charges over 3 days for 2 accounts" in result.stdout
