@@ -47,6 +47,22 @@ def reset_postgres(url: str = PG_URL) -> None:
         engine.dispose()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def secret_key_file(tmp_path_factory) -> Iterator[str]:
+    """The dashboard's secret key in the test run's own directory (never the runner's home).
+
+    Set in the environment, so servers and commands the tests start use it too.
+    """
+    path = str(tmp_path_factory.mktemp("secret") / "secret-key")
+    before = os.environ.get("LEDGER_SECRET_KEY_FILE")
+    os.environ["LEDGER_SECRET_KEY_FILE"] = path
+    yield path
+    if before is None:
+        os.environ.pop("LEDGER_SECRET_KEY_FILE", None)
+    else:
+        os.environ["LEDGER_SECRET_KEY_FILE"] = before
+
+
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'ledger.db'}"

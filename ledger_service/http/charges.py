@@ -202,20 +202,16 @@ def _reverse(ledger: Any, caller: Caller, charge_id: str, body: Any) -> JSONResp
     key = caller.key(ledger)
     if body is None:
         body = {}
-    if not isinstance(body, dict) or set(body) - {"reason"}:
-        raise Problem(422, 'the body must be {"reason": "..."}',
-                      errors=[{"field": "body", "detail": 'expected {"reason": text}'}])
+    if not isinstance(body, dict) or set(body) - {"reason", "account_id"}:
+        raise Problem(422, 'the body must be {"reason": "...", "account_id": "..."}',
+                      errors=[{"field": "body", "detail": 'expected {"reason": text, "account_id": text}'}])
     reason = body.get("reason")
-    if key.scoped:
-        # A scoped key sees its own account's charges only: another account's
-        # charge and an unknown one look the same to it.
-        row = ledger.store.find_charge(charge_id) if plain_text(charge_id) else None
-        if row is None or not key.may_act_for(row.account_id):
-            raise Problem(403, f"no charge {charge_id!r} in account {key.account_id!r}, the only one this key "
-                          "acts for", errors=[{"field": "charge_id", "detail": "outside this key's account"}])
+    account_id = _reversal_account(key, charge_id, body.get("account_id"))
     try:
-        receipt = ledger.reverse_charge(charge_id, reason if reason is not None else "")
+        receipt = ledger.reverse_charge(charge_id, reason if reason is not None else "", account_id=account_id)
     except UnknownCharge as exc:
+        if key.scoped:  # as for another account's id: the key sees its own account only
+            raise _outside_scope(key, charge_id, "charge_id") from None
         raise Problem(404, str(exc), errors=[{"field": "charge_id", "detail": "unknown charge"}]) from None
     except AlreadyReversed as exc:
         raise Problem(409, str(exc), errors=[{"field": "charge_id", "detail": "already reversed"}]) from None
@@ -224,3 +220,25 @@ def _reverse(ledger: Any, caller: Caller, charge_id: str, body: Any) -> JSONResp
     except LedgerError:
         raise
     return JSONResponse(receipt.to_dict())
+
+
+def _reversal_account(key: ApiKey, charge_id: str, given: Any) -> str:
+    """The account whose charge is reversed: a scoped key's own, else the one the body names.
+
+    A scoped key asking for another account gets the same 403 as for an
+    unknown charge, so it learns nothing about other tenants' ids.
+    """
+    if key.scoped:
+        if given is not None and given != key.account_id:
+            raise _outside_scope(key, charge_id, "account_id")
+        return str(key.account_id)
+    if not isinstance(given, str) or not given.strip():
+        raise Problem(422, "name the charge's account: charge ids are unique per account",
+                      errors=[{"field": "account_id", "detail": "required (a non-empty string) for a key not "
+                               "scoped to one account"}])
+    return given
+
+
+def _outside_scope(key: ApiKey, charge_id: str, field: str) -> Problem:
+    return Problem(403, f"no charge {charge_id!r} in account {key.account_id!r}, the only one this key acts for",
+                   errors=[{"field": field, "detail": "outside this key's account"}])

@@ -63,9 +63,12 @@ class BatchIn(BaseModel):
 
 
 class ReversalIn(BaseModel):
+    """The account names the charge (ids are unique per account): required unless the key is scoped."""
+
     model_config = ConfigDict(extra="forbid")
 
     reason: Optional[str] = Field(None, max_length=1024)
+    account_id: Optional[str] = Field(None, max_length=256)
 
 
 class ReceiptOut(BaseModel):

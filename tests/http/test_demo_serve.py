@@ -9,6 +9,7 @@ import sys
 import httpx
 
 from http_helpers import free_port
+from test_dashboard_session import sign_in
 
 
 def test_demo_serve_prints_keys_and_serves_the_dashboard(tmp_path):
@@ -34,11 +35,11 @@ def test_demo_serve_prints_keys_and_serves_the_dashboard(tmp_path):
             except httpx.TransportError:
                 continue
         with httpx.Client(base_url=base, follow_redirects=True) as browser:
-            signed_in = browser.post("/dashboard/sign-in", data={"key": admin})
+            signed_in = sign_in(browser, admin)
             assert signed_in.status_code == 200 and signed_in.url.path == "/dashboard/overview"
             assert "Last audit" in signed_in.text and "clean at" in signed_in.text
         with httpx.Client(base_url=base, follow_redirects=True) as browser:
-            signed_in = browser.post("/dashboard/sign-in", data={"key": reader})
+            signed_in = sign_in(browser, reader)
             assert signed_in.url.path == f"/dashboard/accounts/{account}"
         assert (tmp_path / "ledger.db").exists()
     finally:

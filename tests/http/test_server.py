@@ -54,7 +54,8 @@ def test_record_read_and_revoke_through_a_real_server(server):
         assert [o["status"] for o in batch.json()["outcomes"]] == ["recorded", "recorded", "invalid", "duplicate"]
         assert batch.json()["outcomes"][2]["errors"][0]["field"] == "prompt_tokens"
 
-        reversed_ = http.post("/v1/charges/req-4/reversal", json={"reason": "failed call"}, headers=bearer(admin))
+        reversed_ = http.post("/v1/charges/req-4/reversal", json={"reason": "failed call", "account_id": "acme"},
+                             headers=bearer(admin))
         assert reversed_.status_code == 200 and reversed_.json()["charge_id"] == "req-4"
 
         totals = http.get("/v1/accounts/acme/totals", headers=bearer(reader)).json()
