@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from eventsourcing_sqlalchemy.datastore import transactions
 from eventsourcing.persistence import JSONTranscoder
 
-from ledger.charges import Charge, canonical_json
+from ledger.charges import Charge
 from ledger.domain import ACCOUNT_OPENED_TOPIC as OPENED_TOPIC
 from ledger.domain import CHARGE_RECORDED_TOPIC as CHARGE_TOPIC
 from ledger.domain import Account, account_uuid

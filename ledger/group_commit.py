@@ -18,7 +18,6 @@ caller per arrival.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence

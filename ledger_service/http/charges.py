@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from ledger.errors import AlreadyReversed, ChargeConflict, InvalidCharge, LedgerError, UnknownCharge
-from ledger_service.http.auth import Caller, caller_of, plain_text, requires
+from ledger_service.http.auth import Caller, caller_of, requires
 from ledger_service.http.bodies import read_json
 from ledger_service.http.encoding import JsonAnswer, encode
 from ledger_service.http.problems import Problem, field_errors
