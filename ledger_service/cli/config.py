@@ -87,6 +87,9 @@ def settings_problems(exc: Any, options: Mapping[str, str] | None = None,
     problems = []
     for error in exc.errors():
         name = ".".join(str(part) for part in error["loc"]) or "settings"
+        if name.isupper():  # read from the environment variable of that name (an alias)
+            problems.append(f"{name} {plain_message(name, error)}")
+            continue
         source = given.get(name) or f"{prefix}{name.upper()}"
         problems.append(f"{name} ({source}) {plain_message(name, error)}")
     return "; ".join(problems)
@@ -118,7 +121,7 @@ def plain_message(name: str, error: Mapping[str, Any]) -> str:
         rule = str(ctx["error"])
     else:
         rule = _lowered(str(error.get("msg", "is not valid")))
-    if "input" in error and kind != "missing":
+    if "input" in error and kind != "missing" and "secret" not in name.lower():  # never echo a secret
         rule += f", got {_shown_input(error['input'])}"
     return rule
 

@@ -266,6 +266,7 @@ def _serve_demo(ledger: Any, result: Any, host: str, port: int) -> None:
     """Keys for the demo ledger (printed once), then the API and the dashboard on it until interrupted."""
     import uvicorn
 
+    from ledger_service.cli.serve import prepare_secret_key
     from ledger_service.http import create_app
     from ledger_service.keys import create_key
 
@@ -276,6 +277,7 @@ def _serve_demo(ledger: Any, result: Any, host: str, port: int) -> None:
     out.print(f"admin key (every account): {admin}", markup=False)
     out.print(f"read key (account {account}): {reader}", markup=False)
     note("sign in with either key; Ctrl-C stops the server")
+    prepare_secret_key()
     uvicorn.run(create_app(ledger), host=host, port=port, log_level="warning", access_log=False,
                 server_header=False)
 

@@ -28,6 +28,8 @@ from ledger_service.cli.app import (
 
 from ledger.measures import MEASURES as VALUE_COLUMNS
 from ledger_service.csvsafe import write_csv
+from ledger_service.wording import conservation_lines, held_back, json_value, plural
+from ledger_service.wording import shown as shown_value
 
 KEY_COLUMNS = ("account_id", "user_id", "billing_date", "charge_type", "provider", "model")
 
@@ -59,7 +61,7 @@ def project(ctx: typer.Context, json_output: bool = typer.Option(False, "--json"
     if json_output:
         emit_json({"events": events, "position": position})
     else:
-        out.print(f"projected {events:,} events; records are at position {position:,}")
+        out.print(f"projected {plural(events, 'event')}; records are at position {position:,}")
 
 
 @app.command()
@@ -79,7 +81,7 @@ def rebuild(
     if json_output:
         emit_json(result.to_dict())
     elif check:
-        verdict = "identical to" if result.clean else f"{result.difference_count} difference(s) from"
+        verdict = "identical to" if result.clean else f"{plural(result.difference_count, 'difference')} from"
         out.print(f"replayed {result.events:,} events to position {result.position:,}: "
                   f"{verdict} the live records", markup=False)
         _print_differences(result.differences, result.difference_count)
@@ -145,13 +147,13 @@ def print_audit(result: Any, limit: int | None = None) -> None:
     verdict = "CLEAN" if result.clean else "FAILED"
     out.print(f"audit {verdict} at position {result.position:,} "
               f"({result.events:,} events replayed)", markup=False)
-    out.print(f"  replay equality: {'identical' if result.difference_count == 0 else f'{result.difference_count} difference(s)'}",
+    equality = "identical" if result.difference_count == 0 else plural(result.difference_count, "difference")
+    out.print(f"  replay equality: {equality}", markup=False)
+    for line in conservation_lines(c):
+        out.print(line, markup=False)
+    out.print(f"  rollups: {result.rollups_checked:,} checked, {plural(len(result.rollup_issues), 'issue')}; "
+              f"{plural(result.rollups_verified, 'digest')} recomputed from raw events still in the log",
               markup=False)
-    out.print(f"  conservation: {'balanced' if c.balanced else 'UNBALANCED'}: records "
-              f"{_figures(c.records)}, log {_figures(c.log)}, accounts {_figures(c.accounts)} "
-              "(charges/prompt/completion/total/cost micros/unpriced)", markup=False)
-    out.print(f"  rollups: {result.rollups_checked} checked, {len(result.rollup_issues)} issue(s); "
-              f"{result.rollups_verified} digest(s) recomputed from raw events still in the log", markup=False)
     for issue in result.rollup_issues:
         out.print(f"    rollup at {issue.position} ({issue.account_id} {issue.billing_date}): "
                   f"{issue.problem}", markup=False)
@@ -172,7 +174,8 @@ def report(
     model: Optional[str] = typer.Option(None, "--model"),
     group_by: Optional[str] = typer.Option(
         None, "--group-by", metavar="COLUMNS",
-        help="Comma list of account_id,user_id,billing_date,charge_type,provider,model [default: all six]."),
+        help="Columns to group by, comma-separated, among account_id, user_id, billing_date, charge_type, "
+             "provider and model [default: all six]."),
     format: str = typer.Option("table", "--format", help="table, csv or json."),
     no_project: bool = typer.Option(False, "--no-project", help="Report the records as they stand."),
 ) -> None:
@@ -199,7 +202,7 @@ def report(
             row["billing_date"] = row["billing_date"].isoformat()
     shown = [name for name in KEY_COLUMNS if name in groups]
     if format == "json":
-        emit_json(rows)
+        emit_json([{k: json_value(v) if k in KEY_COLUMNS else v for k, v in row.items()} for row in rows])
     elif format == "csv":
         columns = (*shown, *VALUE_COLUMNS)
         write_csv(sys.stdout, columns, ([row[k] for k in columns] for row in rows))
@@ -225,7 +228,7 @@ def print_records(rows: list[dict[str, Any]], shown: list[str], title: str | Non
     table = Table(*shown, *(Column(HEADINGS.get(name, name), justify="right") for name in VALUE_COLUMNS),
                   title=title, show_footer=True)
     for row in rows:
-        table.add_row(*(("-" if row[k] is None else str(row[k])) for k in shown),
+        table.add_row(*(shown_value(row[k]) for k in shown),
                       *(show_figure(k, row[k]) for k in VALUE_COLUMNS))
     totals = {k: sum(row[k] for row in rows) for k in VALUE_COLUMNS}
     for column, name in zip(table.columns[len(shown):], VALUE_COLUMNS):
@@ -246,6 +249,11 @@ def compact(
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Roll up closed days, snapshot accounts, prune the raw events (after projecting).
+
+    A day is compacted once it is closed and every event of it was recorded
+    more than the grace period ago: the grace counts from the recording time,
+    so charges imported or recorded late for old days wait for it too. The
+    summary names the reason each day left for later was held back.
 
     Example: ledger compact --before 2026-01-01
     """
@@ -269,4 +277,4 @@ def compact(
               f"{result.days:,} account-days of {result.accounts:,} accounts; "
               f"{result.rollups_written:,} rollups {'to write' if dry_run else 'written'}", markup=False)
     if result.skipped:
-        note(f"{result.skipped:,} account-days skipped (not yet closed, projected or past the grace period)")
+        note(held_back(result))

@@ -7,6 +7,7 @@ import os
 import typer
 
 from ledger_service.cli.app import CliError, app, note, state_of
+from ledger_service.cli.config import settings_problems
 
 
 @app.command()
@@ -51,8 +52,7 @@ def prepare_secret_key() -> None:
     except SecretKeyError as exc:
         raise CliError(str(exc)) from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise CliError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise CliError(f"bad configuration: {settings_problems(exc, env_prefix='LEDGER_HTTP_')}") from None
     if key.path is None:
         note("secret key: from LEDGER_SECRET_KEY")
         return

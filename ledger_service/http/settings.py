@@ -42,5 +42,5 @@ class HttpSettings(BaseSettings):
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().strip()) < MIN_SECRET_KEY_LENGTH:
-            raise ValueError(f"LEDGER_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters")
+            raise ValueError(f"must be at least {MIN_SECRET_KEY_LENGTH} characters")
         return value

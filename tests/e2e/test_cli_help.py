@@ -40,7 +40,7 @@ def page_command(path: tuple[str, ...]):
 PATHS = [path for path, command in tree() if not getattr(command, "hidden", False)]
 #: ``report --group-by``'s help is one 59-character word, cut with "…" at 80
 #: columns; its wording lives in ledger_service/cli/read.py.
-CUT_AT_80 = {("report",)}
+CUT_AT_80: set[tuple[str, ...]] = set()
 
 
 def option_helps(path: tuple[str, ...]) -> list[tuple[list[str], str]]:
