@@ -100,7 +100,9 @@ def test_malformed_json_is_400(client, ledger, keys, body):
 
 @pytest.mark.parametrize("body", [[], "text", 5, None, {"charges": 1}, {"prompt_tokens": 10**40},
                                   {**GOOD, "occurred_at": "yesterday"}, {**GOOD, "model": "a\x00b"},
-                                  {**GOOD, "extra": 1}, {**GOOD, "prompt_tokens": 1.5}])
+                                  {**GOOD, "extra": 1}, {**GOOD, "prompt_tokens": 1.5}, {**GOOD, "\ud800": 1},
+                                  {**GOOD, "reference": "x\udfff"}, {**GOOD, "account_id": "ac\u200bme"},
+                                  {**GOOD, "user_id": "\u202eu1"}, {**GOOD, "session_key": "a\nb"}])
 def test_odd_charges_are_422_naming_fields(client, ledger, keys, body):
     answer = client.post("/v1/charges", content=json.dumps(body),
                          headers={**bearer(keys.admin), "Content-Type": "application/json"})
@@ -114,7 +116,8 @@ def test_bad_batches_and_reversals(client, ledger, keys):
         assert client.post("/v1/charges/batch", json=body, headers=bearer(keys.admin)).status_code == 422
     answer = client.post("/v1/charges/batch", json={"charges": [GOOD, 7, {"x": 1}]}, headers=bearer(keys.admin))
     assert [o["status"] for o in answer.json()["outcomes"]] == ["recorded", "invalid", "invalid"]
-    assert client.post("/v1/charges/nope/reversal", headers=bearer(keys.admin)).status_code == 404
+    assert client.post("/v1/charges/nope/reversal", json={"account_id": "acme"},
+                       headers=bearer(keys.admin)).status_code == 404
     assert client.post("/v1/charges/nope/reversal", json=["x"], headers=bearer(keys.admin)).status_code == 422
     assert client.post("/v1/charges/nope/reversal", json={"reason": 5, "x": 1},
                        headers=bearer(keys.admin)).status_code == 422

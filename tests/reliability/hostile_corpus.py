@@ -60,6 +60,21 @@ def _json_value(value: Any) -> bool:
     return value is None or isinstance(value, (str, bool, float))
 
 
+#: Text for doors that take JSON (the HTTP API): each class the rules refuse, alone and inside
+#: ordinary text, and a few that are nasty but valid in free text.
+HOSTILE_TEXT = ["\ud800", "x\udfff", "\udbff\udc00", "\x00", "a\x00b", "\x1b[31m", "\x7f", "\x85", "line\nbreak",
+                "tab\tin", "\u200b", "a\u200bb", "\u200d", "\u200e", "\u200f", "\u202a", "\u202eevil",
+                "\u2066x\u2069", "\ufeff", "\ufffe", "\u0378", "\U0001f469\u200d\U0001f4bb", "Zo\u00eb \u65e5\u672c"]
+#: Field names no door knows, as hostile as the values.
+HOSTILE_NAMES = ["\ud800", "x\udfff", "\x00", "\u202eaccount_id", "a\u200bb", "new\nline", "\ufeffcharge_id",
+                 "model\x00"]
+
+
+def url_safe(texts: list[str]) -> list[str]:
+    """The texts a URL can carry (UTF-8 cannot encode a lone surrogate)."""
+    return [t for t in texts if not any("\ud800" <= ch <= "\udfff" for ch in t)]
+
+
 WRONG_TYPES: list[Any] = [[], [1], {}, {"a": 1}, b"bytes", 1.5, True, False, object(), Decimal("1.5"),
                           3 + 4j, date(2026, 1, 1), {1, 2}, float("nan"), float("inf")]
 NEGATIVE = [-1, -(10**12), -(2**63), -(10**5000)]
