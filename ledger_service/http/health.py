@@ -5,19 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from ledger_service.http.schemas import HealthOut
+from ledger_service.http.query import known_query
+from ledger_service.http.schemas import HealthOut, problem
 from ledger_service.keys import reader_of
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthOut, summary="Liveness and database reachability",
-            responses={503: {"model": HealthOut, "description": "The database is unreachable."}})
-async def healthz(request: Request) -> JSONResponse:
+            responses={503: {"model": HealthOut, "description": "The database is unreachable."},
+                       422: problem("An unknown query parameter.")})
+async def healthz(request: Request, _known: None = Depends(known_query)) -> JSONResponse:
     reachable = await run_in_threadpool(_database_reachable, request.app.state.ledger)
     if reachable:
         return JSONResponse({"status": "ok", "database": "ok"})

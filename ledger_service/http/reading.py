@@ -11,7 +11,7 @@ import io
 import re
 import threading
 from datetime import date
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -23,6 +23,7 @@ from ledger.measures import MEASURES
 from ledger_service.csvsafe import write_csv
 from ledger_service.http.auth import Caller, check_account, plain_text, requires
 from ledger_service.http.problems import Problem
+from ledger_service.http.query import known_query
 from ledger_service.http.schemas import AUTH_PROBLEMS, TotalsOut, UsagePage, problem
 
 router = APIRouter(tags=["reading"])
@@ -38,7 +39,8 @@ _projecting = threading.Lock()
     summary="An account's running totals, net of reversals (from the write side)",
     responses={404: problem("No charge was ever recorded for this account."), **AUTH_PROBLEMS},
 )
-async def account_totals(account_id: str, request: Request, caller: Caller = Depends(requires("read"))) -> JSONResponse:
+async def account_totals(account_id: str, request: Request, caller: Caller = Depends(requires("read")),
+                         _known: None = Depends(known_query)) -> JSONResponse:
     return await run_in_threadpool(_totals, request.app.state.ledger, caller, account_id)
 
 
@@ -59,12 +61,14 @@ def _totals(ledger: Any, caller: Caller, account_id: str) -> JSONResponse:
     summary="Daily billing records, filtered and grouped like `ledger report`; paginated",
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
                      "description": "JSON rows (the keys of `ledger report --format json`), or CSV with "
-                     "Accept: text/csv (next page in the Link header)."},
-               422: problem("A bad filter, date or group_by column."), **AUTH_PROBLEMS},
+                     "format=csv or Accept: text/csv (next page in the Link header)."},
+               422: problem("A bad filter, date or group_by column, or an unknown query parameter."),
+               **AUTH_PROBLEMS},
 )
 async def usage(
     request: Request,
     caller: Caller = Depends(requires("read")),
+    _known: None = Depends(known_query),
     account: Optional[str] = Query(None, description="Only this account (a read key's own by default)."),
     user: Optional[str] = Query(None, description="Only this user."),
     start: Optional[str] = Query(None, alias="from", description="First billing date, YYYY-MM-DD."),
@@ -75,6 +79,8 @@ async def usage(
     group_by: Optional[str] = Query(None, description="Comma list of " + ",".join(KEY_COLUMNS) + " [default: all six]."),
     offset: int = Query(0, ge=0, le=2**31),
     limit: Optional[int] = Query(None, ge=1, le=2**31, description="Rows per page [default and maximum: settings]."),
+    output: Optional[Literal["csv", "json"]] = Query(
+        None, alias="format", description="csv or json; wins over the Accept header [default: from Accept, else json]."),
 ) -> Response:
     query = dict(account_id=account, user_id=user, start=start, end=end, charge_type=charge_type,
                  provider=provider, model=model, group_by=group_by)
@@ -86,12 +92,12 @@ async def usage(
     for row in shown:
         if row["billing_date"] is not None:
             row["billing_date"] = row["billing_date"].isoformat()
-    headers = {}
+    headers = {"Vary": "Accept"}
     if next_offset is not None:
         following = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit")}
         following.update(offset=str(next_offset), limit=str(page))
         headers["Link"] = f'<{request.url.path}?{urlencode(following)}>; rel="next"'
-    if _wants_csv(request):
+    if (output or ("csv" if _wants_csv(request) else "json")) == "csv":
         return Response(_csv(shown, groups), media_type="text/csv; charset=utf-8", headers=headers)
     return JSONResponse({"data": shown, "offset": offset, "limit": page, "next_offset": next_offset,
                          "billing_tz": ledger.settings.billing_tz}, headers=headers)
