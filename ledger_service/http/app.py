@@ -22,9 +22,9 @@ from starlette.types import Receive, Scope, Send
 from ledger.errors import BusyAccount, InvalidInput, LedgerError
 from ledger.settings import Settings
 from ledger_service import dashboard
-from ledger_service.http import charges, events, health, reading
+from ledger_service.http import charges, docs, events, health, index, reading
 from ledger_service.http.problems import Problem, handle_problem, problem_response
-from ledger_service.http.security_headers import FRAMING_CSP, STRICT_CSP, secure_send
+from ledger_service.http.security_headers import STRICT_CSP, secure_send
 from ledger_service.http.settings import HttpSettings
 from ledger_service.http.slashes import RelativeSlashRedirect
 from ledger_service.keys import KeyCache, close_reader
@@ -55,7 +55,7 @@ class LedgerApp(FastAPI):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        send = secure_send(send, FRAMING_CSP if scope["path"] in self._script_pages() else STRICT_CSP)
+        send = secure_send(send, STRICT_CSP)
         if (scope["path"] == "/v1/charges" and scope["method"] == "POST"
                 and not scope.get("root_path") and not self.root_path):
             await self._record_charge(scope, receive, send)
@@ -75,10 +75,6 @@ class LedgerApp(FastAPI):
             response = await handler(request, exc)
         await response(scope, receive, send)
 
-    def _script_pages(self) -> tuple[str | None, ...]:
-        """The interactive API docs: HTML that runs Swagger UI's and ReDoc's scripts."""
-        return (self.docs_url, self.redoc_url, self.swagger_ui_oauth2_redirect_url)
-
     def _handler_for(self, exc: Exception) -> Any:
         for kind in type(exc).__mro__:
             if kind in self.exception_handlers:
@@ -97,15 +93,17 @@ def create_app(ledger: Any, http: HttpSettings | None = None, *, owns_ledger: bo
             ledger.close()
 
     app = LedgerApp(title="LLM usage ledger", version="1", description=DESCRIPTION, lifespan=lifespan,
-                    redirect_slashes=False)
+                    redirect_slashes=False, docs_url=None, redoc_url=None)  # docs.router serves them offline
     app.state.ledger = ledger
     app.state.http = http or HttpSettings()
     app.state.keys = KeyCache(app.state.http.key_cache_seconds)
     app.state.secret_key = load_secret_key(app.state.http).value
-    for router in (charges.router, reading.router, events.router, health.router, dashboard.router):
+    for router in (index.router, charges.router, reading.router, events.router, health.router, docs.router,
+                   dashboard.router):
         app.include_router(router)
     app.router.default = RelativeSlashRedirect(app.router)
     app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="dashboard-static")
+    app.mount(docs.ASSETS, StaticFiles(directory=docs.STATIC), name="docs-assets")
     app.add_exception_handler(Problem, handle_problem)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)

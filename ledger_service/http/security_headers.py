@@ -5,8 +5,9 @@ an error handler, a 404, or the direct path of ``POST /v1/charges``.
 - ``Referrer-Policy: no-referrer``: no URL of the ledger (account ids, periods) leaks onwards;
 - ``Content-Security-Policy`` with ``frame-ancestors 'none'``: no page can be framed. A
   response without a policy of its own gets ``default-src 'none'`` as well (JSON and CSV
-  load nothing); the interactive API docs, which load Swagger UI's scripts, get only
-  ``frame-ancestors 'none'``; a response's own policy (the dashboard's) is kept.
+  load nothing); a response's own policy is kept (the dashboard's; the API docs', which
+  allow this server's Swagger UI and ReDoc scripts: :mod:`ledger_service.http.docs`), and
+  gets ``frame-ancestors 'none'`` beside it when it lacks one.
 
 It wraps ``send`` (no request or response objects are built), so it costs the
 busiest path a few list operations.
@@ -21,7 +22,7 @@ REFERRER_POLICY = (b"referrer-policy", b"no-referrer")
 CSP = b"content-security-policy"
 #: For responses that load nothing: JSON, CSV, problems, the charges' fast path.
 STRICT_CSP = b"default-src 'none'; frame-ancestors 'none'"
-#: For HTML that needs scripts from elsewhere (the API docs): framing forbidden, nothing else.
+#: Added beside a response's own policy that does not forbid framing.
 FRAMING_CSP = b"frame-ancestors 'none'"
 
 
