@@ -35,6 +35,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from ledger.errors import InvalidPrice
+from ledger.text import field_name
 
 if TYPE_CHECKING:
     from ledger.charges import Charge
@@ -222,8 +223,8 @@ def validate_price(
     if not isinstance(raw, Mapping):
         raise InvalidPrice({"price": f"expected an object of fields, got {type(raw).__name__}"})
     errors: dict[str, str] = {}
-    for name in sorted(str(k) for k in raw if k not in PRICE_FIELDS):
-        errors[name[:64]] = "unknown field"
+    for name in sorted(field_name(k) for k in raw if k not in PRICE_FIELDS):
+        errors[name] = "unknown field"
     values: dict[str, Any] = {}
     for name in ("provider", "model", "charge_type"):
         values[name] = optional_str(raw, name, errors, 256)

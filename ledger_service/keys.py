@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from ledger.errors import InvalidInput, LedgerError
 from ledger.persistence import create_tables
+from ledger.text import text_problem
 
 ROLES = ("admin", "ingest", "read")
 PREFIX = "lk_"
@@ -149,8 +150,12 @@ def create_key(ledger: Any, role: str, account_id: str | None = None, name: str 
         errors["account"] = "an admin key acts for every account; give no account"
     if account_id and len(account_id) > 256:
         errors["account"] = "longer than 256 characters"
+    elif account_id and (problem := text_problem(account_id, identifier=True)):
+        errors["account"] = problem  # an id a charge could never carry
     if len(name) > 256:
         errors["name"] = "longer than 256 characters"
+    elif name and (problem := text_problem(name, identifier=True)):
+        errors["name"] = problem
     if errors:
         raise InvalidKey(errors)
     key_id = secrets.token_hex(8)

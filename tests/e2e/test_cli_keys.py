@@ -61,3 +61,11 @@ def test_refusals_are_one_line_and_exit_2(sqlite_url):
         assert result.stderr.startswith("error: invalid key: ") and message in result.stderr
     unknown = run(sqlite_url, "keys", "revoke", "0123456789abcdef")
     assert unknown.exit_code == 2 and unknown.stderr == "error: no API key with id '0123456789abcdef'\n"
+
+
+def test_a_key_for_a_look_alike_account_or_with_a_hidden_name_is_refused(store_url):
+    for args, field in ((("--account", "acme\u200b"), "account"), (("--account", "u\u202eevil"), "account"),
+                        (("--account", "acme", "--name", "ops\x00"), "name")):
+        refused = run(store_url, "keys", "create", "--role", "ingest", *args)
+        assert refused.exit_code == 2 and field in refused.stderr and "U+" in refused.stderr, refused.stderr
+    assert json.loads(run(store_url, "keys", "list", "--json").stdout) == []
