@@ -1,4 +1,10 @@
-"""The period a page shows: this month, the last 30 days, or a custom range, in billing dates."""
+"""The period a page shows: the last 30 days (the default), this month, or a custom range, in billing dates.
+
+"Last 30 days" is today and the 30 whole days before it, so it holds
+everything a newcomer just made: ``ledger demo`` fills the 30 days before
+today, and a charge recorded a moment ago lands today. The default is not
+"this month", which early in a month shows almost nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-CHOICES = {"month": "This month", "30d": "Last 30 days", "custom": "Custom range"}
+CHOICES = {"30d": "Last 30 days", "month": "This month", "custom": "Custom range"}
+DEFAULT = "30d"
+#: Whole days before today that "Last 30 days" covers (today is added).
+RECENT_DAYS = 30
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: Longest custom range a page draws, in days.
 MAX_DAYS = 366
@@ -36,20 +45,25 @@ def today_in(zone: str) -> date:
 
 
 def period_of(choice: str | None, start: str | None, end: str | None, zone: str) -> Period:
-    """The period asked for; a bad custom range falls back to this month with a message."""
+    """The period asked for; no choice, or a bad custom range, gives the last 30 days (with a message)."""
     today = today_in(zone)
-    if choice == "30d":
-        return Period("30d", today - timedelta(days=29), today)
+    if choice == "month":
+        return Period("month", today.replace(day=1), today)
     if choice == "custom":
         first, last = _day(start), _day(end)
         if first is None or last is None:
-            return Period("month", today.replace(day=1), today, "give both dates as YYYY-MM-DD")
+            return recent(today, "give both dates as YYYY-MM-DD")
         if first > last:
-            return Period("month", today.replace(day=1), today, f"{first} is after {last}")
+            return recent(today, f"{first} is after {last}")
         if (last - first).days >= MAX_DAYS:
-            return Period("month", today.replace(day=1), today, f"at most {MAX_DAYS} days at a time")
+            return recent(today, f"at most {MAX_DAYS} days at a time")
         return Period("custom", first, last)
-    return Period("month", today.replace(day=1), today)
+    return recent(today)
+
+
+def recent(today: date, error: str = "") -> Period:
+    """Today and the 30 whole days before it (the demo's days, and today's new charges)."""
+    return Period(DEFAULT, today - timedelta(days=RECENT_DAYS), today, error)
 
 
 def _day(value: str | None) -> date | None:
