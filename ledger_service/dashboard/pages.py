@@ -20,10 +20,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from ledger.measures import MEASURES
-from ledger.money import format_micros
 from ledger_service.csvsafe import write_csv
 from ledger_service.dashboard import charts, csrf, session
+from ledger_service.dashboard.display import Display, summed
 from ledger_service.dashboard.figures import Figures, figures
+from ledger_service.dashboard.money import pricing
 from ledger_service.dashboard.periods import CHOICES, Period, period_of
 from ledger_service.http.bodies import read_limited
 from ledger_service.http.disposition import attachment
@@ -51,8 +52,9 @@ HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Pol
                                       "frame-ancestors 'none'; form-action 'self'"}
 
 
-def show(name: str, value: int) -> str:
-    return format_micros(value) if name == "cost_micros" else f"{value:,}"
+def display_of(request: Request) -> Display:
+    """Figures written in the ledger's currency (``LEDGER_CURRENCY``, USD by default)."""
+    return Display(request.app.state.ledger.settings.currency)
 
 
 def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -60,9 +62,8 @@ def page(request: Request, template: str, status: int = 200, **context: Any) -> 
     ledger = request.app.state.ledger
     if context.get("viewer") is not None:
         context.setdefault("csrf_token", csrf.session_token(request.app.state.secret_key, request))
-    html = templates.get_template(template).render(zone=ledger.settings.billing_tz, show=show, headings=HEADINGS,
-                                                   currency=ledger.settings.currency, choices=CHOICES,
-                                                   **context)
+    html = templates.get_template(template).render(zone=ledger.settings.billing_tz, display=display_of(request),
+                                                   summed=summed, headings=HEADINGS, choices=CHOICES, **context)
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 
@@ -158,11 +159,12 @@ async def overview(request: Request) -> Response:
     found = await run_in_threadpool(figures, request.app.state.ledger, period, None)
     by_cost = sorted(found.by_account, key=lambda r: (-r["cost_micros"], r["account_id"]))[:TOP]
     by_tokens = sorted(found.by_account, key=lambda r: (-r["total_tokens"], r["account_id"]))[:TOP]
-    drawn = _daily_charts(found, "overview")
+    shown = display_of(request)
+    drawn = _daily_charts(found, "overview", shown)
     drawn["top_cost"] = Markup(charts.horizontal_bars("top-cost", "Top accounts by cost", by_cost, "account_id",
-                                                      "cost_micros", lambda v: show("cost_micros", v)))
+                                                      "cost_micros", lambda row: shown.text("cost_micros", row)))
     drawn["top_tokens"] = Markup(charts.horizontal_bars("top-tokens", "Top accounts by tokens", by_tokens,
-                                                        "account_id", "total_tokens", lambda v: f"{v:,}"))
+                                                        "account_id", "total_tokens", _tokens))
     return page(request, "overview.html", title="Overview", viewer=viewer, period=period, figures=found,
                 charts=drawn, top_by_cost=by_cost, top_by_tokens=by_tokens)
 
@@ -176,11 +178,11 @@ async def account(request: Request, account_id: str) -> Response:
         return refused(request, viewer, "This key may see its own account only.")
     period = _period(request)
     found = await run_in_threadpool(figures, request.app.state.ledger, period, account_id)
-    drawn = _daily_charts(found, "account")
+    drawn = _daily_charts(found, "account", display_of(request))
     drawn["by_user"] = Markup(charts.horizontal_bars("by-user", "Tokens by user", found.by_user, "user_id",
-                                                     "total_tokens", lambda v: f"{v:,}"))
+                                                     "total_tokens", _tokens))
     drawn["by_charge_type"] = Markup(charts.horizontal_bars("by-type", "Tokens by charge type", found.by_charge_type,
-                                                            "charge_type", "total_tokens", lambda v: f"{v:,}"))
+                                                            "charge_type", "total_tokens", _tokens))
     return page(request, "account.html", title=f"Account {account_id}", viewer=viewer, period=period,
                 figures=found, charts=drawn, account_id=account_id)
 
@@ -211,16 +213,29 @@ async def _csv(request: Request, account_id: str | None) -> Response:
                     headers={**HEADERS, "Content-Disposition": attachment(name)})
 
 
-def _daily_charts(found: Figures, prefix: str) -> dict[str, Any]:
+def _no_cost(found: Figures) -> str:
+    """What an empty cost chart says: no usage, or usage whose every charge is unpriced."""
+    if pricing(found.totals) == "unpriced":
+        return "Every charge in this period is unpriced: no cost to draw"
+    return "No usage in this period"
+
+
+def _tokens(row: Any) -> str:
+    return f"{row['total_tokens']:,}"
+
+
+def _daily_charts(found: Figures, prefix: str, shown: Display) -> dict[str, Any]:
     days = list(found.daily)
 
     def value_of(measure: str) -> Any:
         return lambda day, series: found.daily[day].get(series, {}).get(measure, 0)
 
+    priced = {name: pricing(summed(found.daily[day].get(name, {}) for day in days)) for name in found.series}
     return {
         "total_tokens": Markup(charts.stacked_bars(f"{prefix}-tokens", "Tokens per day, stacked by provider and model",
                                                    days, found.series, value_of("total_tokens"), lambda v: f"{v:,}")),
         "cost_micros": Markup(charts.stacked_bars(f"{prefix}-cost", "Cost per day, stacked by provider and model",
-                                                  days, found.series, value_of("cost_micros"),
-                                                  lambda v: show("cost_micros", v))),
+                                                  days, found.series, value_of("cost_micros"), shown.money,
+                                                  shown.axis, notes={k: v for k, v in priced.items() if v},
+                                                  empty=_no_cost(found))),
     }

@@ -10,6 +10,9 @@ import csv
 import io
 import os
 import shutil
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -174,3 +177,57 @@ def test_a_bad_key_is_refused_without_echoing_it(site):
     assert page.get_by_role("alert").is_visible()
     page.goto("/dashboard/overview")
     assert page.get_by_label("API key").is_visible()
+
+
+class Ids(HTMLParser):
+    """Every ``id`` attribute of a page, SVG included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.ids.extend(value for name, value in attrs if name == "id")
+
+
+def repeated_ids(html: str) -> list[str]:
+    parser = Ids()
+    parser.feed(html)
+    return sorted(name for name, count in Counter(parser.ids).items() if count > 1)
+
+
+def test_every_id_on_every_page_is_unique(site):
+    server, keys, page = site
+    page.goto("/dashboard/sign-in")
+    pages = {"sign-in": page.content()}
+    sign_in(page, keys["admin"])
+    for name, path in (("overview", "/dashboard/overview"), ("account", "/dashboard/accounts/acct-a"),
+                       ("empty", "/dashboard/overview?period=custom&from=2020-01-01&to=2020-01-03")):
+        page.goto(f"{path}?period=custom&from={PERIOD['from']}&to={PERIOD['to']}" if "?" not in path else path)
+        pages[name] = page.content()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign out").click()
+    sign_in(page, keys["read_a"])
+    page.goto("/dashboard/overview")
+    pages["refused"] = page.content()
+    for name, html in pages.items():
+        assert repeated_ids(html) == [], name
+    assert 'id="top-cost-heading"' in pages["overview"] and 'id="top-tokens-heading"' in pages["overview"]
+
+
+def test_the_default_period_holds_today_and_the_30_days_before(site):
+    server, keys, page = site
+    today = datetime.now(timezone.utc).date()
+    first = today - timedelta(days=30)
+    edges = [{"account_id": "edge", "user_id": "ada", "charge_type": "completion", "prompt_tokens": 1,
+              "completion_tokens": 1, "charge_id": f"edge-{n}", "occurred_at": at}
+             for n, at in enumerate((f"{first.isoformat()}T00:00:01Z", datetime.now(timezone.utc).isoformat(),
+                                     f"{(first - timedelta(days=1)).isoformat()}T23:59:59Z"))]
+    answer = httpx.post(f"{server.url}/v1/charges/batch", json={"charges": edges}, headers=bearer(keys["admin"]))
+    assert answer.json()["recorded"] == 3
+    sign_in(page, keys["admin"])
+    page.goto("/dashboard/accounts/edge")
+    assert page.get_by_label("Last 30 days", exact=True).is_checked()
+    assert page.get_by_text(f"Period: {first.isoformat()} to {today.isoformat()}").is_visible()
+    assert shown_totals(page)["charges"] == 2  # the first day's and today's; the day before is outside
+    screenshot(page, "account-default-period", store_of(server))
