@@ -20,6 +20,7 @@ _EXPORTS = {
     "Ledger": "ledger.application",
     "Outcome": "ledger.application",
     "Receipt": "ledger.application",
+    "Reversal": "ledger.application",
     "Charge": "ledger.charges",
     "Account": "ledger.domain",
     "Totals": "ledger.domain",
@@ -52,7 +53,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ledger.application import Ledger, Outcome, Receipt
+    from ledger.application import Ledger, Outcome, Receipt, Reversal
     from ledger.charges import Charge
     from ledger.domain import Account, Totals
     from ledger.errors import (

@@ -70,6 +70,30 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class Reversal:
+    """Proof a charge was reversed: returned only after the reversal event committed."""
+
+    charge_id: str
+    account_id: str
+    reversed_at: datetime
+    reason: str
+    #: What the reversal takes back: the charge's own cost and price version (None when unpriced).
+    cost_micros: int | None = None
+    price_version: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON: what ``ledger reverse --json`` prints and the HTTP API answers."""
+        return {
+            "charge_id": self.charge_id,
+            "account_id": self.account_id,
+            "reversed_at": self.reversed_at.isoformat(),
+            "reason": self.reason,
+            "cost_micros": self.cost_micros,
+            "price_version": self.price_version,
+        }
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What happened to one item of a batch: a receipt, or the error that kept it out."""
 
@@ -325,7 +349,7 @@ class Ledger(Application):
 
     # -- corrections ---------------------------------------------------------
 
-    def reverse_charge(self, charge_id: str, reason: str = "", *, account_id: str | None = None) -> Receipt:
+    def reverse_charge(self, charge_id: str, reason: str = "", *, account_id: str | None = None) -> Reversal:
         """Cancel a charge of ``account_id`` with a new event (the original stays).
 
         Charge ids are unique within their account, so the account and the
@@ -406,7 +430,7 @@ class Ledger(Application):
             raise InvalidCharge(errors)
         return given, text or ""
 
-    def _reverse(self, account_id: str, charge_id: str, reason: str) -> Receipt:
+    def _reverse(self, account_id: str, charge_id: str, reason: str) -> Reversal:
         row = self.store.find_charge(account_id, charge_id)
         if row is None:
             raise UnknownCharge(charge_id, account_id)
@@ -430,8 +454,8 @@ class Ledger(Application):
             price_version=facts.get("price_version"),
         )
         self.save(account, reversed_charges=[(row.account_id, charge_id)], reversed_at=now)
-        return Receipt(
-            charge_id, row.account_id, False, now, facts.get("cost_micros"), facts.get("price_version")
+        return Reversal(
+            charge_id, row.account_id, now, reason, facts.get("cost_micros"), facts.get("price_version")
         )
 
     # -- reading -------------------------------------------------------------

@@ -163,11 +163,11 @@ def reverse(
     ledger = state_of(ctx).ledger()
     if account is None:
         account = ledger.account_of_charge(charge_id)  # unknown, or used by several accounts: says so
-    receipt = ledger.reverse_charge(charge_id, reason, account_id=account)
+    reversal = ledger.reverse_charge(charge_id, reason, account_id=account)
     if json_output:
-        emit_json(receipt.to_dict())
+        emit_json(reversal.to_dict())
     else:
-        out.print(f"reversed charge {receipt.charge_id} of account {receipt.account_id}", markup=False)
+        out.print(f"reversed charge {reversal.charge_id} of account {reversal.account_id}", markup=False)
 
 
 @app.command()

@@ -34,6 +34,7 @@ from ledger_service.http.schemas import (
     ChargeIn,
     ReceiptOut,
     ReversalIn,
+    ReversalOut,
     json_body,
     problem,
 )
@@ -185,7 +186,7 @@ def _outcome(outcome: Any) -> dict[str, Any]:
 
 @router.post(
     "/v1/charges/{charge_id}/reversal",
-    response_model=ReceiptOut,
+    response_model=ReversalOut,
     summary="Reverse a recorded charge (a new event; the original stays)",
     responses={404: problem("No charge with this id was recorded."),
                409: problem("The charge is already reversed."),
@@ -208,7 +209,7 @@ def _reverse(ledger: Any, caller: Caller, charge_id: str, body: Any) -> JSONResp
     reason = body.get("reason")
     account_id = _reversal_account(key, charge_id, body.get("account_id"))
     try:
-        receipt = ledger.reverse_charge(charge_id, reason if reason is not None else "", account_id=account_id)
+        reversal = ledger.reverse_charge(charge_id, reason if reason is not None else "", account_id=account_id)
     except UnknownCharge as exc:
         if key.scoped:  # as for another account's id: the key sees its own account only
             raise _outside_scope(key, charge_id, "charge_id") from None
@@ -219,7 +220,7 @@ def _reverse(ledger: Any, caller: Caller, charge_id: str, body: Any) -> JSONResp
         raise Problem(422, str(exc), errors=field_errors(exc.errors)) from None
     except LedgerError:
         raise
-    return JSONResponse(receipt.to_dict())
+    return JsonAnswer(reversal.to_dict())
 
 
 def _reversal_account(key: ApiKey, charge_id: str, given: Any) -> str:

@@ -98,7 +98,9 @@ def _ingest(ledger: Any, caller: Caller, body: Any, max_batch: int) -> None:
         charges.append(fields)
     if bad:
         count = len({e["field"].split("]")[0] for e in bad})
-        raise Problem(400, f"{count} of {len(events)} event(s) are invalid; nothing was stored", errors=bad)
+        first = f'{bad[0]["field"]}: {bad[0]["detail"]}'  # clients that show only the detail still see why
+        raise Problem(400, f"{count} of {len(events)} event(s) invalid, nothing was stored; first: {first}",
+                      errors=bad)
     if outside:
         raise Problem(403, f"this key records events for subject {key.account_id!r} only; nothing was stored",
                       errors=outside)
@@ -106,8 +108,17 @@ def _ingest(ledger: Any, caller: Caller, body: Any, max_batch: int) -> None:
                   "recorded with this source and id"}
                  for o in ledger.record_charges(charges) for name in _conflicting(o.error)]
     if conflicts:
-        raise Problem(409, "events were recorded before with the same source and id but other facts; "
-                      "the others were stored", errors=conflicts)
+        raise Problem(409, _conflict_detail(len(events), len({c["field"].split("]")[0] for c in conflicts})),
+                      errors=conflicts)
+
+
+def _conflict_detail(events: int, conflicting: int) -> str:
+    """What a 409 says happened: a lone event stored nothing; in a batch, the rest were recorded."""
+    if events == 1:
+        return ("this event was recorded before with the same source and id but other facts; "
+                "nothing was stored")
+    return (f"{conflicting} of {events} events were recorded before with the same source and id but "
+            "other facts and were not stored; the others were recorded (or were already)")
 
 
 def _conflicting(error: LedgerError | None) -> list[str]:

@@ -7,6 +7,7 @@ is written by an encoder that cannot fail (:mod:`ledger_service.http.encoding`).
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, Mapping, Sequence
 
 from fastapi import Request
@@ -21,6 +22,8 @@ TITLES = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
     409: "Conflict",
     413: "Content too large",
     415: "Unsupported media type",
@@ -51,7 +54,7 @@ class Problem(Exception):
     def body(self, instance: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "type": "about:blank",
-            "title": TITLES.get(self.status, "Error"),
+            "title": title(self.status),
             "status": self.status,
             "detail": self.detail,
         }
@@ -61,6 +64,17 @@ class Problem(Exception):
             body["errors"] = self.errors
         body.update(self.extra)
         return body
+
+
+def title(status: int) -> str:
+    """The problem's title: the project's words for its own statuses, HTTP's phrase for the rest."""
+    found = TITLES.get(status)
+    if found is not None:
+        return found
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def field_errors(errors: Mapping[str, str], prefix: str = "") -> list[dict[str, str]]:

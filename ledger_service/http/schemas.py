@@ -82,6 +82,17 @@ class ReceiptOut(BaseModel):
     price_version: Optional[int]
 
 
+class ReversalOut(BaseModel):
+    """Proof a charge was reversed (durable when answered): what it takes back, and why."""
+
+    charge_id: str
+    account_id: str
+    reversed_at: datetime
+    reason: str
+    cost_micros: Optional[int]
+    price_version: Optional[int]
+
+
 class OutcomeOut(BaseModel):
     index: int
     status: Literal["recorded", "duplicate", "invalid", "conflict", "failed"]
