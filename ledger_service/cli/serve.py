@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import typer
 
-from ledger_service.cli.app import CliError, app, note, state_of
+from ledger_service.cli.app import EXIT, CliError, app, note, state_of
 from ledger_service.cli.config import settings_problems
 
 
@@ -31,10 +32,36 @@ def serve(
         os.environ["LEDGER_DATABASE_URL"] = state.database_url
     if state.billing_tz:
         os.environ["LEDGER_BILLING_TZ"] = state.billing_tz
+    check_address(host, port)
     prepare_secret_key()
     note(f"serving the ledger API on http://{host}:{port} (docs at /docs)")
-    uvicorn.run("ledger_service.http:app_from_environment", factory=True, host=host, port=port,
-                workers=workers, log_level=log_level, access_log=False, server_header=False)
+    try:
+        uvicorn.run("ledger_service.http:app_from_environment", factory=True, host=host, port=port,
+                    workers=workers, log_level=log_level, access_log=False, server_header=False)
+    except SystemExit as exc:  # uvicorn's own startup failure (exit 3 would read as "import rejected")
+        if exc.code not in (0, None):
+            raise CliError(f"the server on {host}:{port} stopped at start (see above)",
+                           code=EXIT["failed"]) from None
+        raise
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse, in one line, an address the server could not listen on, before saying it serves there.
+
+    The server binds the same way (address reuse on), so what binds here binds there.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CliError(f"--host {host!r}: not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror.lower() if exc.strerror else exc}",
+                           code=EXIT["failed"]) from None
 
 
 def prepare_secret_key() -> None:
