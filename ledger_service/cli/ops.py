@@ -266,10 +266,11 @@ def _serve_demo(ledger: Any, result: Any, host: str, port: int) -> None:
     """Keys for the demo ledger (printed once), then the API and the dashboard on it until interrupted."""
     import uvicorn
 
-    from ledger_service.cli.serve import prepare_secret_key
+    from ledger_service.cli.serve import check_address, prepare_secret_key
     from ledger_service.http import create_app
     from ledger_service.keys import create_key
 
+    check_address(host, port)
     account = result.top_accounts[0]["account_id"]
     admin = create_key(ledger, "admin", name="demo admin")[1]
     reader = create_key(ledger, "read", account, name=f"demo read {account}")[1]
