@@ -25,7 +25,7 @@ def default_database_url() -> str:
 
 
 class Settings(BaseSettings):
-    """The ledger's configuration; see the README's configuration table."""
+    """The ledger's configuration; see docs/CONFIGURATION.md."""
 
     model_config = SettingsConfigDict(env_prefix="LEDGER_", frozen=True, extra="ignore")
 

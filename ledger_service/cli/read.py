@@ -273,8 +273,8 @@ def compact(
         emit_json(dataclasses.asdict(result))
         return
     verb = "would prune" if dry_run else "pruned"
-    out.print(f"{verb} {result.events_pruned:,} raw events (~{result.bytes_pruned:,} bytes) in "
-              f"{result.days:,} account-days of {result.accounts:,} accounts; "
-              f"{result.rollups_written:,} rollups {'to write' if dry_run else 'written'}", markup=False)
+    out.print(f"{verb} {plural(result.events_pruned, 'raw event')} (~{result.bytes_pruned:,} bytes) in "
+              f"{plural(result.days, 'account-day')} of {plural(result.accounts, 'account')}; "
+              f"{plural(result.rollups_written, 'rollup')} {'to write' if dry_run else 'written'}", markup=False)
     if result.skipped:
         note(held_back(result))

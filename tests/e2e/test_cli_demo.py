@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end_on_sqlite_and_audits_clean(tmp_path):
     assert result.exit_code == 0, (result.stdout, result.stderr)
     out = result.stdout
     assert f"Demo ledger: sqlite:///{tmp_path / 'demo' / 'ledger.db'}" in out
-    assert "recorded 600 charges over 4 days for 3 accounts" in out
+    assert "recorded 600 charges over 4 days for 6 accounts (3 named, the rest profile accounts" in out
     assert "client retries recognised by charge id, none counted twice" in out
     assert "refused, nothing stored: charge 'ch_7_" in out
     assert "refused, nothing stored: invalid charge: charge_type: unknown charge type 'refund'" in out

@@ -299,4 +299,4 @@ def test_a_plain_demo_says_where_its_ledger_stays_its_size_and_how_to_remove_it(
     assert len(folders) == 1
     assert last.startswith("The demo ledger takes ") and f" MB in {folders[0]}; " in last
     assert last.endswith(f"remove it with: rm -r {folders[0]}")
-    assert "recorded 300 charges over 3 days for 2 accounts" in result.stdout
+    assert "recorded 300 charges over 3 days for 4 accounts (2 named" in result.stdout
