@@ -201,14 +201,6 @@ def test_one_line_is_one_line(cli, tmp_path):
     assert ok(cli("import", str(path))).stdout == "1 line: 1 recorded, 0 already recorded, 0 rejected\n"
 
 
-def test_a_directory_is_called_a_directory(cli, tmp_path):
-    folder = tmp_path / "exports"
-    folder.mkdir()
-    result = cli("import", str(folder))
-    assert result.exit_code == 2
-    assert result.stderr == f"error: {folder} is a directory, not a file\n"
-
-
 def test_a_csv_header_typo_suggests_the_column_and_only_a_seed_like_header_suggests_seed_export(cli, tmp_path):
     typo = tmp_path / "typo.csv"
     typo.write_text("acount_id,charge_type,prompt_tokens\nacme,usage,3\n")
