@@ -21,6 +21,8 @@ LEFT, RIGHT, TOP, BOTTOM = 84, 10, 10, 40
 BAR_STYLE = Style(slot=1, colour="#E69F00", pattern="solid", marks="#000")
 #: The y axis's most intervals.
 MAX_INTERVALS = 4
+#: Horizontal bars: where they start, and the room kept right of the longest for its figure.
+BARS_LEFT, BARS_LABEL_ROOM = 160, 190
 
 Show = Callable[[int], str]
 #: An axis label: (value, step between ticks) -> text.
@@ -127,12 +129,12 @@ def horizontal_bars(chart_id: str, title: str, rows: Sequence[Mapping[str, objec
              "<defs>" + pattern_def(BAR_STYLE, chart_id, "") + "</defs>"]
     for i, row in enumerate(rows):
         amount = max(int(row[measure]), 0)  # type: ignore[call-overload]
-        width = (WIDTH - 260) * amount / top
+        width = (WIDTH - BARS_LEFT - BARS_LABEL_ROOM) * amount / top
         name = escape(str(row[label]) if row[label] not in (None, "") else "(none)")
         y = 5 + i * 24
         parts.append(f'<text x="150" y="{y + 15}" text-anchor="end" class="axis">{name}</text>')
-        parts.append(f'<rect x="160" y="{y}" width="{width:.1f}" height="18" fill="url(#{fill})" '
+        parts.append(f'<rect x="{BARS_LEFT}" y="{y}" width="{width:.1f}" height="18" fill="url(#{fill})" '
                      f'stroke="#333" stroke-width="0.5"><title>{name}: {escape(text(row))}</title></rect>')
-        parts.append(f'<text x="{160 + width + 6:.1f}" y="{y + 14}" class="axis">{escape(text(row))}</text>')
+        parts.append(f'<text x="{BARS_LEFT + width + 6:.1f}" y="{y + 14}" class="axis">{escape(text(row))}</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 COLOURS = (("#0072B2", "#fff"), ("#E69F00", "#000"), ("#009E73", "#fff"), ("#CC79A7", "#000"),
            ("#56B4E9", "#000"), ("#D55E00", "#fff"), ("#F0E442", "#000"), ("#000000", "#fff"))
 #: Patterns drawn over each colour, so no series relies on colour alone.
-PATTERNS = ("solid", "diagonal", "dots", "horizontal", "cross", "vertical", "backslash", "grid")
+PATTERNS = ("solid", "diagonal", "dots", "horizontal", "cross", "vertical", "backslash", "checker")
 SLOTS = len(COLOURS) * len(PATTERNS)
 _MARKS = {
     "solid": "",
@@ -33,7 +33,7 @@ _MARKS = {
     "horizontal": '<path d="M0,4 L8,4" stroke="{c}" stroke-width="2"/>',
     "vertical": '<path d="M4,0 L4,8" stroke="{c}" stroke-width="2"/>',
     "cross": '<path d="M0,8 L8,0 M0,0 L8,8" stroke="{c}" stroke-width="1.5"/>',
-    "grid": '<path d="M0,4 L8,4 M4,0 L4,8" stroke="{c}" stroke-width="1.5"/>',
+    "checker": '<path d="M0,0 H4 V4 H0 Z M4,4 H8 V8 H4 Z" fill="{c}"/>',
 }
 
 
