@@ -45,7 +45,7 @@ def _known(request: Request) -> frozenset[str]:
 async def known_query(request: Request) -> None:
     """Refuse (422) a request carrying query parameters its endpoint does not take, naming each."""
     known = _known(request)
-    unknown = sorted({name for name in request.query_params.keys() if name not in known})
+    unknown = sorted({name for name in request.query_params if name not in known})
     if not unknown:
         return
     await check_caller(request)
