@@ -23,6 +23,7 @@ from ledger.errors import BusyAccount, InvalidInput, LedgerError
 from ledger.settings import Settings
 from ledger_service import dashboard
 from ledger_service.http import charges, docs, events, health, index, reading
+from ledger_service.http.auth import check_caller
 from ledger_service.http.problems import Problem, handle_problem, problem_response
 from ledger_service.http.security_headers import STRICT_CSP, secure_send
 from ledger_service.http.settings import HttpSettings
@@ -122,8 +123,15 @@ def app_from_environment() -> FastAPI:
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's own parameter checks (query and path), as a problem naming each parameter."""
+    """FastAPI's own parameter checks (query and path), as a problem naming each parameter.
+
+    The caller's key is checked first: an unknown key is 401 whatever its parameters.
+    """
     assert isinstance(exc, RequestValidationError)
+    try:
+        await check_caller(request)
+    except Problem as problem:
+        return problem_response(problem, request)
     errors = [{"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "detail": e["msg"]}
               for e in exc.errors()]
     return problem_response(Problem(422, "; ".join(f"{e['field']}: {e['detail']}" for e in errors),

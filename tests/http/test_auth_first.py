@@ -120,3 +120,11 @@ def test_a_valid_key_still_gets_each_body_refusal(server):
                 content, kind = bodies(content_type, valid)[body_name]
                 answer = http.post(path, content=content, headers={**bearer(admin), "Content-Type": kind})
                 assert answer.status_code == status, (path, body_name, answer.text)
+
+
+def test_bad_query_parameters_are_401_for_an_unknown_key(server):
+    """FastAPI's own parameter checks answer after the key's: a bad limit is no way to probe without one."""
+    for name, headers in credentials(server).items():
+        for query in ("limit=0", "limit=many", "acount=x"):
+            answer = httpx.get(f"{server.url}/v1/usage?{query}", headers=headers, timeout=30)
+            assert answer.status_code == 401, (name, query, answer.text)
