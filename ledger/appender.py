@@ -134,8 +134,7 @@ class Statements:
 #: Writers take charges in through the intake, or append directly under the
 #: events table's lock as the previous release did: batches of at least
 #: ``LEDGER_DIRECT_BATCH_MIN`` charges do (one lock wait and one commit for
-#: all of them, and no second write), and so do the previous release's
-#: processes during an upgrade.
+#: all of them, and no second write).
 INTAKE = Statements.of("ledger_intake_account_charges")
 LOCKED = Statements.of("ledger_append_account_charges")
 

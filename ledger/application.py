@@ -370,13 +370,9 @@ class Ledger(Application):
     def _reversal_account(self, charge_id: str, account_id: Any) -> str:
         """The account whose charge is meant: as given (normalised), or the only one that used the id."""
         if account_id is not None:
-            errors: dict[str, str] = {}
-            given = optional_str(
-                {"account_id": account_id}, "account_id", errors, self.settings.max_string_length
-            )
-            if given is None:  # never storable, so never recorded
-                shown = account_id[:80] if isinstance(account_id, str) else f"<{type(account_id).__name__}>"
-                raise UnknownCharge(charge_id, shown)
+            given = self._recorded_id("account_id", account_id)
+            if given is None:
+                raise UnknownCharge(charge_id, _shown(account_id))
             return given
         warnings.warn(
             "reverse_charge without account_id is deprecated: charge ids are unique per account, "
@@ -406,23 +402,24 @@ class Ledger(Application):
         An id validation would refuse can never have been recorded: it is
         unknown, whatever its type or content (drivers would refuse it).
         """
-        errors: dict[str, str] = {}
-        given = optional_str(
-            {"charge_id": charge_id}, "charge_id", errors, self.settings.max_string_length
-        )
+        given = self._recorded_id("charge_id", charge_id)
         if given is None:
-            shown = charge_id[:80] if isinstance(charge_id, str) else f"<{type(charge_id).__name__}>"
-            raise UnknownCharge(shown)
+            raise UnknownCharge(_shown(charge_id))
         if reason is None:
             return given, ""
         if isinstance(reason, str):
             reason = reason.strip()[: self.settings.max_reference_length]
+        errors: dict[str, str] = {}
         text = optional_str(
             {"reason": reason}, "reason", errors, self.settings.max_reference_length
         )
         if errors:
             raise InvalidCharge(errors)
         return given, text or ""
+
+    def _recorded_id(self, name: str, value: Any) -> str | None:
+        """An id as recording normalises it; None when recording would refuse it, so it never was."""
+        return optional_str({name: value}, name, {}, self.settings.max_string_length)
 
     def _reverse(self, account_id: str, charge_id: str, reason: str) -> Reversal:
         row = self.store.find_charge(account_id, charge_id)
@@ -513,6 +510,11 @@ def _compare(charge: Charge, stored: Mapping[str, Any], recorded_at: datetime | 
         stored.get("cost_micros"),
         stored.get("price_version"),
     )
+
+
+def _shown(value: Any) -> str:
+    """A caller's id for an error message: its first 80 characters, or its type when it is no text."""
+    return value[:80] if isinstance(value, str) else f"<{type(value).__name__}>"
 
 
 def _closer(ledger: Ledger) -> Callable[[], None]:

@@ -18,6 +18,7 @@ current process writes. See docs/UPGRADING.md.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -50,20 +51,18 @@ def install(connection: sa.engine.Connection) -> None:
     """
     postgres = connection.dialect.name == "postgresql"
     inspector = sa.inspect(connection)
-    has_index = inspector.has_table(charge_index.name)
-    has_retired = inspector.has_table(RETIRED_TABLE)
-    if has_retired and not _is_guard(connection, postgres):
-        if postgres and not has_index:
+    if inspector.has_table(RETIRED_TABLE):
+        if _is_guard(connection, postgres):  # upgraded before: nothing to move
+            charge_index.create(connection, checkfirst=True)
+            return
+        if postgres and not inspector.has_table(charge_index.name):
             connection.exec_driver_sql((_SQL / "charge_index_rename.pg.sql").read_text())
-            has_retired = False
         else:
             charge_index.create(connection, checkfirst=True)
             _fold_into_index(connection, postgres)
             connection.exec_driver_sql(f"DROP TABLE {RETIRED_TABLE}")
-            has_retired = False
     charge_index.create(connection, checkfirst=True)
-    if not has_retired:
-        _create_guard(connection, postgres)
+    _create_guard(connection, postgres)
 
 
 def _is_guard(connection: sa.engine.Connection, postgres: bool) -> bool:
@@ -103,14 +102,13 @@ def _create_guard(connection: sa.engine.Connection, postgres: bool) -> None:
 
 
 def _sqlite_statements(script: str) -> list[str]:
-    """A script's statements (triggers end with ``END;``): the driver runs one at a time."""
-    statements, current = [], []
-    for line in script.splitlines():
-        if line.startswith("--") or not line.strip():
+    """A script's statements, split where SQLite says one is complete (triggers hold ``;`` inside)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.startswith("--"):
             continue
-        current.append(line)
-        text = "\n".join(current).strip()
-        if text.endswith(";") and (not text.upper().startswith("CREATE TRIGGER") or text.upper().endswith("END;")):
-            statements.append(text)
-            current = []
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
     return statements

@@ -32,8 +32,8 @@ from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
 from sqlalchemy.orm import Session
 
-from ledger import charge_index as index
 from ledger.charge_index import charge_index
+from ledger.charge_index import install as install_charge_index
 from ledger.domain import ACCOUNT_OPENED_TOPIC, CHARGE_RECORDED_TOPIC
 from ledger.errors import AlreadyReversed
 
@@ -165,7 +165,7 @@ class LedgerRecorder(SQLAlchemyApplicationRecorder):
         assert isinstance(self.datastore.engine, sa.engine.Engine)
 
         def finish(connection: sa.engine.Connection) -> None:
-            index.install(connection)
+            install_charge_index(connection)
             if then is not None:
                 then(connection)
 

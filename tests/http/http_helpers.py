@@ -78,6 +78,18 @@ class Server:
         return json.loads(ledger_command(self.database_url, "keys", "create", "--json", *args))["key"]
 
 
+def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 30) -> bool:
+    """Whether the server at ``url`` answered ``/healthz`` before ``process`` exited or ``seconds`` passed."""
+    deadline = time.monotonic() + seconds
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            time.sleep(0.1)
+    return False
+
+
 @pytest.fixture
 def server(store_url) -> Iterator[Server]:
     """``ledger serve`` on a free loopback port, up when /healthz answers."""
@@ -89,15 +101,9 @@ def server(store_url) -> Iterator[Server]:
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
+        if not wait_healthy(url, process):
             if process.poll() is not None:
                 raise RuntimeError(f"ledger serve exited: {process.stdout.read()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
             raise RuntimeError("ledger serve did not come up")
         yield Server(url, store_url, process)
     finally:

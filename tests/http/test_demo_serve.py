@@ -8,7 +8,7 @@ import sys
 
 import httpx
 
-from http_helpers import free_port
+from http_helpers import free_port, wait_healthy
 from test_dashboard_session import sign_in
 
 
@@ -28,12 +28,7 @@ def test_demo_serve_prints_keys_and_serves_the_dashboard(tmp_path):
         admin = re.search(r"admin key \(every account\): (lk_\S+)", text).group(1)
         account, reader = re.search(r"read key \(account (\S+)\): (lk_\S+)", text).groups()
         base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                continue
+        assert wait_healthy(base, process), "the demo's server did not answer /healthz"
         with httpx.Client(base_url=base, follow_redirects=True) as browser:
             signed_in = sign_in(browser, admin)
             assert signed_in.status_code == 200 and signed_in.url.path == "/dashboard/overview"

@@ -7,14 +7,12 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 
-from http_helpers import free_port
+from http_helpers import free_port, wait_healthy
 from ledger_service.http.settings import HttpSettings
 from ledger_service.secret_key import SecretKeyError, default_path, load_secret_key
 
@@ -26,13 +24,7 @@ def serve_once(database_url: str, env: dict[str, str]) -> str:
         [sys.executable, "-m", "ledger_service.cli", "--database-url", database_url, "serve", "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while process.poll() is None and time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_healthy(f"http://127.0.0.1:{port}", process)
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=30)
