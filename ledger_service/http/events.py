@@ -104,12 +104,11 @@ def _ingest(ledger: Any, caller: Caller, body: Any, max_batch: int) -> None:
     if outside:
         raise Problem(403, f"this key records events for subject {key.account_id!r} only; nothing was stored",
                       errors=outside)
-    conflicts = [{"field": f"events[{o.index}].{event_field(name)}", "detail": "differs from the event "
-                  "recorded with this source and id"}
-                 for o in ledger.record_charges(charges) for name in _conflicting(o.error)]
-    if conflicts:
-        raise Problem(409, _conflict_detail(len(events), len({c["field"].split("]")[0] for c in conflicts})),
-                      errors=conflicts)
+    differing = {o.index: names for o in ledger.record_charges(charges) if (names := _conflicting(o.error))}
+    if differing:
+        conflicts = [{"field": f"events[{index}].{event_field(name)}", "detail": "differs from the event "
+                      "recorded with this source and id"} for index, names in differing.items() for name in names]
+        raise Problem(409, _conflict_detail(len(events), len(differing)), errors=conflicts)
 
 
 def _conflict_detail(events: int, conflicting: int) -> str:
