@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from bench.rows import Inconsistent
 from bench.workload import Tally
 from ledger import Ledger, UnknownAccount
-from ledger.charge_index import charge_index
+from ledger.store.schema import charge_index
 
 
 def expect(what: str, actual: Tally, expected: Tally) -> None:

@@ -24,7 +24,7 @@ from bench.rows import Row, at_least
 from bench.stores import engine_for
 from bench.workload import Tally, account_ids, charges, raw_event_rows, tally_of
 from ledger import Ledger
-from ledger.charge_index import charge_index
+from ledger.store.schema import charge_index
 
 SINGLE_ONE = "ledger-single-1"
 SINGLE_MANY = "ledger-single-100"

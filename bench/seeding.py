@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from bench.workload import Tally
 from ledger import Account, Ledger
 from ledger.charges import payload_hash
-from ledger.charge_index import charge_index
+from ledger.store.schema import charge_index
 
 
 def seed_log(

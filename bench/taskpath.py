@@ -31,7 +31,7 @@ from bench.recording import BATCH, open_accounts
 from bench.rows import POSTGRESQL, SQLITE, Inconsistent, Row, at_least
 from bench.workload import account_ids, charges, tally_of
 from ledger import Ledger
-from ledger.charge_index import charge_index
+from ledger.store.schema import charge_index
 
 REDIS_ENV = "LEDGER_BENCH_REDIS_URL"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/9"

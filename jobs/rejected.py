@@ -12,7 +12,6 @@ the charge.
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Mapping
@@ -21,28 +20,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ledger.errors import ChargeConflict, InvalidCharge, LedgerError
-from ledger.persistence import create_tables
+from ledger.store.schema import ensure_schema, rejected_charges
 
 if TYPE_CHECKING:
     from ledger.application import Ledger, Receipt
 
-metadata = sa.MetaData()
-
-rejected_charges = sa.Table(
-    "rejected_charges",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    #: The Huey task that met the error: one row per task, however often it ran.
-    sa.Column("task_id", sa.String(64), nullable=True, unique=True),
-    sa.Column("payload", sa.JSON, nullable=False),
-    sa.Column("errors", sa.JSON, nullable=False),
-    sa.Column("resubmitted_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("resolution", sa.Text, nullable=True),
-    sqlite_autoincrement=True,
-)
-
-_ready: "weakref.WeakSet[sa.engine.Engine]" = weakref.WeakSet()
 
 
 class UnknownRejection(LedgerError, LookupError):
@@ -125,9 +107,7 @@ def jsonable(payload: Mapping[str, Any]) -> dict[str, Any]:
 def _engine(ledger: "Ledger") -> sa.engine.Engine:
     engine = ledger.recorder.datastore.engine
     assert isinstance(engine, sa.engine.Engine)
-    if engine not in _ready:
-        create_tables(engine, metadata.sorted_tables)
-        _ready.add(engine)
+    ensure_schema(engine)
     return engine
 
 

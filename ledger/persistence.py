@@ -9,9 +9,8 @@ does (invariant 3), whatever crashes when.
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import sqlalchemy as sa
 from eventsourcing.persistence import (
@@ -32,8 +31,7 @@ from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
 from sqlalchemy.orm import Session
 
-from ledger.charge_index import charge_index
-from ledger.charge_index import install as install_charge_index
+from ledger.store.schema import charge_index, ensure_schema, schema_lock  # noqa: F401 - schema_lock: its old home
 from ledger.domain import ACCOUNT_OPENED_TOPIC, CHARGE_RECORDED_TOPIC
 from ledger.errors import AlreadyReversed
 
@@ -119,35 +117,13 @@ def make_datastore(url: str) -> SQLAlchemyDatastore:
     return datastore
 
 
-@contextmanager
-def schema_lock(engine: sa.engine.Engine) -> Iterator[sa.engine.Connection]:
-    """A connection in a transaction that holds the schema lock.
-
-    Several processes starting on an empty PostgreSQL database would race to
-    create the same tables (and fail on the catalogue's unique index); an
-    advisory lock makes them take turns. SQLite's BEGIN IMMEDIATE does the same.
-    """
-    with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
-        yield connection
-
-
-#: Advisory lock id guarding table creation on PostgreSQL.
-SCHEMA_LOCK_KEY = 7_243_001
-
-
 def create_tables(
     engine: sa.engine.Engine,
     tables: Iterable[sa.Table],
     then: Callable[[sa.engine.Connection], None] | None = None,
 ) -> None:
-    """Create missing tables (and run ``then``), safely when many processes start at once."""
-    with schema_lock(engine) as connection:
-        for table in tables:
-            table.create(connection, checkfirst=True)
-        if then is not None:
-            then(connection)
+    """Every table of the schema, ``tables`` (the library's) too, then ``then`` (see ensure_schema)."""
+    ensure_schema(engine, library_tables=tables, then=then)
 
 
 class LedgerRecorder(SQLAlchemyApplicationRecorder):
@@ -161,15 +137,10 @@ class LedgerRecorder(SQLAlchemyApplicationRecorder):
         more: Iterable[sa.Table],
         then: Callable[[sa.engine.Connection], None] | None = None,
     ) -> None:
-        """Create the events table, ``more`` (snapshots) and the charge-id index, then ``then``."""
+        """Create the events table, ``more`` (snapshots) and every table of the schema, then ``then``."""
         assert isinstance(self.datastore.engine, sa.engine.Engine)
 
-        def finish(connection: sa.engine.Connection) -> None:
-            install_charge_index(connection)
-            if then is not None:
-                then(connection)
-
-        create_tables(self.datastore.engine, [*self.tables, *more], finish)
+        ensure_schema(self.datastore.engine, library_tables=[*self.tables, *more], then=then)
 
     def _insert_events(
         self,

@@ -8,30 +8,14 @@ last audit, and was it clean" has an answer.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
-from ledger.persistence import create_tables
+from ledger.store.schema import audit_runs, ensure_schema
 
-metadata = sa.MetaData()
-
-audit_runs = sa.Table(
-    "audit_runs",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("clean", sa.Boolean, nullable=False),
-    sa.Column("position", sa.BigInteger, nullable=False),
-    sa.Column("events", sa.BigInteger, nullable=False),
-    sa.Column("differences", sa.Integer, nullable=False),
-    sqlite_autoincrement=True,
-)
-
-_ready: "weakref.WeakSet[sa.engine.Engine]" = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -46,9 +30,7 @@ class AuditRun:
 def _engine(ledger: Any) -> sa.engine.Engine:
     engine = ledger.recorder.datastore.engine
     assert isinstance(engine, sa.engine.Engine)
-    if engine not in _ready:
-        create_tables(engine, metadata.sorted_tables)
-        _ready.add(engine)
+    ensure_schema(engine)
     return engine
 
 

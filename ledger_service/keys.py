@@ -30,28 +30,13 @@ from typing import Any, Callable
 import sqlalchemy as sa
 
 from ledger.errors import InvalidInput, LedgerError
-from ledger.persistence import create_tables
+from ledger.store.schema import api_keys, ensure_schema
 from ledger.text import text_problem
 
 ROLES = ("admin", "ingest", "read")
 PREFIX = "lk_"
 _KEY = re.compile(r"lk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
-metadata = sa.MetaData()
-
-api_keys = sa.Table(
-    "api_keys",
-    metadata,
-    sa.Column("id", sa.String(16), primary_key=True),
-    sa.Column("digest", sa.String(64), nullable=False),
-    sa.Column("role", sa.String(16), nullable=False),
-    sa.Column("account_id", sa.String(256), nullable=True),
-    sa.Column("name", sa.String(256), nullable=False, default=""),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
-)
-
-_ready: "weakref.WeakSet[sa.engine.Engine]" = weakref.WeakSet()
 _readers: "weakref.WeakKeyDictionary[sa.engine.Engine, sa.engine.Engine]" = weakref.WeakKeyDictionary()
 
 
@@ -107,9 +92,7 @@ def engine_of(ledger: Any) -> sa.engine.Engine:
     """The ledger's engine, with the keys table created on first use."""
     engine = ledger.recorder.datastore.engine
     assert isinstance(engine, sa.engine.Engine)
-    if engine not in _ready:
-        create_tables(engine, metadata.sorted_tables)
-        _ready.add(engine)
+    ensure_schema(engine)
     return engine
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import weakref
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
 from fastapi import Request, Response
 
-from ledger.persistence import create_tables
+from ledger.store.schema import dashboard_sessions, ensure_schema
 from ledger_service.keys import ApiKey, api_keys, engine_of, reader_of
 
 COOKIE = "ledger_session"
@@ -32,17 +31,6 @@ VIEWERS = ("admin", "read")
 #: A session id as the cookie carries it: 32 random bytes, URL-safe base64.
 _ID_LENGTH = 43
 
-metadata = sa.MetaData()
-dashboard_sessions = sa.Table(
-    "dashboard_sessions",
-    metadata,
-    sa.Column("digest", sa.String(64), primary_key=True),
-    sa.Column("key_id", sa.String(16), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-_ready: "weakref.WeakSet[sa.engine.Engine]" = weakref.WeakSet()
 
 
 def digest(session_id: str) -> str:
@@ -52,9 +40,7 @@ def digest(session_id: str) -> str:
 def writer_of(ledger: Any) -> sa.engine.Engine:
     """The ledger's engine, with the keys and sessions tables made on first use."""
     engine = engine_of(ledger)
-    if engine not in _ready:
-        create_tables(engine, metadata.sorted_tables)
-        _ready.add(engine)
+    ensure_schema(engine)
     return engine
 
 

@@ -15,7 +15,7 @@ from ledger import (
     UnknownAccount,
     UnknownCharge,
 )
-from ledger.charge_index import charge_index
+from ledger.store.schema import charge_index
 
 T0 = datetime(2026, 2, 1, 12, tzinfo=timezone.utc)
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from hostile_corpus import STRING_FIELDS, Case, base, corpus
 from ledger import InvalidCharge, Ledger, Settings
 from ledger.charges import INPUT_FIELDS
-from ledger.charge_index import charge_index
+from ledger.store.schema import charge_index
 
 CASES = corpus()
 NEIGHBOUR_OFFSET = 1_000_000

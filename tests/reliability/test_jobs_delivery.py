@@ -33,7 +33,7 @@ from jobs.queue import use_queue
 from jobs.redis_queue import ReliableRedisStorage
 from jobs.rejected import list_rejected
 from ledger import Ledger, Settings
-from ledger.charge_index import charge_index
+from ledger.store.schema import charge_index
 from projections import Projector
 from projections.reports import records
 
