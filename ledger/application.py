@@ -145,6 +145,7 @@ class Ledger(Application):
         """Events, snapshots and the charge-id index, created on first use."""
         assert self.snapshots is not None
         snapshot_tables = getattr(self.snapshots.recorder, "tables", [])
+        self.store.snapshots_table = self.snapshots.recorder.events_record_cls.__table__  # type: ignore[attr-defined]
         self.store.create_table_with(snapshot_tables, Appender.install)
 
     @classmethod

@@ -129,6 +129,26 @@ def create_tables(
 class LedgerRecorder(SQLAlchemyApplicationRecorder):
     """Events plus the charge-id index, committed together."""
 
+    #: The snapshots table (the snapshot store's), set by the ledger once it has one.
+    snapshots_table: sa.Table | None = None
+
+    @property
+    def engine(self) -> sa.engine.Engine:
+        """The SQLAlchemy engine: for the store's own modules (``ledger/store/``) only."""
+        engine = self.datastore.engine
+        assert isinstance(engine, sa.engine.Engine)
+        return engine
+
+    @property
+    def events_table(self) -> sa.Table:
+        """The library's events table (the log)."""
+        return self.events_record_cls.__table__  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def dialect(self) -> str:
+        """``postgresql`` or ``sqlite``."""
+        return self.engine.dialect.name
+
     def create_table(self) -> None:
         self.create_table_with([])
 
