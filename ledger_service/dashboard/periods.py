@@ -8,16 +8,16 @@ today, and a charge recorded a moment ago lands today. The default is not
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
+
+from ledger_service.days import parse_day
 
 CHOICES = {"30d": "Last 30 days", "month": "This month", "custom": "Custom range"}
 DEFAULT = "30d"
 #: Whole days before today that "Last 30 days" covers (today is added).
 RECENT_DAYS = 30
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: Longest custom range a page draws, in days.
 MAX_DAYS = 366
 
@@ -67,9 +67,9 @@ def recent(today: date, error: str = "") -> Period:
 
 
 def _day(value: str | None) -> date | None:
-    if not value or not _DAY.fullmatch(value.strip()):
+    if not value:
         return None
     try:
-        return date.fromisoformat(value.strip())
+        return parse_day(value)
     except ValueError:
         return None

@@ -8,7 +8,6 @@ for, so no grouping can sum another account's rows in.
 from __future__ import annotations
 
 import io
-import re
 import threading
 from datetime import date
 from typing import Any, Literal, Optional
@@ -21,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from ledger.errors import UnknownAccount
 from ledger.measures import MEASURES
 from ledger_service.csvsafe import write_csv
+from ledger_service.days import parse_day
 from ledger_service.http.auth import Caller, check_account, plain_text, requires
 from ledger_service.http.problems import Problem
 from ledger_service.http.query import known_query
@@ -29,7 +29,6 @@ from ledger_service.http.schemas import AUTH_PROBLEMS, TotalsOut, UsagePage, pro
 router = APIRouter(tags=["reading"])
 
 KEY_COLUMNS = ("account_id", "user_id", "billing_date", "charge_type", "provider", "model")
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _projecting = threading.Lock()
 
 
@@ -143,9 +142,7 @@ def _day(value: str | None, name: str, errors: list[dict[str, str]]) -> date | N
     if value is None:
         return None
     try:
-        if not _DAY.fullmatch(value.strip()):
-            raise ValueError
-        return date.fromisoformat(value.strip())
+        return parse_day(value)
     except ValueError:
         errors.append({"field": name, "detail": "not a date in YYYY-MM-DD form"})
         return None
