@@ -35,7 +35,7 @@ Concurrency: the first attempt at an account reads without locks; a writer
 appending meanwhile makes the save's version check fail, and the second
 attempt takes the append lock first. Processes that cached an account before
 another process pruned part of its stream reload it from its snapshot
-(:class:`CompactedRepository`, the ledger's repository).
+(:class:`ledger.repository.CompactedRepository`, the ledger's repository).
 
 Digest format
 -------------
@@ -70,7 +70,6 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import sqlalchemy as sa
-from eventsourcing.application import Repository
 from eventsourcing.domain import OriginatorVersionError
 from eventsourcing.persistence import IntegrityError
 from sqlalchemy.orm import Session
@@ -83,9 +82,12 @@ from ledger.domain import (
 )
 from ledger.errors import LedgerError
 from ledger.measures import MEASURES, ZERO, add, event_figures, group_figures
+from ledger.repository import CompactedRepository, evict, mutate_all
 
-if TYPE_CHECKING:  # the application imports this module (its repository)
+if TYPE_CHECKING:
     from ledger.application import Ledger
+
+__all__ = ["CompactedRepository", "mutate_all"]  # their earlier home; see ledger.repository
 
 log = logging.getLogger(__name__)
 
@@ -446,60 +448,8 @@ def _load_account(ledger: "Ledger", aggregate_id: UUID) -> Account:
     try:
         return ledger.repository.get(aggregate_id)
     except OriginatorVersionError:
-        _evict(ledger.repository, aggregate_id)
+        evict(ledger.repository, aggregate_id)
         return ledger.repository.get(aggregate_id)
-
-
-def _evict(repository: Repository[Any], aggregate_id: UUID) -> None:
-    if repository.cache is not None:
-        try:
-            repository.cache.get(aggregate_id, evict=True)
-        except KeyError:
-            pass
-
-
-def mutate_all(aggregate: Any, events: Iterable[Any]) -> Any:
-    """Apply events in order: ``project_aggregate`` minus its ``isinstance`` assertion."""
-    for event in events:
-        aggregate = event.mutate(aggregate)
-    return aggregate
-
-
-class CompactedRepository(Repository[UUID]):
-    """A repository whose cached aggregates survive compaction in other processes.
-
-    A cached account fast-forwards with the events after its version; when
-    another process pruned some of those, the first one it reads skips versions
-    and the library raises ``OriginatorVersionError``. The cached copy is then
-    dropped and the account reloaded from its latest snapshot, which compaction
-    took at the rollup's version, so it covers the gap.
-
-    Replays use :func:`mutate_all`, the library's projector function without
-    its per-event runtime-protocol assertion (most of a long replay's time).
-    """
-
-    def get(self, aggregate_id: UUID, *, version: int | None = None, **kwargs: Any) -> Any:
-        kwargs.setdefault("projector_func", mutate_all)
-        try:
-            return super().get(aggregate_id, version=version, **kwargs)
-        except OriginatorVersionError:
-            if version is not None or self.cache is None:
-                raise
-            _evict(self, aggregate_id)
-            return super().get(aggregate_id, version=version, **kwargs)
-
-    @classmethod
-    def like(cls, repository: Repository[Any]) -> "CompactedRepository":
-        """The same stores, cache and options as ``repository``."""
-        compacted = cls(
-            event_store=repository.event_store,
-            snapshot_store=repository.snapshot_store,
-            fastforward=repository.fastforward,
-            fastforward_skipping=repository.fastforward_skipping,
-            deepcopy_from_cache=repository.deepcopy_from_cache,
-        )
-        compacted.cache = repository.cache
-        return compacted
 
 
 def _read_days(
