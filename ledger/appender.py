@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from eventsourcing_sqlalchemy.datastore import transactions
 from eventsourcing.persistence import JSONTranscoder
 
+from ledger.charge_fields import RECORDED_EVENT_FIELDS
 from ledger.charges import Charge
 from ledger.domain import ACCOUNT_OPENED_TOPIC as OPENED_TOPIC
 from ledger.domain import CHARGE_RECORDED_TOPIC as CHARGE_TOPIC
@@ -222,51 +223,18 @@ class Appender:
             return self.mapper.to_stored_event(
                 self._charge_event(charge, originator_id, recorded_at, cost)
             ).state
-        stamp = {"_type_": "datetime_iso", "_data_": recorded_at.isoformat()}
-        return orjson.dumps(
-            {
-                "timestamp": stamp,
-                "charge_id": charge.charge_id,
-                "account_id": charge.account_id,
-                "user_id": charge.user_id,
-                "charge_type": charge.charge_type,
-                "provider": charge.provider,
-                "model": charge.model,
-                "prompt_tokens": charge.prompt_tokens,
-                "completion_tokens": charge.completion_tokens,
-                "total_tokens": charge.total_tokens,
-                "occurred_at": {"_type_": "datetime_iso", "_data_": charge.occurred_at.isoformat()},
-                "recorded_at": stamp,
-                "user_profile_id": charge.user_profile_id,
-                "session_key": charge.session_key,
-                "reference": charge.reference,
-                "cost_micros": cost[0],
-                "price_version": cost[1],
-            }
-        )
+        facts = recorded_facts(charge, recorded_at, cost)
+        for name in ("occurred_at", "recorded_at"):
+            facts[name] = {"_type_": "datetime_iso", "_data_": facts[name].isoformat()}
+        return orjson.dumps({"timestamp": facts["recorded_at"], **facts})
 
     @staticmethod
-    def _charge_event(charge: Charge, originator_id: UUID, recorded_at: datetime, cost: Cost) -> Any:
-        return Account.ChargeRecorded(  # type: ignore[attr-defined]
+    def _charge_event(charge: Charge, originator_id: UUID, recorded_at: datetime, cost: Cost) -> Account.ChargeRecorded:
+        return Account.ChargeRecorded(
             originator_id=originator_id,
             originator_version=0,  # a column, not state: the store numbers it
             timestamp=recorded_at,
-            charge_id=charge.charge_id,
-            account_id=charge.account_id,
-            user_id=charge.user_id,
-            charge_type=charge.charge_type,
-            provider=charge.provider,
-            model=charge.model,
-            prompt_tokens=charge.prompt_tokens,
-            completion_tokens=charge.completion_tokens,
-            total_tokens=charge.total_tokens,
-            occurred_at=charge.occurred_at,
-            recorded_at=recorded_at,
-            user_profile_id=charge.user_profile_id,
-            session_key=charge.session_key,
-            reference=charge.reference,
-            cost_micros=cost[0],
-            price_version=cost[1],
+            **recorded_facts(charge, recorded_at, cost),
         )
 
     def opened_state(self, account_id: str) -> bytes:
@@ -491,6 +459,14 @@ class Appender:
                 )
                 results.append(Appended(position=cursor.lastrowid))
         return results
+
+
+def recorded_facts(charge: Charge, recorded_at: datetime, cost: Cost) -> dict[str, Any]:
+    """A ChargeRecorded event's fields for ``charge``, in the order its state is written."""
+    derived = {"recorded_at": recorded_at, "cost_micros": cost[0], "price_version": cost[1]}
+    return {
+        name: derived[name] if name in derived else getattr(charge, name) for name in RECORDED_EVENT_FIELDS
+    }
 
 
 def _sqlite_datetime(value: datetime) -> str:

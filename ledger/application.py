@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
 from ledger.appender import Appended, Appender
+from ledger.charge_fields import EVENT_DEFAULTS, REVERSED_EVENT_FIELDS
 from ledger.charges import Charge, ChargeValidator, ProfileResolver, optional_str
 from ledger.repository import CompactedRepository
 from ledger.domain import Account, Totals, account_uuid
@@ -429,22 +430,12 @@ class Ledger(Application):
         facts = stored_payload(row)
         account = self._load_or_open(row.account_id)
         now = datetime.now(timezone.utc)
-        account.reverse_charge(
-            charge_id=charge_id,
-            reason=reason,
-            account_id=row.account_id,
-            user_id=facts["user_id"],
-            charge_type=facts["charge_type"],
-            provider=facts["provider"],
-            model=facts["model"],
-            prompt_tokens=facts["prompt_tokens"],
-            completion_tokens=facts["completion_tokens"],
-            total_tokens=facts["total_tokens"],
-            occurred_at=datetime.fromisoformat(facts["occurred_at"]),
-            recorded_at=now,
-            cost_micros=facts.get("cost_micros"),
-            price_version=facts.get("price_version"),
-        )
+        given = {"charge_id": charge_id, "reason": reason, "account_id": row.account_id, "recorded_at": now,
+                 "occurred_at": datetime.fromisoformat(facts["occurred_at"])}
+        account.reverse_charge(**{
+            name: given[name] if name in given else facts.get(name, EVENT_DEFAULTS.get(name))
+            for name in REVERSED_EVENT_FIELDS
+        })
         self.save(account, reversed_charges=[(row.account_id, charge_id)], reversed_at=now)
         return Reversal(
             charge_id, row.account_id, now, reason, facts.get("cost_micros"), facts.get("price_version")

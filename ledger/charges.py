@@ -11,31 +11,20 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import orjson
 from eventsourcing.utils import resolve_topic
 
+from ledger.charge_fields import INPUT_FIELDS, SEED_FIELDS  # noqa: F401 - both stay importable from here
 from ledger.errors import InvalidCharge
 from ledger.fields import MAX_PROFILE_ID, instant_field, optional_int, optional_str
 from ledger.settings import Settings
 from ledger.text import field_name
 
-#: Fields a caller may give, in the seed's order, then what billing adds.
-SEED_FIELDS = (
-    "user_profile_id",
-    "session_key",
-    "provider",
-    "charge_type",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "model",
-    "reference",
-)
-INPUT_FIELDS = SEED_FIELDS + ("account_id", "user_id", "charge_id", "occurred_at")
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 #: Fields that name something (stricter text: no invisible or direction controls).
 ID_FIELDS = ("account_id", "user_id", "charge_id")
@@ -215,7 +204,7 @@ class ChargeValidator:
                 return
             try:
                 account_id, user_id = self.resolver(profile)
-            except Exception as exc:  # a resolver's own lookup error names the cause
+            except Exception as exc:  # noqa: BLE001 - a resolver's own lookup error names the cause
                 errors["user_profile_id"] = f"no account for user profile {profile}: {exc}"
                 return
             resolved = {"account_id": account_id, "user_id": user_id}

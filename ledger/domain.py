@@ -2,7 +2,8 @@
 
 One event stream per account. The aggregate keeps just its running totals, so
 loading, copying and snapshotting it costs the same on day one and day 1,000;
-which charge ids exist is the charge-id index's business (see persistence).
+which charge ids exist is the charge-id index's business (see
+:mod:`ledger.store.charge_index`).
 
 Each event carries everything a projection needs (account, user, date, keys,
 tokens) so read models can be rebuilt from the log alone, even after
@@ -12,13 +13,18 @@ compaction pruned the charges a rollup stands for.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.charge_fields import (
+    RECORDED_EVENT_FIELDS,
+    REVERSED_EVENT_FIELDS,
+    event_annotations,
+)
 from ledger.measures import MEASURES, Figures, event_figures
 
 #: Namespace of account ids; changing it would orphan every stream.
@@ -43,14 +49,14 @@ class Totals:
     unpriced_charges: int = 0
 
     @classmethod
-    def of_unpriced(cls, charges: int, prompt_tokens: int, completion_tokens: int, total_tokens: int) -> "Totals":
+    def of_unpriced(cls, charges: int, prompt_tokens: int, completion_tokens: int, total_tokens: int) -> Totals:
         """Totals of charges no price covered: no cost, every charge unpriced."""
         return cls(charges, prompt_tokens, completion_tokens, total_tokens, 0, charges)
 
-    def __add__(self, other: "Totals") -> "Totals":
+    def __add__(self, other: Totals) -> Totals:
         return Totals(*(a + b for a, b in zip(self.figures, other.figures)))
 
-    def __neg__(self) -> "Totals":
+    def __neg__(self) -> Totals:
         return Totals(*(-a for a in self.figures))
 
     @property
@@ -83,68 +89,52 @@ class Account(Aggregate):
     def totals(self) -> Totals:
         return Totals(*(getattr(self, name) for name in MEASURES))
 
-    def _add(self, sign: int, prompt_tokens: int, completion_tokens: int, total_tokens: int,
-             cost_micros: int | None) -> None:
+    def _add(self, sign: int, event: Account.ChargeRecorded | Account.ChargeReversed) -> None:
+        """Count a charge's figures (``sign`` -1 takes a reversed one back)."""
         figures = event_figures(
-            {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-             "total_tokens": total_tokens, "cost_micros": cost_micros},
+            {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
+             "total_tokens": event.total_tokens, "cost_micros": event.cost_micros},
             sign,
         )
         for name, value in zip(MEASURES, figures):
             setattr(self, name, getattr(self, name) + value)
 
-    @event("ChargeRecorded")
-    def record_charge(
-        self,
-        charge_id: str,
-        account_id: str,
-        user_id: str,
-        charge_type: str,
-        provider: str | None,
-        model: str | None,
-        prompt_tokens: int,
-        completion_tokens: int,
-        total_tokens: int,
-        occurred_at: datetime,
-        recorded_at: datetime,
-        user_profile_id: int | None,
-        session_key: str | None,
-        reference: str | None,
-        cost_micros: int | None = None,
-        price_version: int | None = None,
-    ) -> None:
+    class ChargeRecorded(Aggregate.Event):
         """An accepted charge: immutable once stored (invariant 5).
 
+        Its fields are :data:`~ledger.charge_fields.RECORDED_EVENT_FIELDS`.
         ``cost_micros`` is its cost by the catalogue price of version
         ``price_version`` in effect at ``occurred_at``; both are None for an
         unpriced charge (and for charges recorded before prices existed).
+        The append path writes these events without loading the account
+        (see :mod:`ledger.appender`); replaying one adds it to the totals.
         """
-        self._add(1, prompt_tokens, completion_tokens, total_tokens, cost_micros)
 
-    @event("ChargeReversed")
-    def reverse_charge(
-        self,
-        charge_id: str,
-        reason: str,
-        account_id: str,
-        user_id: str,
-        charge_type: str,
-        provider: str | None,
-        model: str | None,
-        prompt_tokens: int,
-        completion_tokens: int,
-        total_tokens: int,
-        occurred_at: datetime,
-        recorded_at: datetime,
-        cost_micros: int | None = None,
-        price_version: int | None = None,
-    ) -> None:
+        __annotations__ = event_annotations(RECORDED_EVENT_FIELDS)
+        cost_micros = None
+        price_version = None
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate._add(1, self)
+
+    class ChargeReversed(Aggregate.Event):
         """Cancels a recorded charge by a new event; the original stays in the log.
 
-        It carries the charge's own cost and price version, so it takes back
+        Its fields are :data:`~ledger.charge_fields.REVERSED_EVENT_FIELDS`: the
+        charge's own cost and price version among them, so it takes back
         exactly what the charge added.
         """
-        self._add(-1, prompt_tokens, completion_tokens, total_tokens, cost_micros)
+
+        __annotations__ = event_annotations(REVERSED_EVENT_FIELDS)
+        cost_micros = None
+        price_version = None
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate._add(-1, self)
+
+    def reverse_charge(self, **facts: Any) -> None:
+        """Reverse a charge: ``facts`` are the ChargeReversed event's fields."""
+        self.trigger_event(self.ChargeReversed, **facts)
 
     @event("DayRolledUp")
     def roll_up_day(

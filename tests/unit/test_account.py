@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ledger.domain import Account, Totals, account_uuid
 
-T = datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)
+T = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
 
 
 def charge(account: Account, charge_id: str, prompt: int, completion: int) -> None:
-    account.record_charge(
+    account.trigger_event(
+        Account.ChargeRecorded,
         charge_id=charge_id, account_id=account.account_id, user_id="u", charge_type="completion",
         provider="openai", model="gpt", prompt_tokens=prompt, completion_tokens=completion,
         total_tokens=prompt + completion, occurred_at=T, recorded_at=T,
