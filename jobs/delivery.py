@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Sequence
 
-from jobs.settings import DeliverySettings
+from ledger.settings import JobsSettings
 
 log = logging.getLogger("jobs.delivery")
 
@@ -67,11 +67,11 @@ class ReliableStorage:
     ``huey_consumer`` and every Huey API keep working on them.
     """
 
-    delivery: DeliverySettings
+    delivery: JobsSettings
     identity: Identity
 
-    def _init_delivery(self, settings: DeliverySettings | None = None) -> None:
-        self.delivery = settings or DeliverySettings()
+    def _init_delivery(self, settings: JobsSettings | None = None) -> None:
+        self.delivery = settings or JobsSettings()
         self.identity = Identity()
         self._heartbeat: Heartbeat | None = None
         self._heartbeat_guard = threading.Lock()

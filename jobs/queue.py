@@ -28,7 +28,7 @@ from huey.storage import MemoryStorage, RedisStorage, SqliteStorage
 
 from jobs.redis_queue import ReliableRedisStorage
 from jobs.sqlite_queue import LazySqliteStorage, ReliableSqliteStorage
-from ledger.settings import Settings
+from ledger.settings import JobsSettings, Settings
 
 __all__ = ["LazySqliteStorage", "LedgerHuey", "describe", "huey", "make_huey", "queue_url", "use_queue"]
 
@@ -81,10 +81,11 @@ def default_queue_url(settings: Settings) -> str:
     return f"sqlite:///{(directory / DEFAULT_QUEUE_FILE).resolve()}"
 
 
-def queue_url(settings: Settings | None = None) -> str:
-    """The queue URL in effect: ``LEDGER_HUEY_URL`` or the embedded default."""
+def queue_url(settings: Settings | None = None, jobs: JobsSettings | None = None) -> str:
+    """The queue URL in effect: ``LEDGER_HUEY_URL`` or the embedded default beside the ledger."""
     settings = settings or Settings()
-    return settings.huey_url or default_queue_url(settings)
+    jobs = jobs or JobsSettings()
+    return jobs.huey_url or default_queue_url(settings)
 
 
 def storage_for(url: str) -> tuple[type[Huey], dict[str, Any]]:

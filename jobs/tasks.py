@@ -46,20 +46,19 @@ from jobs.lease_lock import LeaseLock
 from jobs.queue import huey
 from jobs.rejected import errors_of, reject
 from jobs.schedule import ZonedCrontab
-from jobs.settings import DeliverySettings
 from ledger.application import Ledger, Receipt
 from ledger.charges import INPUT_FIELDS
 from ledger.errors import BusyAccount, ChargeConflict, InvalidCharge
-from ledger.settings import Settings
+from ledger.settings import JobsSettings, Settings
 
 log = logging.getLogger("jobs")
 
 #: This process's settings, read at import: the retry budget a task is enqueued
 #: with (``task_retries``), the delays a worker retries with, and the schedule.
-SETTINGS = Settings()
-DELIVERY = DeliverySettings()
+SETTINGS = JobsSettings()
+DELIVERY = SETTINGS
 AGGREGATION_LOCK = "aggregate-daily-billing"
-AGGREGATE_SCHEDULE = ZonedCrontab(SETTINGS.aggregate_schedule, SETTINGS.zone)
+AGGREGATE_SCHEDULE = ZonedCrontab(SETTINGS.aggregate_schedule, Settings().zone)
 
 # -- what is worth retrying ---------------------------------------------------
 

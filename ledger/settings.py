@@ -1,7 +1,19 @@
-"""Configuration from the environment, in one place.
+"""Configuration from the environment, in one place: one settings object per process.
 
-Every knob is an environment variable prefixed ``LEDGER_``; nothing reads a
-``.env`` file, so what runs is what the process environment says.
+A process reads its :class:`ProcessSettings` once, when it starts (the
+command line's callback, ``ledger worker``, ``ledger serve``'s server
+processes, a consumer's first task), never at import. Its sections:
+
+* ``ledger`` (:class:`Settings`, ``LEDGER_*``): the store, validation,
+  writes, projections and prices; ``Ledger(Settings(...))`` takes it alone;
+* ``jobs`` (:class:`JobsSettings`, ``LEDGER_*``): the queue, retries,
+  leases and the daily schedule;
+* ``http`` (:class:`HttpSettings`, ``LEDGER_HTTP_*`` and the secret key's
+  ``LEDGER_SECRET_KEY`` / ``LEDGER_SECRET_KEY_FILE``): the API's limits;
+* ``dashboard`` (:class:`DashboardSettings`, ``LEDGER_DASHBOARD_*``).
+
+Nothing reads a ``.env`` file, so what runs is what the process environment
+says. docs/CONFIGURATION.md lists every setting with its default and variable.
 """
 
 from __future__ import annotations
@@ -11,12 +23,14 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 DEFAULT_DATABASE_FILE = "ledger.db"
 DEFAULT_CHARGE_TYPES = ("completion", "plugin", "tool", "usage", "subscription")
+#: A secret key shorter than this is refused (a generated one has 64 characters).
+MIN_SECRET_KEY_LENGTH = 32
 
 
 def default_database_url() -> str:
@@ -25,12 +39,11 @@ def default_database_url() -> str:
 
 
 class Settings(BaseSettings):
-    """The ledger's configuration; see docs/CONFIGURATION.md."""
+    """The ``ledger`` section: what a :class:`~ledger.Ledger` is built from."""
 
     model_config = SettingsConfigDict(env_prefix="LEDGER_", frozen=True, extra="ignore")
 
     database_url: str = Field(default_factory=default_database_url)
-    huey_url: str | None = None
     billing_tz: str = "UTC"
     charge_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CHARGE_TYPES
     max_tokens: int = Field(default=10**12, gt=0)
@@ -57,13 +70,11 @@ class Settings(BaseSettings):
     #: unknown (counted as unpriced in records and reports) or "reject" it.
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     unpriced: Literal["record", "reject"] = "record"
-    #: Background jobs: retries after a transient failure (the budget is fixed
-    #: when a task is enqueued), the first retry's delay (doubling after each
-    #: attempt, capped), and the daily job's crontab in the billing time zone.
-    task_retries: int = Field(default=10, ge=0)
-    task_retry_base_seconds: float = Field(default=1.0, gt=0)
-    task_retry_max_seconds: float = Field(default=300.0, gt=0)
-    aggregate_schedule: str = "15 0 * * *"
+    #: PostgreSQL: the connection pool of the ledger's engine: connections kept
+    #: open, extra ones allowed under load, and the age at which one is replaced.
+    pool_size: int = Field(default=10, ge=1)
+    pool_max_overflow: int = Field(default=20, ge=0)
+    pool_recycle_seconds: int = Field(default=1800, ge=-1)
 
     @field_validator("charge_types", mode="before")
     @classmethod
@@ -96,3 +107,104 @@ class Settings(BaseSettings):
             return None
         path = self.database_url.split(":///", 1)[-1].split("?", 1)[0]
         return Path(path) if path and path != ":memory:" else None
+
+
+#: The ledger section's other name, beside the other sections'.
+LedgerSettings = Settings
+
+
+class JobsSettings(BaseSettings):
+    """The ``jobs`` section: the queue, retries, leases and the daily schedule."""
+
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", frozen=True, extra="ignore")
+
+    #: The queue: ``sqlite:///PATH``, ``redis://HOST:PORT/DB`` or ``memory://``;
+    #: None is a SQLite file beside the ledger's (see ``jobs.queue``).
+    huey_url: str | None = None
+    #: Retries after a transient failure (the budget is fixed when a task is
+    #: enqueued), the first retry's delay (doubling after each attempt, capped).
+    task_retries: int = Field(default=10, ge=0)
+    task_retry_base_seconds: float = Field(default=1.0, gt=0)
+    task_retry_max_seconds: float = Field(default=300.0, gt=0)
+    #: The daily job's crontab, read in the billing time zone.
+    aggregate_schedule: str = "15 0 * * *"
+    #: A consumer's tasks are re-run elsewhere once its heartbeat is this old;
+    #: the aggregation lock expires after the same time without renewal.
+    task_lease_seconds: float = Field(default=30.0, gt=0)
+    #: Most tasks one worker thread takes from the queue at once; its
+    #: create_charge tasks among them are recorded in one transaction.
+    task_batch_size: int = Field(default=500, ge=1)
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """Renew well inside the lease, so a busy process never lets it lapse."""
+        return self.task_lease_seconds / 5
+
+
+class HttpSettings(BaseSettings):
+    """The ``http`` section: what one request may carry, page sizes, the key cache and the secret key.
+
+    The secret key signs the dashboard's form tokens. It is never kept in the
+    ledger's database, so a copy of the database cannot forge a form token.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LEDGER_HTTP_", frozen=True, extra="ignore",
+                                      populate_by_name=True)
+
+    #: Largest request body accepted (413 beyond it).
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    #: Most charges in one ``/v1/charges/batch`` or events in one CloudEvents batch (413 beyond it).
+    max_batch: int = Field(default=1_000, ge=1)
+    #: Rows of ``/v1/usage`` per page: the default, and the most a client may ask for.
+    page_size: int = Field(default=1_000, ge=1)
+    max_page_size: int = Field(default=10_000, ge=1)
+    #: Seconds a verified key is trusted without a lookup; a revocation takes effect within this
+    #: time on a running server. 0 looks every key up on every request.
+    key_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    #: PostgreSQL: the pool of the key lookup's own engine (connections kept, extra under load).
+    key_pool_size: int = Field(default=4, ge=1)
+    key_pool_max_overflow: int = Field(default=8, ge=0)
+    #: The secret key itself; every server process of one deployment needs the same one.
+    secret_key: SecretStr | None = Field(default=None, validation_alias="LEDGER_SECRET_KEY")
+    #: A file holding the secret key, made (mode 0600) when missing; default: see ``ledger_service.secret_key``.
+    secret_key_file: Path | None = Field(default=None, validation_alias="LEDGER_SECRET_KEY_FILE")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_KEY_LENGTH} characters")
+        return value
+
+
+class DashboardSettings(BaseSettings):
+    """The ``dashboard`` section."""
+
+    model_config = SettingsConfigDict(env_prefix="LEDGER_DASHBOARD_", frozen=True, extra="ignore")
+
+    #: How long a dashboard session lasts without signing in again.
+    session_seconds: int = Field(default=12 * 3600, ge=60)
+
+
+class ProcessSettings(BaseModel):
+    """One process's settings, by section; made by :func:`load_settings` when the process starts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ledger: Settings
+    jobs: JobsSettings
+    http: HttpSettings
+    dashboard: DashboardSettings
+
+
+def load_settings(ledger: Settings | None = None) -> ProcessSettings:
+    """Every section from the environment (the ``ledger`` section as given, if it is).
+
+    A bad value raises pydantic's ``ValidationError`` of the section that holds it.
+    """
+    return ProcessSettings(
+        ledger=ledger if ledger is not None else Settings(),
+        jobs=JobsSettings(),
+        http=HttpSettings(),
+        dashboard=DashboardSettings(),
+    )

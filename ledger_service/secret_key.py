@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from ledger_service.http.settings import MIN_SECRET_KEY_LENGTH, HttpSettings
+from ledger.settings import MIN_SECRET_KEY_LENGTH, HttpSettings
 
 APP_DIRECTORY = "llm-usage-ledger"
 FILE_NAME = "secret-key"

@@ -71,7 +71,7 @@ def prepare_secret_key() -> None:
     """
     from pydantic import ValidationError
 
-    from ledger_service.http.settings import HttpSettings
+    from ledger.settings import HttpSettings
     from ledger_service.secret_key import SecretKeyError, load_secret_key
 
     try:

@@ -20,13 +20,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from ledger.errors import BusyAccount, InvalidInput, LedgerError
-from ledger.settings import Settings
+from ledger.settings import HttpSettings, Settings
 from ledger_service import dashboard
 from ledger_service.http import charges, docs, events, health, index, reading
 from ledger_service.http.auth import check_caller
 from ledger_service.http.problems import Problem, handle_problem, problem_response
 from ledger_service.http.security_headers import STRICT_CSP, secure_send
-from ledger_service.http.settings import HttpSettings
 from ledger_service.http.slashes import RelativeSlashRedirect
 from ledger_service.keys import KeyCache, close_reader
 from ledger_service.secret_key import load_secret_key

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from http_helpers import bearer, client, keys  # noqa: F401 - fixtures
+from ledger.settings import HttpSettings
 from ledger_service.http import create_app
-from ledger_service.http.settings import HttpSettings
 from ledger_service.keys import create_key, revoke_key
 from fastapi.testclient import TestClient
 

@@ -13,7 +13,7 @@ from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 from openmeter import Client
 
-from ledger_service.http.settings import HttpSettings
+from ledger.settings import HttpSettings
 
 from http_helpers import bearer, ledger_command, server  # noqa: F401 - fixture
 

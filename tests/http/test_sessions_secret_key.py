@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from http_helpers import free_port, wait_healthy
-from ledger_service.http.settings import HttpSettings
+from ledger.settings import HttpSettings
 from ledger_service.secret_key import SecretKeyError, default_path, load_secret_key
 
 

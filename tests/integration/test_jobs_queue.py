@@ -12,6 +12,7 @@ from jobs.queue import default_queue_url, describe, make_huey, queue_url, storag
 from jobs.rejected import list_rejected
 from jobs.tasks import close_ledger, get_ledger
 from ledger import InvalidCharge, Settings
+from ledger.settings import JobsSettings
 
 
 def test_queue_urls_map_to_huey_storages(tmp_path):
@@ -32,7 +33,7 @@ def test_the_default_queue_sits_beside_a_sqlite_ledger_or_in_the_working_directo
     monkeypatch.chdir(tmp_path)
     on_postgres = Settings(database_url="postgresql+psycopg2://postgres@127.0.0.1/x")
     assert default_queue_url(on_postgres) == f"sqlite:///{tmp_path / 'ledger-queue.db'}"
-    assert queue_url(Settings(database_url="sqlite:///x.db", huey_url="memory://")) == "memory://"
+    assert queue_url(Settings(database_url="sqlite:///x.db"), JobsSettings(huey_url="memory://")) == "memory://"
 
 
 def test_make_huey_creates_no_file_until_used_and_describes_where_it_lives(tmp_path):
