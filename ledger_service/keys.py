@@ -1,10 +1,11 @@
 """API keys: who may call the HTTP API, with which role, for which account.
 
 A key is ``lk_<id>_<secret>``; only a SHA-256 digest of the whole key is
-stored (table ``api_keys`` in the ledger's own database, created on first
-use; the event log does not need it), so a copy of the database yields no
-usable key. The secret is 32 random bytes, so a plain digest is enough (no
-slow hash needed), and digests are compared in constant time.
+stored (table ``api_keys`` in the ledger's own database, through
+:mod:`ledger.store.keys`; the event log does not need it), so a copy of the
+database yields no usable key. The secret is 32 random bytes, so a plain
+digest is enough (no slow hash needed), and digests are compared in
+constant time.
 
 Roles: ``admin`` may do everything; ``ingest`` records and reverses charges,
 for any account or only for its own; ``read`` reads its own account only.
@@ -22,22 +23,21 @@ import re
 import secrets
 import threading
 import time
-import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
-
-import sqlalchemy as sa
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from ledger.errors import InvalidInput, LedgerError
-from ledger.store.schema import api_keys, ensure_schema
+from ledger.store import keys as stored
 from ledger.text import text_problem
+
+if TYPE_CHECKING:
+    from ledger import Ledger
 
 ROLES = ("admin", "ingest", "read")
 PREFIX = "lk_"
 _KEY = re.compile(r"lk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
-
-_readers: "weakref.WeakKeyDictionary[sa.engine.Engine, sa.engine.Engine]" = weakref.WeakKeyDictionary()
 
 
 class InvalidKey(InvalidInput):
@@ -88,40 +88,12 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def engine_of(ledger: Any) -> sa.engine.Engine:
-    """The ledger's engine, with the keys table created on first use."""
-    engine = ledger.recorder.datastore.engine
-    assert isinstance(engine, sa.engine.Engine)
-    ensure_schema(engine)
-    return engine
-
-
-def reader_of(ledger: Any) -> sa.engine.Engine:
-    """A small engine of its own for the per-request key lookup.
-
-    The ledger's engine begins every transaction outside its own as a write
-    (``BEGIN IMMEDIATE`` on SQLite), which would queue each request behind the
-    writers; a plain engine reads the key without taking the write lock.
-    """
-    engine = engine_of(ledger)
-    reader = _readers.get(engine)
-    if reader is None:
-        if engine.dialect.name == "sqlite":
-            reader = sa.create_engine(engine.url, connect_args={"timeout": 60})
-        else:
-            reader = sa.create_engine(engine.url, pool_size=4, max_overflow=8, pool_recycle=1800)
-        _readers[engine] = reader
-    return reader
-
-
-def close_reader(ledger: Any) -> None:
+def close_reader(ledger: Ledger) -> None:
     """Close the key lookup's connections (when the ledger closes)."""
-    reader = _readers.pop(ledger.recorder.datastore.engine, None)
-    if reader is not None:
-        reader.dispose()
+    stored.close_reader(ledger.store)
 
 
-def create_key(ledger: Any, role: str, account_id: str | None = None, name: str = "") -> tuple[ApiKey, str]:
+def create_key(ledger: Ledger, role: str, account_id: str | None = None, name: str = "") -> tuple[ApiKey, str]:
     """Store a new key; return it and its secret (shown once, never stored)."""
     errors: dict[str, str] = {}
     if role not in ROLES:
@@ -143,35 +115,26 @@ def create_key(ledger: Any, role: str, account_id: str | None = None, name: str 
         raise InvalidKey(errors)
     key_id = secrets.token_hex(8)
     secret = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-    row = {"id": key_id, "digest": digest(secret), "role": role, "account_id": account_id,
-           "name": name, "created_at": datetime.now(timezone.utc), "revoked_at": None}
-    with engine_of(ledger).begin() as connection:
-        connection.execute(api_keys.insert().values(**row))
-    return _key(row), secret
+    row = stored.KeyRow(id=key_id, digest=digest(secret), role=role, account_id=account_id, name=name,
+                        created_at=datetime.now(UTC), revoked_at=None)
+    stored.insert_key(ledger.store, row)
+    return key_of(row), secret
 
 
-def list_keys(ledger: Any) -> list[ApiKey]:
+def list_keys(ledger: Ledger) -> list[ApiKey]:
     """Every key, oldest first, revoked ones included."""
-    query = sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
-    with engine_of(ledger).connect() as connection:
-        return [_key(row._mapping) for row in connection.execute(query)]
+    return [key_of(row) for row in stored.all_keys(ledger.store)]
 
 
-def revoke_key(ledger: Any, key_id: str) -> ApiKey:
+def revoke_key(ledger: Ledger, key_id: str) -> ApiKey:
     """Revoke a key; revoking twice keeps the first time.
 
     A running server refuses it once its key cache lets go of it (``LEDGER_HTTP_KEY_CACHE_SECONDS``).
     """
-    now = datetime.now(timezone.utc)
-    with engine_of(ledger).begin() as connection:
-        connection.execute(
-            api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
-        row = connection.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+    row = stored.revoke(ledger.store, key_id, datetime.now(UTC))
     if row is None:
         raise UnknownKey(key_id)
-    return _key(row._mapping)
+    return key_of(row)
 
 
 def well_formed(presented: str) -> bool:
@@ -179,29 +142,23 @@ def well_formed(presented: str) -> bool:
     return _KEY.fullmatch(presented) is not None
 
 
-def authenticate(ledger: Any, presented: str) -> ApiKey | None:
+def authenticate(ledger: Ledger, presented: str) -> ApiKey | None:
     """The live key ``presented`` is, or None (malformed, unknown or revoked)."""
     match = _KEY.fullmatch(presented)
     if match is None:
         return None
-    with reader_of(ledger).connect() as connection:
-        row = connection.execute(sa.select(api_keys).where(api_keys.c.id == match.group(1))).first()
-    if row is None or not hmac.compare_digest(row.digest, digest(presented)):
+    row = stored.find_key(ledger.store, match.group(1))
+    if row is None or not hmac.compare_digest(row["digest"], digest(presented)):
         return None
-    if row.revoked_at is not None:
+    if row["revoked_at"] is not None:
         return None
-    return _key(row._mapping)
+    return key_of(row)
 
 
-def _key(row: Any) -> ApiKey:
-    created, revoked = row["created_at"], row["revoked_at"]
-    return ApiKey(id=row["id"], role=row["role"], account_id=row["account_id"], name=row["name"] or "",
-                  created_at=_utc(created), revoked_at=_utc(revoked) if revoked else None)
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite gives naive datetimes back; every stored time is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+def key_of(row: stored.KeyRow) -> ApiKey:
+    """A stored key as the service shows it (without its digest)."""
+    return ApiKey(id=row["id"], role=row["role"], account_id=row["account_id"], name=row["name"],
+                  created_at=row["created_at"], revoked_at=row["revoked_at"])
 
 
 class KeyCache:
@@ -240,7 +197,7 @@ class KeyCache:
             self._held[digest(presented)] = (now + self.seconds, key)
 
 
-def authenticate_cached(ledger: Any, presented: str, cache: KeyCache) -> ApiKey | None:
+def authenticate_cached(ledger: Ledger, presented: str, cache: KeyCache) -> ApiKey | None:
     """:func:`authenticate`, answered from ``cache`` when the key was verified a moment ago."""
     key = cache.get(presented)
     if key is None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from ledger.store.keys import reachable
 from ledger_service.http.query import known_query
 from ledger_service.http.schemas import HealthOut, problem
-from ledger_service.keys import reader_of
+
+if TYPE_CHECKING:
+    from ledger import Ledger
 
 router = APIRouter(tags=["health"])
 
@@ -26,10 +28,6 @@ async def healthz(request: Request, _known: None = Depends(known_query)) -> JSON
     return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
 
 
-def _database_reachable(ledger: Any) -> bool:
-    try:
-        with reader_of(ledger).connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-        return True
-    except sa.exc.SQLAlchemyError:
-        return False
+def _database_reachable(ledger: Ledger) -> bool:
+    """Through the engine the key lookups use, as a request's would."""
+    return reachable(ledger.store)
