@@ -34,7 +34,7 @@ def account_totals(ledger: Ledger, accounts: Iterable[str]) -> Tally:
 
 def index_count(ledger: Ledger) -> int:
     """Rows in the charge-id index (one per accepted charge id)."""
-    engine = ledger.recorder.datastore.engine
+    engine = ledger.store.engine
     assert isinstance(engine, sa.engine.Engine)
     with engine.connect() as connection:
         count = connection.execute(sa.select(sa.func.count()).select_from(charge_index)).scalar_one()

@@ -64,8 +64,8 @@ def month(days: int, accounts: int, users: int, charges: int, start: datetime) -
 
 def measure(ledger: Ledger) -> dict[str, Any]:
     """Rows per topic and bytes per table, after reclaiming free space."""
-    engine = ledger.recorder.datastore.engine
-    events = ledger.recorder.events_record_cls.__table__
+    engine = ledger.store.engine
+    events = ledger.store.events_table
     with engine.connect() as connection:
         rows = dict(connection.execute(
             sa.select(events.c.topic, sa.func.count()).group_by(events.c.topic)).all())

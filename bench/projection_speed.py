@@ -102,7 +102,7 @@ def main() -> None:
     elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
     print(f"projected {events} events in {elapsed:.2f} s: {events / elapsed:,.0f} events/s "
           f"(this process's CPU {cpu:.2f} s: {events / cpu:,.0f} events per CPU second; "
-          f"batch {args.batch_size}, {ledger.recorder.datastore.engine.dialect.name})")
+          f"batch {args.batch_size}, {ledger.store.dialect})")
 
     ledger.close()
     with multiprocessing.get_context("spawn").Pool(1) as pool:

@@ -189,7 +189,7 @@ def _closed_month() -> tuple[date, date]:
 def _raw_events(ledger: Ledger) -> int:
     from ledger.compaction import RAW_TOPICS
 
-    events = ledger.recorder.events_record_cls.__table__  # type: ignore[attr-defined]
+    events = ledger.store.events_table
     with ledger.recorder.transaction(commit=False) as session:
         count = session.execute(
             sa.select(sa.func.count()).select_from(events).where(events.c.topic.in_(RAW_TOPICS))
@@ -299,7 +299,7 @@ def report(ctx: Context) -> list[Row]:
     last = first + timedelta(days=364)
     with ctx.fresh("report") as url:
         ledger = Ledger.from_url(url)
-        engine = ledger.recorder.datastore.engine
+        engine = ledger.store.engine
         assert isinstance(engine, sa.engine.Engine)
         try:
             per_account = _year_of_records(engine, accounts, first)

@@ -34,8 +34,8 @@ def seed_log(
     reverse_every: int = 0,
 ) -> Tally:
     """Append ``items`` as charges (and some reversals); the net totals they add up to."""
-    events_table = ledger.recorder.events_record_cls.__table__  # type: ignore[attr-defined]
-    engine = ledger.recorder.datastore.engine
+    events_table = ledger.store.events_table
+    engine = ledger.store.engine
     assert isinstance(engine, sa.engine.Engine)
     to_stored = ledger.mapper.to_stored_event
     accounts: dict[str, Account] = {}

@@ -3,7 +3,7 @@
 PostgreSQL: the benchmark database's ``public`` schema is dropped and
 recreated before each scenario. SQLite: each scenario gets a new file in a
 temporary directory beside the given database file (same disk, same fsync).
-Baselines connect through :func:`ledger.persistence.make_datastore`, so they
+Baselines connect through :func:`ledger.store.engine.make_datastore`, so they
 share the ledger's driver, pool and durability settings (SQLite WAL with its
 default ``synchronous``, BEGIN IMMEDIATE; PostgreSQL's default fsync).
 """
@@ -19,7 +19,7 @@ from typing import Iterator
 import sqlalchemy as sa
 
 from bench.rows import POSTGRESQL, SQLITE
-from ledger.persistence import make_datastore
+from ledger.store.engine import make_datastore
 
 
 class Store:

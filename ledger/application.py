@@ -27,10 +27,9 @@ from ledger.appender import Appended, Appender
 from ledger.charge_fields import EVENT_DEFAULTS, REVERSED_EVENT_FIELDS
 from ledger.charges import Charge, ChargeValidator, ProfileResolver, optional_str
 from ledger.repository import CompactedRepository
-from ledger.domain import Account, Totals, account_uuid
+from ledger.domain import ACCOUNT_OPENED_TOPIC, CHARGE_RECORDED_TOPIC, Account, Totals, account_uuid
 from ledger.pricing import CATALOGUE_ID, Price, PriceCatalogue, PriceTable, validate_price
 from ledger.group_commit import GroupCommit
-from ledger.sequencer import Sequencer
 from ledger.errors import (
     AmbiguousCharge,
     BusyAccount,
@@ -42,7 +41,9 @@ from ledger.errors import (
     UnknownCharge,
     Unpriced,
 )
-from ledger.persistence import APPLICATION_NAME, LedgerRecorder, stored_payload
+from ledger.store.base import LogTopics, Store, Tuning
+from ledger.store.factory import POOL_MAX_OVERFLOW, POOL_RECYCLE_SECONDS, POOL_SIZE
+from ledger.store.recorder import APPLICATION_NAME, LedgerRecorder, stored_payload
 from ledger.settings import Settings
 
 
@@ -117,20 +118,30 @@ class Ledger(Application):
         self.settings = settings or Settings()
         self.validate = ChargeValidator(self.settings, resolver)
         base_env = {
-            "PERSISTENCE_MODULE": "ledger.persistence:LedgerFactory",
+            "PERSISTENCE_MODULE": "ledger.store.factory:LedgerFactory",
             "SQLALCHEMY_URL": self.settings.database_url,
             "AGGREGATE_CACHE_MAXSIZE": str(self.settings.aggregate_cache_size),
             "AGGREGATE_CACHE_FASTFORWARD": "y",
             "IS_SNAPSHOTTING_ENABLED": "y",
             "CREATE_TABLE": "n",  # created below, under the schema lock
+            POOL_SIZE: str(self.settings.pool_size),
+            POOL_MAX_OVERFLOW: str(self.settings.pool_max_overflow),
+            POOL_RECYCLE_SECONDS: str(self.settings.pool_recycle_seconds),
         }
         base_env.update(env or {})
         super().__init__(base_env)
         type(self).snapshotting_intervals = {Account: self.settings.snapshot_interval}
-        self._create_tables()
-        self.store.sequence_batch_size = self.settings.sequence_batch_size
-        self.appender = Appender(self)
-        self.sequencer = Sequencer(self.store.drain, self.settings.sequence_interval_ms / 1000)
+        assert self.snapshots is not None
+        self.store.open(
+            self.snapshots.recorder,
+            LogTopics(CHARGE_RECORDED_TOPIC, ACCOUNT_OPENED_TOPIC, CATALOGUE_ID),
+            Tuning(
+                sequence_batch_size=self.settings.sequence_batch_size,
+                sequence_interval=self.settings.sequence_interval_ms / 1000,
+                direct_batch_min=self.settings.direct_batch_min,
+            ),
+        )
+        self.appender = Appender(self.store, self.mapper, self.price_table)
         self._prices: PriceTable | None = None
         self._snapshot_checked: set[UUID] = set()
         self.group_commit = GroupCommit(
@@ -142,13 +153,6 @@ class Ledger(Application):
         self._close_at_exit = _closer(self)
         atexit.register(self._close_at_exit)
 
-    def _create_tables(self) -> None:
-        """Events, snapshots and the charge-id index, created on first use."""
-        assert self.snapshots is not None
-        snapshot_tables = getattr(self.snapshots.recorder, "tables", [])
-        self.store.snapshots_table = self.snapshots.recorder.events_record_cls.__table__  # type: ignore[attr-defined]
-        self.store.create_table_with(snapshot_tables, Appender.install)
-
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> "Ledger":
         """A ledger on ``sqlite:///path`` or ``postgresql+psycopg2://…``."""
@@ -159,7 +163,8 @@ class Ledger(Application):
         return CompactedRepository.like(super().construct_repository())
 
     @property
-    def store(self) -> LedgerRecorder:
+    def store(self) -> Store:
+        """The store: the log, the charge-id index and the write path (see :mod:`ledger.store`)."""
         assert isinstance(self.recorder, LedgerRecorder)
         return self.recorder
 
@@ -174,8 +179,7 @@ class Ledger(Application):
             return
         self._closed = True
         atexit.unregister(self._close_at_exit)
-        self.sequencer.close()
-        self.appender.close()
+        self.store.close()
         super().close()
         self.factory.close()
 
@@ -447,7 +451,7 @@ class Ledger(Application):
         """Put every charge acknowledged so far into the log; how many were moved.
 
         On PostgreSQL charges are acknowledged from a durable intake and
-        sequenced into the log in batches (see :mod:`ledger.sequencer`);
+        sequenced into the log in batches (see :mod:`ledger.store.sequencer`);
         reads through this ledger do this first by themselves. Call it before
         reading the events table by other means. On SQLite the log is written
         directly and this returns 0.

@@ -24,8 +24,8 @@ ledger never stores an empty string (validation turns one into
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator
 
 import sqlalchemy as sa
 
@@ -161,7 +161,7 @@ rejected_charges = sa.Table(
 
 # -- creating them -------------------------------------------------------------------
 
-_ready: "weakref.WeakSet[sa.engine.Engine]" = weakref.WeakSet()
+_ready: weakref.WeakSet[sa.engine.Engine] = weakref.WeakSet()
 
 
 @contextmanager
@@ -208,3 +208,12 @@ def ensure_schema(
         if then is not None:
             then(connection)
     _ready.add(engine)
+
+
+def create_tables(
+    engine: sa.engine.Engine,
+    tables: Iterable[sa.Table],
+    then: Callable[[sa.engine.Connection], None] | None = None,
+) -> None:
+    """:func:`ensure_schema` under its earlier name and signature (``tables``: the library's)."""
+    ensure_schema(engine, library_tables=tables, then=then)

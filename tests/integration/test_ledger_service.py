@@ -188,14 +188,14 @@ def test_a_dropped_append_connection_is_replaced_and_the_charge_recorded_once(po
     ledger = Ledger(Settings(database_url=postgres_url))
     try:
         ledger.record_charge(**charge(charge_id="first"))
-        pid = ledger.appender._pg.get_backend_pid()
+        pid = ledger.store._pg.get_backend_pid()
         engine = sa.create_engine(postgres_url)
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
             connection.commit()
         engine.dispose()
         assert not ledger.record_charge(**charge(charge_id="second")).duplicate
-        assert ledger.appender._pg.get_backend_pid() != pid
+        assert ledger.store._pg.get_backend_pid() != pid
         assert ledger.record_charge(**charge(charge_id="second")).duplicate
         assert ledger.account_totals("acme").charges == 2
     finally:
@@ -217,9 +217,9 @@ def test_a_long_replay_leaves_a_snapshot(make_ledger):
 def test_a_batch_numbers_each_account_in_order_whatever_it_holds(ledger, monkeypatch, transport):
     """New and existing accounts, known ids, repeats within the batch: versions contiguous, in id order."""
     if transport == "array literals":
-        import ledger.appender as appender_module
+        import ledger.store.pg_calls as calls_module
 
-        monkeypatch.setattr(appender_module, "_joined", lambda columns, count: None)
+        monkeypatch.setattr(calls_module, "_joined", lambda columns, count: None)
     ledger.record_charge(**charge(account_id="old", charge_id="k-1"))
     ledger.record_charge(**charge(account_id="old", charge_id="k-2"))
     odd = 'quote " back \\ brace {x,y} comma, ü 中 NULL'

@@ -64,7 +64,7 @@ def test_appender_writes_events_byte_for_byte_as_the_mapper(tmp_path):
 
     ledger = Ledger(Settings(database_url=f"sqlite:///{tmp_path / 'l.db'}"))
     try:
-        appender = Appender(ledger)
+        appender: Appender = ledger.appender
         charge = ledger.validate(dict(account_id="acme ü", user_id="ユーザー", charge_type="tool",
                                       provider="p", prompt_tokens=3, reference='x"\\\n'.strip()))
         direct = appender.charge_state(charge, account_uuid("acme ü"), T)

@@ -10,7 +10,7 @@
 --
 -- ledger_sequence moves pending rows into ledger_events under the events
 -- table's EXCLUSIVE lock (the lock the library's own inserts take), numbering
--- each account's versions after its stream (events and snapshots). Every
+-- each account's versions after its stream (ledger_stream_version, versions.sql). Every
 -- insert into the log still holds that lock through its commit, so
 -- notification ids become visible in order and readers never step past an
 -- id whose transaction may still commit.
@@ -23,9 +23,14 @@ CREATE TABLE IF NOT EXISTS ledger_intake (
 );
 
 -- The advisory lock that orders writers' catalogue checks against price
--- changes: writers take it shared, setting a price takes it alone.
+-- changes: writers take it shared, setting a price takes it alone. Its key,
+-- and the sequencer's, come from ledger/store/locks.py when this is installed.
 CREATE OR REPLACE FUNCTION ledger_prices_lock_key() RETURNS bigint
-LANGUAGE sql IMMUTABLE AS 'SELECT 7243002::bigint';
+LANGUAGE sql IMMUTABLE AS 'SELECT @LockKey.PRICES@::bigint';
+
+-- One sequencer at a time moves the intake into the log.
+CREATE OR REPLACE FUNCTION ledger_sequencer_lock_key() RETURNS bigint
+LANGUAGE sql IMMUTABLE AS 'SELECT @LockKey.SEQUENCER@::bigint';
 
 CREATE OR REPLACE FUNCTION ledger_intake_account_charges(
     p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
@@ -114,7 +119,7 @@ BEGIN
     END IF;
     -- Background sequencers skip a turn while another one runs; a reader that
     -- must see every acknowledged charge waits for it instead.
-    IF NOT p_wait AND NOT pg_try_advisory_xact_lock(7243003) THEN
+    IF NOT p_wait AND NOT pg_try_advisory_xact_lock(ledger_sequencer_lock_key()) THEN
         RETURN -1;
     END IF;
     LOCK TABLE ledger_events IN EXCLUSIVE MODE;
@@ -127,10 +132,7 @@ BEGIN
         -- intake call (empty on the others); any one of them will do.
         SELECT t.originator_id AS originator, min(t.seq) AS first_seq,
                (array_agg(t.opened_state ORDER BY t.seq) FILTER (WHERE length(t.opened_state) > 0))[1] AS opened,
-               greatest(
-            (SELECT max(e.originator_version) FROM ledger_events e WHERE e.originator_id = t.originator_id),
-            (SELECT max(s.originator_version) FROM ledger_snapshots s WHERE s.originator_id = t.originator_id),
-            0) AS base
+               ledger_stream_version(t.originator_id) AS base
         FROM taken t GROUP BY t.originator_id
     ), numbered AS (
         SELECT t.seq, 1 AS kind, t.originator_id, p_topic AS topic, t.state,

@@ -8,8 +8,7 @@
 -- keyed by (account, charge id), as in the intake.
 --
 -- Set-based: the known keys in one probe, one version lookup per
--- distinct account (events and snapshots together: an account whose events
--- compaction pruned continues after its snapshot), and one INSERT each for the
+-- distinct account (ledger_stream_version, versions.sql), and one INSERT each for the
 -- index rows and the events, numbered per account with row_number() in input
 -- order. The events are inserted in input order (an account's Opened first),
 -- so notification ids follow versions. Per input position it returns the
@@ -42,10 +41,7 @@ BEGIN
             FROM ledger_charge_index c
             WHERE c.account_id = p_account_ids[1] AND c.charge_id = p_charge_ids[1];
         IF NOT FOUND THEN
-            SELECT greatest(
-                (SELECT max(e.originator_version) FROM ledger_events e WHERE e.originator_id = p_originators[1]),
-                (SELECT max(s.originator_version) FROM ledger_snapshots s WHERE s.originator_id = p_originators[1]),
-                0) INTO v;
+            v := ledger_stream_version(p_originators[1]);
             IF v = 0 THEN
                 INSERT INTO ledger_events (originator_id, originator_version, topic, state)
                     VALUES (p_originators[1], 1, p_opened_topic, p_opened_states[1]);
@@ -75,10 +71,8 @@ BEGIN
         WHERE n.i = n.first AND NOT EXISTS (
             SELECT FROM known k WHERE k.account_id = n.account_id AND k.charge_id = n.charge_id)
     ), streams AS (
-        SELECT f.originator, min(f.i) AS first_i, min(f.account_first) AS account_first, greatest(
-            (SELECT max(e.originator_version) FROM ledger_events e WHERE e.originator_id = f.originator),
-            (SELECT max(s.originator_version) FROM ledger_snapshots s WHERE s.originator_id = f.originator),
-            0) AS base
+        SELECT f.originator, min(f.i) AS first_i, min(f.account_first) AS account_first,
+               ledger_stream_version(f.originator) AS base
         FROM fresh f GROUP BY f.originator
     ), numbered AS (
         SELECT f.i, 1 AS kind, f.originator, p_topic AS topic, f.state,
