@@ -1,105 +1,58 @@
-"""The Ledger service: record, record many, reverse, totals.
+"""The Ledger: record, record many, reverse, set prices, totals.
 
-A thin eventsourcing ``Application``: it validates, loads the account, calls
-the aggregate, saves (events and charge-id index rows in one transaction),
-and turns library errors into domain errors. Races between writers of one
-account surface as integrity errors on save; they are retried here, with
-jitter, so callers never see them.
+An event-sourcing ``Application`` over the store (:mod:`ledger.store`).
+Recording validates each charge, costs it with the price catalogue, and
+appends it without loading its account (:mod:`ledger.appender`):
+concurrent callers in one process share transactions
+(:mod:`ledger.group_commit`), and the store checks the charge-id index in
+the same transaction, so a repeated id is answered with the original
+receipt however writers interleave. A dropped connection is retried with
+jitter (the index makes the retry exact). Reversals and price changes save
+events through the library (:mod:`ledger.reversals`,
+:mod:`ledger.price_setting`); reads load accounts from snapshots and the log.
 """
 
 from __future__ import annotations
 
 import atexit
-import random
-import time
-import warnings
 import weakref
-from dataclasses import dataclass, fields as dataclass_fields
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Self
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
-import sqlalchemy as sa
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.persistence import IntegrityError
 
+from ledger import price_setting, reversals
 from ledger.appender import Appended, Appender
-from ledger.charge_fields import EVENT_DEFAULTS, REVERSED_EVENT_FIELDS
-from ledger.charges import Charge, ChargeValidator, ProfileResolver, optional_str
-from ledger.repository import CompactedRepository
-from ledger.domain import ACCOUNT_OPENED_TOPIC, CHARGE_RECORDED_TOPIC, Account, Totals, account_uuid
-from ledger.pricing import CATALOGUE_ID, Price, PriceCatalogue, PriceTable, validate_price
-from ledger.group_commit import GroupCommit
+from ledger.backoff import backoff
+from ledger.charges import Charge, ChargeValidator, ProfileResolver
+from ledger.domain import (
+    ACCOUNT_OPENED_TOPIC,
+    CHARGE_RECORDED_TOPIC,
+    Account,
+    Totals,
+    account_uuid,
+)
 from ledger.errors import (
-    AmbiguousCharge,
     BusyAccount,
-    ChargeConflict,
     InvalidCharge,
     LedgerError,
     UnknownAccount,
-    InvalidPrice,
-    UnknownCharge,
     Unpriced,
 )
-from ledger.store.base import LogTopics, Store, Tuning
-from ledger.store.factory import POOL_MAX_OVERFLOW, POOL_RECYCLE_SECONDS, POOL_SIZE
-from ledger.store.recorder import APPLICATION_NAME, LedgerRecorder, stored_payload
+from ledger.group_commit import GroupCommit
+from ledger.pricing import CATALOGUE_ID, Price, PriceTable, validate_price
+from ledger.receipts import Outcome, Receipt, Reversal, known_charge
+from ledger.repository import CompactedRepository
 from ledger.settings import Settings
+from ledger.store.base import LogTopics, Store, Tuning
+from ledger.store.engine import DROPPED_CONNECTION_ERRORS
+from ledger.store.factory import POOL_MAX_OVERFLOW, POOL_RECYCLE_SECONDS, POOL_SIZE
+from ledger.store.recorder import APPLICATION_NAME, LedgerRecorder
 
-
-@dataclass(frozen=True)
-class Receipt:
-    """Proof a charge is stored: returned only after its transaction committed."""
-
-    charge_id: str
-    account_id: str
-    duplicate: bool = False
-    recorded_at: datetime | None = None
-    #: Its cost by the catalogue price of ``price_version``; None when unpriced.
-    cost_micros: int | None = None
-    price_version: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """As JSON: what ``ledger record --json`` prints and the HTTP API answers."""
-        return _as_json(self)
-
-
-@dataclass(frozen=True)
-class Reversal:
-    """Proof a charge was reversed: returned only after the reversal event committed."""
-
-    charge_id: str
-    account_id: str
-    reversed_at: datetime
-    reason: str
-    #: What the reversal takes back: the charge's own cost and price version (None when unpriced).
-    cost_micros: int | None = None
-    price_version: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """As JSON: what ``ledger reverse --json`` prints and the HTTP API answers."""
-        return _as_json(self)
-
-
-def _as_json(proof: Any) -> dict[str, Any]:
-    """A receipt's fields in declaration order, times as ISO 8601 text."""
-    return {
-        name: value.isoformat() if isinstance(value, datetime) else value
-        for name, value in ((f.name, getattr(proof, f.name)) for f in dataclass_fields(proof))
-    }
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one item of a batch: a receipt, or the error that kept it out."""
-
-    index: int
-    receipt: Receipt | None = None
-    error: LedgerError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+__all__ = ["Ledger", "Outcome", "Receipt", "Reversal"]
 
 
 class Ledger(Application):
@@ -144,7 +97,7 @@ class Ledger(Application):
         self.appender = Appender(self.store, self.mapper, self.price_table)
         self._prices: PriceTable | None = None
         self._snapshot_checked: set[UUID] = set()
-        self.group_commit = GroupCommit(
+        self.group_commit: GroupCommit[Charge, Appended] = GroupCommit(
             self.appender.append,
             self.settings.group_commit_max,
             self.settings.group_commit_window_ms / 1000,
@@ -154,7 +107,7 @@ class Ledger(Application):
         atexit.register(self._close_at_exit)
 
     @classmethod
-    def from_url(cls, url: str, **settings: Any) -> "Ledger":
+    def from_url(cls, url: str, **settings: Any) -> Ledger:
         """A ledger on ``sqlite:///path`` or ``postgresql+psycopg2://…``."""
         return cls(Settings(database_url=url, **settings))
 
@@ -183,7 +136,7 @@ class Ledger(Application):
         super().close()
         self.factory.close()
 
-    def __enter__(self) -> "Ledger":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -237,7 +190,7 @@ class Ledger(Application):
         results: list[Receipt | LedgerError] = []
         for charge, outcome in zip(charges, appended):
             if outcome.known:
-                results.append(_compare(charge, outcome.known_payload, outcome.known_recorded_at))
+                results.append(known_charge(charge, outcome.known_payload, outcome.known_recorded_at))
             else:
                 results.append(
                     Receipt(charge.charge_id, charge.account_id, False, recorded_at, *outcome.cost)
@@ -253,24 +206,18 @@ class Ledger(Application):
             try:
                 return self.group_commit.submit(charges)
             except IntegrityError:  # a previous-release writer racing on the index: the retry finds it
-                _backoff(attempt)
-            except (OperationalError, InterfaceError, sa.exc.OperationalError, sa.exc.InterfaceError):
+                backoff(attempt)
+            except DROPPED_CONNECTION_ERRORS:
                 # A dropped connection (the pool then reconnects). Whether the
                 # lost COMMIT happened or not, the retry is exact: the index
                 # answers an id that did commit as a duplicate.
                 if attempt >= 2:
                     raise
-                _backoff(attempt)
+                backoff(attempt)
         raise BusyAccount(
             f"gave up after {self.settings.retry_attempts} attempts: concurrent "
             "writers kept conflicting; nothing was stored, retry the same call"
         )
-
-    def _load_or_open(self, account_id: str) -> Account:
-        try:
-            return self.repository.get(account_uuid(account_id))
-        except AggregateNotFoundError:
-            return Account(account_id=account_id)
 
     # -- prices --------------------------------------------------------------
 
@@ -301,40 +248,8 @@ class Ledger(Application):
     def set_prices(self, items: Iterable[Mapping[str, Any]]) -> list[Price]:
         """Set many prices in one transaction (all or none: each is validated first)."""
         entries = [validate_price(item, self.settings.charge_types) for item in items]
-        for attempt in range(self.settings.retry_attempts):
-            try:
-                return self._set_prices(entries)
-            except IntegrityError:  # another process set a price at the same version
-                self.price_table(refresh=True)
-                _backoff(attempt)
-        raise BusyAccount("could not set prices: concurrent price changes kept conflicting")
-
-    def _set_prices(self, entries: Sequence[Mapping[str, Any]]) -> list[Price]:
-        try:
-            catalogue: PriceCatalogue = self.repository.get(CATALOGUE_ID)
-        except AggregateNotFoundError:
-            catalogue = PriceCatalogue(self.settings.currency)
-        if catalogue.currency != self.settings.currency:
-            raise InvalidPrice({"currency": (
-                f"the catalogue is in {catalogue.currency}; this ledger is set to "
-                f"{self.settings.currency} (LEDGER_CURRENCY)"
-            )})
-        known = [Price.from_entry(entry) for entry in catalogue.prices]
-        result: list[Price] = []
-        for values in entries:
-            wanted = Price(version=0, **values)
-            same = next((p for p in known if p.same_terms(wanted)), None)
-            if same is None:
-                catalogue.set_price(**values)
-                same = Price.from_entry(catalogue.prices[-1])
-                known.append(same)
-            result.append(same)
-        if catalogue.pending_events:
-            with self.recorder.transaction(commit=True) as session:
-                self.store.lock_prices(session)
-                self.save(catalogue)
-        self._prices = PriceTable.of(catalogue)
-        return result
+        prices, self._prices = price_setting.set_prices(self, entries)
+        return prices
 
     def _priced_or_refused(self, charge: Charge) -> Charge:
         """With ``unpriced="reject"``, refuse a charge no price covers (naming why)."""
@@ -361,32 +276,7 @@ class Ledger(Application):
         used the id), and :class:`InvalidCharge` for a ``reason`` that is not
         storable text.
         """
-        charge_id, reason = self._reversal_input(charge_id, reason)
-        self.sequence()  # the charge's own event precedes its reversal in the stream
-        account_id = self._reversal_account(charge_id, account_id)
-        for attempt in range(self.settings.retry_attempts):
-            try:
-                with self.recorder.transaction(commit=True) as session:
-                    self.store.lock_for_append(session)
-                    return self._reverse(account_id, charge_id, reason)
-            except IntegrityError:
-                _backoff(attempt)
-        raise BusyAccount(f"could not reverse {charge_id!r}: concurrent writers kept conflicting")
-
-    def _reversal_account(self, charge_id: str, account_id: Any) -> str:
-        """The account whose charge is meant: as given (normalised), or the only one that used the id."""
-        if account_id is not None:
-            given = self._recorded_id("account_id", account_id)
-            if given is None:
-                raise UnknownCharge(charge_id, _shown(account_id))
-            return given
-        warnings.warn(
-            "reverse_charge without account_id is deprecated: charge ids are unique per account, "
-            "name the account (reverse_charge(charge_id, reason, account_id=...))",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        return self.account_of_charge(charge_id)
+        return reversals.reverse_charge(self, charge_id, reason, account_id)
 
     def account_of_charge(self, charge_id: str) -> str:
         """The one account that recorded a charge with this id.
@@ -395,55 +285,7 @@ class Ledger(Application):
         :class:`UnknownCharge`, or :class:`AmbiguousCharge` when several
         accounts used the id (each is its own charge).
         """
-        owners = self.store.accounts_of_charge(charge_id)
-        if not owners:
-            raise UnknownCharge(charge_id)
-        if len(owners) > 1:
-            raise AmbiguousCharge(charge_id)
-        return owners[0]
-
-    def _reversal_input(self, charge_id: Any, reason: Any) -> tuple[str, str]:
-        """The id as recording normalises it, and the reason as text (by the charges' own rules).
-
-        An id validation would refuse can never have been recorded: it is
-        unknown, whatever its type or content (drivers would refuse it).
-        """
-        given = self._recorded_id("charge_id", charge_id)
-        if given is None:
-            raise UnknownCharge(_shown(charge_id))
-        if reason is None:
-            return given, ""
-        if isinstance(reason, str):
-            reason = reason.strip()[: self.settings.max_reference_length]
-        errors: dict[str, str] = {}
-        text = optional_str(
-            {"reason": reason}, "reason", errors, self.settings.max_reference_length
-        )
-        if errors:
-            raise InvalidCharge(errors)
-        return given, text or ""
-
-    def _recorded_id(self, name: str, value: Any) -> str | None:
-        """An id as recording normalises it; None when recording would refuse it, so it never was."""
-        return optional_str({name: value}, name, {}, self.settings.max_string_length)
-
-    def _reverse(self, account_id: str, charge_id: str, reason: str) -> Reversal:
-        row = self.store.find_charge(account_id, charge_id)
-        if row is None:
-            raise UnknownCharge(charge_id, account_id)
-        facts = stored_payload(row)
-        account = self._load_or_open(row.account_id)
-        now = datetime.now(timezone.utc)
-        given = {"charge_id": charge_id, "reason": reason, "account_id": row.account_id, "recorded_at": now,
-                 "occurred_at": datetime.fromisoformat(facts["occurred_at"])}
-        account.reverse_charge(**{
-            name: given[name] if name in given else facts.get(name, EVENT_DEFAULTS.get(name))
-            for name in REVERSED_EVENT_FIELDS
-        })
-        self.save(account, reversed_charges=[(row.account_id, charge_id)], reversed_at=now)
-        return Reversal(
-            charge_id, row.account_id, now, reason, facts.get("cost_micros"), facts.get("price_version")
-        )
+        return reversals.account_of_charge(self.store, charge_id)
 
     # -- reading -------------------------------------------------------------
 
@@ -491,28 +333,6 @@ class Ledger(Application):
         except IntegrityError:
             pass  # another process took the same snapshot first
 
-def _compare(charge: Charge, stored: Mapping[str, Any], recorded_at: datetime | None) -> Receipt | LedgerError:
-    """The original receipt for a true duplicate; a conflict naming what differs."""
-    differences = charge.differences(stored)
-    if differences:
-        return ChargeConflict(charge.charge_id, differences)
-    if recorded_at is not None and recorded_at.tzinfo is None:
-        recorded_at = recorded_at.replace(tzinfo=timezone.utc)  # SQLite drops the zone
-    return Receipt(
-        charge.charge_id,
-        stored["account_id"],
-        True,
-        recorded_at,
-        stored.get("cost_micros"),
-        stored.get("price_version"),
-    )
-
-
-def _shown(value: Any) -> str:
-    """A caller's id for an error message: its first 80 characters, or its type when it is no text."""
-    return value[:80] if isinstance(value, str) else f"<{type(value).__name__}>"
-
-
 def _closer(ledger: Ledger) -> Callable[[], None]:
     """An exit hook that closes ``ledger`` if it is still alive (it holds no strong reference)."""
     ref = weakref.ref(ledger)
@@ -523,8 +343,3 @@ def _closer(ledger: Ledger) -> Callable[[], None]:
             alive.close()
 
     return close_at_exit
-
-
-def _backoff(attempt: int) -> None:
-    """Full jitter, capped: spreads racing writers so one of them wins quickly."""
-    time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))

@@ -19,20 +19,25 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
-AppendFn = Callable[[Sequence[Any], datetime], list[Any]]
+#: What callers submit (charges) and what the append answers per item.
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+AppendFn = Callable[[Sequence[Item], datetime], list[Result]]
 
 
-class _Request:
+class _Request(Generic[Item, Result]):
     """One caller's items, its results once committed, and the lock it sleeps on."""
 
-    __slots__ = ("items", "results", "recorded_at", "error", "done", "_wake")
+    __slots__ = ("_wake", "done", "error", "items", "recorded_at", "results")
 
-    def __init__(self, items: Sequence[Any]) -> None:
+    def __init__(self, items: Sequence[Item]) -> None:
         self.items = items
-        self.results: list[Any] = []
+        self.results: list[Result] = []
         self.recorded_at: datetime | None = None
         self.error: BaseException | None = None
         self.done = False
@@ -47,16 +52,16 @@ class _Request:
         self._wake.release()
 
 
-class GroupCommit:
+class GroupCommit(Generic[Item, Result]):
     """Coalesces concurrent ``submit`` calls into shared transactions."""
 
-    def __init__(self, append: AppendFn, max_items: int = 5_000, window: float = 0.002) -> None:
+    def __init__(self, append: AppendFn[Item, Result], max_items: int = 5_000, window: float = 0.002) -> None:
         self._append = append
         self._max_items = max_items
         self._window = window
         self._last_batch = 1
         self._mutex = threading.Lock()
-        self._queue: deque[_Request] = deque()
+        self._queue: deque[_Request[Item, Result]] = deque()
         self._leading = False
         #: While the leader gathers: the queue length it waits for, and the
         #: lock (held unless signalled) that the arrival completing it releases.
@@ -67,9 +72,9 @@ class GroupCommit:
         self.transactions = 0
         self.items = 0
 
-    def submit(self, items: Sequence[Any]) -> tuple[list[Any], datetime]:
+    def submit(self, items: Sequence[Item]) -> tuple[list[Result], datetime]:
         """Append ``items``; return their results once durably committed."""
-        request = _Request(items)
+        request: _Request[Item, Result] = _Request(items)
         with self._mutex:
             self._queue.append(request)
             follow = self._leading
@@ -124,7 +129,7 @@ class GroupCommit:
             else:  # signalled just as the wait timed out: re-arm the lock
                 self._arrivals.acquire()
 
-    def _take(self) -> list[_Request]:
+    def _take(self) -> list[_Request[Item, Result]]:
         """The oldest queued requests, up to the item limit (always at least one)."""
         taken, size = [], 0
         queue = self._queue
@@ -135,7 +140,7 @@ class GroupCommit:
         self._last_batch = len(taken)
         return taken
 
-    def _run(self, batch: list[_Request]) -> None:
+    def _run(self, batch: list[_Request[Item, Result]]) -> None:
         """One transaction for the batch; on failure, each request alone.
 
         A store error caused by one request's data must not fail its
@@ -144,22 +149,22 @@ class GroupCommit:
         """
         try:
             self._commit(batch)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller it belongs to
             if len(batch) == 1:
                 batch[0].error = exc
             else:
                 for request in batch:
                     try:
                         self._commit([request])
-                    except BaseException as single:
+                    except BaseException as single:  # noqa: BLE001 - raised in its own caller
                         request.error = single
         finally:
             for request in batch:
                 request.done = True
 
-    def _commit(self, batch: list[_Request]) -> None:
+    def _commit(self, batch: list[_Request[Item, Result]]) -> None:
         items = [item for request in batch for item in request.items]
-        recorded_at = datetime.now(timezone.utc)
+        recorded_at = datetime.now(UTC)
         results = self._append(items, recorded_at)
         self.transactions += 1
         self.items += len(items)

@@ -120,3 +120,12 @@ def datastore_engine(datastore: SQLAlchemyDatastore) -> sa.engine.Engine:
     engine = datastore.engine
     assert isinstance(engine, sa.engine.Engine)
     return engine
+
+
+#: What a dropped connection raises, through the library or from SQLAlchemy directly.
+DROPPED_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+)
