@@ -16,7 +16,7 @@ from rich.table import Table
 
 from bench.rows import Row, Target
 
-COLUMNS = ("scenario", "store", "n", "seconds", "rate/s", "baseline", "ratio", "target", "met?")
+COLUMNS = ("scenario", "store", "n", "seconds", "rate/s", "vs pgbench", "vs psycopg2", "baseline", "ratio", "target", "met?")
 #: Everything below this line in an existing BENCHMARKS.md survives a re-run.
 KEEP_MARKER = "<!-- notes below this line are kept when the benchmark rewrites this file -->"
 
@@ -24,18 +24,33 @@ KEEP_MARKER = "<!-- notes below this line are kept when the benchmark rewrites t
 def cells(row: Row) -> list[str]:
     """The row as the table's text cells."""
     if row.error:
-        return [row.scenario, row.store, "", "", "", "", "", row.target.text if row.target else "", row.error]
+        return [row.scenario, row.store, "", "", "", "", "", "", "", row.target.text if row.target else "", row.error]
     return [
         row.scenario,
         row.store,
         f"{row.n:,}" if row.n is not None else "",
         f"{row.seconds:.3f}" if row.seconds is not None else "",
-        f"{row.rate:,.0f} {row.unit}" if row.rate is not None else row.note,
+        _rate(row),
+        _versus(row, "vs_pgbench"),
+        _versus(row, "vs_psycopg"),
         _baseline_name(row),
         f"{row.ratio:.2f}x" if row.ratio is not None else "",
         _target_text(row.target, row.store),
         _met(row.met) if row.target else "",
     ]
+
+
+def _rate(row: Row) -> str:
+    if "wal_per_item" in row.extra:  # a WAL row: its bytes per item are the figure (bench/wal.py)
+        return f"{row.extra['wal_per_item']:,.0f} WAL bytes/{row.unit.rstrip('s')}"
+    return f"{row.rate:,.0f} {row.unit}" if row.rate is not None else row.note
+
+
+def _versus(row: Row, name: str) -> str:
+    """The row's rate over a limit's (bench.runner.compare_with_limits), with the limit's clients."""
+    if name not in row.extra:
+        return ""
+    return f"{row.extra[name]:.2f}x ({int(row.extra['limit_clients'])})"
 
 
 def _baseline_name(row: Row) -> str:
@@ -56,7 +71,7 @@ def print_table(rows: Sequence[Row], console: Console | None = None, title: str 
     console = console or Console()
     table = Table(title=title, show_lines=False)
     for name in COLUMNS:
-        table.add_column(name, justify="right" if name in ("n", "seconds", "rate/s", "ratio") else "left")
+        table.add_column(name, justify="right" if name in ("n", "seconds", "rate/s", "ratio", "vs pgbench", "vs psycopg2") else "left")
     for row in rows:
         met = row.met
         style = "red" if row.error or met is False else ("green" if met else None)
@@ -215,6 +230,20 @@ Sizes: {sizes}. Wall time of the whole run: {elapsed:.0f} s.
   `ChargeRecorded` event), on an engine built by the ledger's own
   `make_datastore` (same driver, pool and pragmas). One row per commit, and
   `executemany` batches.
+- **The database's limit** (PostgreSQL): `pgbench` itself runs a custom
+  script (`bench/pgbench_raw_insert.sql`, prepared) inserting the same
+  charge-sized row, one per transaction, at 1 client and at `writers`
+  clients; beside it a bare psycopg2 loop (one INSERT + COMMIT per row, 1 and
+  `writers` processes). Every write row of one commit per charge gets its
+  ratio to both (`vs pgbench`, `vs psycopg2`; the limit's clients in
+  brackets); the SQLAlchemy raw baseline stays in `baseline`/`ratio`.
+- **The database side of a charge**: `pgbench` calls the ledger's intake
+  function exactly as the appender does (its prepared statement and the
+  parameters of a captured `record_charge`, the id and account varying)
+  while a ledger sequences the intake, against the raw-INSERT script at the
+  same clients. **WAL per charge** is read back with `pg_walinspect` (this
+  database's records only, full-page images aside) for the raw INSERT, the
+  intake path and `record_charge`; its ratio is lower-is-better.
 - **CRUD**: the replaced design: a `charge` row per call, committed; the
   aggregation job groups by account, user, UTC date and charge type, upserts
   `daily_billing_record` rows and deletes the charges it summed.

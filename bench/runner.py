@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import sqlalchemy as sa
 from rich.console import Console
 
-from bench import endtoend, http, limit, readside, recording, scaling, taskpath
+from bench import (
+    endtoend,
+    http,
+    intake_sql,
+    limit,
+    pgbench,
+    readside,
+    recording,
+    scaling,
+    taskpath,
+    wal,
+)
 from bench.context import Context
 from bench.report import print_table, write_markdown
-from bench.rows import BenchmarkFailed, Inconsistent, Row
+from bench.rows import POSTGRESQL, BenchmarkFailed, Inconsistent, Row
 from bench.sizes import Sizes
 from bench.stores import Store
 
@@ -25,6 +37,9 @@ Scenario = Callable[[Context], list[Row]]
 #: In run order: every baseline before the rows that are compared with it.
 SCENARIOS: dict[str, Scenario] = {
     "raw": limit.raw_limit,
+    "pgbench": pgbench.pgbench_limit,
+    "intake-sql": intake_sql.intake_sql,
+    "wal": wal.wal,
     "crud": limit.crud,
     "single": recording.single,
     "batch": recording.batch,
@@ -67,6 +82,9 @@ def run(
     unknown = sorted(set(names) - set(SCENARIOS))
     if unknown:
         raise ValueError(f"unknown scenarios {unknown}; choose from {list(SCENARIOS)}")
+    names = [name for name in SCENARIOS if name in names]  # run order: baselines first, whatever --only's order
+    if any(Store(url).kind == POSTGRESQL for url in urls) and set(names) & set(pgbench.NEEDS_PGBENCH):
+        pgbench.require_pgbench()  # a set-up error, before anything runs
     console = console or Console(width=None if sys.stdout.isatty() else 220)
     began = time.perf_counter()
     rows: list[Row] = []
@@ -76,11 +94,13 @@ def run(
         store = Store(url)
         described[store.kind] = store.describe()
         ctx = Context(store, chosen, quick=quick, log=lambda message: console.log(f"  {message}"))
+        measured: list[tuple[str, Row]] = []
         for name in names:
             console.log(f"[bold]{store.kind}[/bold]: {name}")
             started = time.perf_counter()
-            rows.extend(_run_one(name, SCENARIOS[name], ctx, problems))
+            measured += [(name, row) for row in _run_one(name, SCENARIOS[name], ctx, problems)]
             console.log(f"  {name} took {time.perf_counter() - started:.1f} s")
+        rows.extend(compare_with_limits(measured, ctx))
     elapsed = time.perf_counter() - began
     print_table(rows, console)
     if write_docs is not None:
@@ -110,6 +130,44 @@ def _run_one(name: str, scenario: Scenario, ctx: Context, problems: list[str]) -
     for row in produced:
         ctx.remember(row)
     return produced
+
+
+#: Scenarios whose rows write one charge (or row) per commit per writer: each is
+#: compared with pgbench and psycopg2 at 1 client, or at ``writers`` if it has several.
+WRITE_SCENARIOS = frozenset({"raw", "pgbench", "intake-sql", "crud", "single", "hot", "concurrent", "scaling", "http"})
+#: Rows of those scenarios that are not one commit per charge per writer.
+_NOT_ONE_PER_COMMIT = re.compile(r"aggregation|end to end|/call|rows/commit")
+_WRITERS = re.compile(r"(\d+) (?:writer )?(?:processes|threads|clients|HTTP clients)\b")
+
+
+def writers_of(row: Row) -> int:
+    """How many writers a row's scenario ran (1 unless its name says so)."""
+    match = _WRITERS.search(row.scenario)
+    return int(match.group(1)) if match else 1
+
+
+def compare_with_limits(measured: Sequence[tuple[str, Row]], ctx: Context) -> list[Row]:
+    """Every write row with its ratio to pgbench and to psycopg2 (``extra``: vs_pgbench, vs_psycopg).
+
+    A row of one writer is compared with the 1-client limits, a row of
+    several with the ``writers``-client ones (its ``limit_clients`` says which).
+    """
+    limits = {
+        1: (ctx.baseline(pgbench.PGBENCH_ONE), ctx.baseline(pgbench.PSYCOPG_ONE)),
+        ctx.sizes.writers: (ctx.baseline(pgbench.PGBENCH_MANY), ctx.baseline(pgbench.PSYCOPG_MANY)),
+    }
+    out = []
+    for name, row in measured:
+        if name in WRITE_SCENARIOS and row.rate is not None and not row.error and not _NOT_ONE_PER_COMMIT.search(row.scenario):
+            clients = 1 if writers_of(row) == 1 else ctx.sizes.writers
+            extra = dict(row.extra)
+            for field, limit in zip(("vs_pgbench", "vs_psycopg"), limits[clients]):
+                if limit is not None and limit.rate and limit.key != row.key:
+                    extra[field] = row.rate / limit.rate
+                    extra["limit_clients"] = clients
+            row = replace(row, extra=extra)
+        out.append(row)
+    return out
 
 
 def _sizes_text(sizes: Sizes, quick: bool) -> str:

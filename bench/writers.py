@@ -79,7 +79,27 @@ class _InsertWriter:
         self.engine.dispose()
 
 
+class _PsycopgWriter:
+    """The leanest Python client: psycopg2 alone, one INSERT and one COMMIT per raw event row."""
+
+    def __init__(self, url: str) -> None:
+        from bench import psycopg_baseline
+
+        self.connection = psycopg_baseline.connect(url)
+        self.insert = psycopg_baseline.insert_one_per_commit
+
+    def write(self, items: Sequence[Mapping[str, Any]]) -> tuple[int, float, float]:
+        began = time.monotonic()
+        self.insert(self.connection, items)
+        return len(items), began, time.monotonic()
+
+    def close(self) -> None:
+        self.connection.close()
+
+
 def _writer(kind: str, url: str, items: Sequence[Mapping[str, Any]]) -> Any:
+    if kind == "psycopg":
+        return _PsycopgWriter(url)
     if kind in ("ledger", "locked"):
         return _LedgerWriter(url, items, locked=kind == "locked")
     if kind == "raw":
@@ -112,7 +132,8 @@ def in_processes(url: str, shares: Sequence[list[dict[str, Any]]], kind: str = "
 
     ``kind``: "ledger" (``record_charge`` per charge), "locked" (the same on
     the previous release's locked append), "raw" (an INSERT and
-    COMMIT per raw event row) or "crud" (the same per replaced-design charge row).
+    COMMIT per raw event row), "psycopg" (the same through psycopg2 alone)
+    or "crud" (the same per replaced-design charge row).
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bench.writers"])  # children fork with the ledger imported

@@ -53,6 +53,20 @@ def test_every_scenario_completes_consistently(store_url, tmp_path, monkeypatch)
     text = docs.read_text()
     assert "## Results" in text and "## Machine" in text
     assert all(row.scenario in text for row in rows)
+    if store_url.startswith("postgresql"):
+        # the database's own limit ran in the same run, and every one-per-commit write row is compared with it
+        assert {"pgbench-1", "pgbench-n", "psycopg-1", "psycopg-n", "intake-sql", "wal-raw"} <= set(by_key)
+        assert by_key["intake-sql"].baseline and by_key["intake-sql"].extra["vs_pgbench"] > 0
+        scaled = next(row for row in rows if row.scenario.startswith(f"record_charge, {TINY.writers} processes"))
+        assert scaled.extra["vs_pgbench"] > 0 and scaled.extra["vs_psycopg"] > 0
+        assert scaled.extra["limit_clients"] == TINY.writers
+        single = by_key["ledger-single-100"]
+        assert single.extra["limit_clients"] == 1 and single.extra["vs_psycopg"] > 0
+        walled = [row for row in rows if "wal_per_item" in row.extra]
+        assert len(walled) == 3 and all(row.extra["wal_per_item"] > 0 for row in walled)
+        assert "vs pgbench" in text and "WAL bytes/charge" in text
+    else:
+        assert not any(row.scenario.startswith(("pgbench", "psycopg2", "WAL")) for row in rows)
 
 
 def test_a_wrong_count_is_reported_as_inconsistent(store_url):
@@ -81,4 +95,18 @@ def test_a_missing_database_is_one_clear_line_not_a_traceback():
     result = CliRunner().invoke(app, ["--database-url", url, "--quick", "--only", "raw"])
     assert result.exit_code == 2
     assert 'database "ledger_bench_no_such_database" does not exist' in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.postgres
+def test_a_missing_pgbench_is_one_clear_line_and_the_set_up_exit_code(monkeypatch):
+    from typer.testing import CliRunner
+
+    from bench.__main__ import app
+
+    monkeypatch.setenv("LEDGER_BENCH_PGBENCH", "/nonexistent/pgbench")
+    url = "postgresql+psycopg2://postgres@127.0.0.1:5432/ledger_bench_not_reached"
+    result = CliRunner().invoke(app, ["--database-url", url, "--quick", "--only", "pgbench"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: pgbench not found") and result.output.count("\n") == 1
     assert "Traceback" not in result.output
