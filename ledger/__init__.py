@@ -13,47 +13,68 @@ the event-sourcing stack.
 
 from __future__ import annotations
 
-from importlib import import_module
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-_EXPORTS = {
-    "Ledger": "ledger.application",
-    "Outcome": "ledger.application",
-    "Receipt": "ledger.application",
-    "Reversal": "ledger.application",
-    "Charge": "ledger.charges",
-    "Account": "ledger.domain",
-    "Totals": "ledger.domain",
-    "AlreadyReversed": "ledger.errors",
-    "AmbiguousCharge": "ledger.errors",
-    "BusyAccount": "ledger.errors",
-    "ChargeConflict": "ledger.errors",
-    "InvalidCharge": "ledger.errors",
-    "InvalidPrice": "ledger.errors",
-    "Unpriced": "ledger.errors",
-    "Price": "ledger.pricing",
-    "PriceTable": "ledger.pricing",
-    "LedgerError": "ledger.errors",
-    "UnknownAccount": "ledger.errors",
-    "UnknownCharge": "ledger.errors",
-    "Settings": "ledger.settings",
-}
+__all__ = [
+    "Account",
+    "AlreadyReversed",
+    "AmbiguousCharge",
+    "BusyAccount",
+    "Charge",
+    "ChargeConflict",
+    "InvalidCharge",
+    "InvalidPrice",
+    "Ledger",
+    "LedgerError",
+    "Outcome",
+    "Price",
+    "PriceTable",
+    "Receipt",
+    "Reversal",
+    "Settings",
+    "Totals",
+    "UnknownAccount",
+    "UnknownCharge",
+    "Unpriced",
+]
 
-__all__ = sorted(_EXPORTS)
+_ERRORS = {"AlreadyReversed", "AmbiguousCharge", "BusyAccount", "ChargeConflict", "InvalidCharge",
+           "InvalidPrice", "LedgerError", "UnknownAccount", "UnknownCharge", "Unpriced"}
+
+
+def _module_of(name: str) -> ModuleType | None:
+    """The module that defines a public name, imported now (None for a name the package lacks)."""
+    if name == "Ledger":
+        from ledger import application as module
+    elif name in ("Outcome", "Receipt", "Reversal"):
+        from ledger import receipts as module
+    elif name == "Charge":
+        from ledger import charges as module
+    elif name in ("Account", "Totals"):
+        from ledger import domain as module
+    elif name in ("Price", "PriceTable"):
+        from ledger import pricing as module
+    elif name == "Settings":
+        from ledger import settings as module
+    elif name in _ERRORS:
+        from ledger import errors as module
+    else:
+        return None
+    return module
 
 
 def __getattr__(name: str) -> Any:
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'ledger' has no attribute {name!r}") from None
-    value = getattr(import_module(module), name)
+    module = _module_of(name)
+    if module is None:
+        raise AttributeError(f"module 'ledger' has no attribute {name!r}")
+    value = getattr(module, name)
     globals()[name] = value
     return value
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ledger.application import Ledger, Outcome, Receipt, Reversal
+    from ledger.application import Ledger
     from ledger.charges import Charge
     from ledger.domain import Account, Totals
     from ledger.errors import (
@@ -62,8 +83,12 @@ if TYPE_CHECKING:  # pragma: no cover
         BusyAccount,
         ChargeConflict,
         InvalidCharge,
+        InvalidPrice,
         LedgerError,
         UnknownAccount,
         UnknownCharge,
+        Unpriced,
     )
+    from ledger.pricing import Price, PriceTable
+    from ledger.receipts import Outcome, Receipt, Reversal
     from ledger.settings import Settings

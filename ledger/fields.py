@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from ledger.text import text_problem
 
@@ -21,7 +22,7 @@ def instant_field(
     """A timezone-aware instant, kept in UTC; absent means now. Also: whether it was given."""
     value = raw.get(name)
     if value is None:
-        return (now or datetime.now(timezone.utc)).astimezone(timezone.utc), False
+        return (now or datetime.now(UTC)).astimezone(UTC), False
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -36,13 +37,13 @@ def instant_field(
         errors[name] = "must carry a time zone (e.g. 2026-01-31T12:00:00Z)"
         return None, True
     try:
-        in_utc = value.astimezone(timezone.utc)
+        in_utc = value.astimezone(UTC)
     except (OverflowError, ValueError):  # e.g. 9999-12-31T23:00-05:00
         in_utc = None
     if in_utc is None or not 2000 <= in_utc.year <= 9998:
         errors[name] = f"out of range: {value.isoformat()}"
         return None, True
-    return value.astimezone(timezone.utc), True
+    return value.astimezone(UTC), True
 
 
 def optional_int(

@@ -13,9 +13,10 @@ import csv
 import difflib
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from ledger.charges import INPUT_FIELDS
 from ledger.errors import LedgerError

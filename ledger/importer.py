@@ -24,10 +24,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ledger.errors import ChargeConflict, LedgerError
 from ledger.import_formats import (
@@ -44,6 +45,9 @@ from ledger.import_formats import (
     read_json_array,
     read_jsonl,
 )
+
+if TYPE_CHECKING:
+    from ledger.application import Ledger
 
 __all__ = [
     "FORMATS", "Format", "ImportFileError", "ImportInterrupted", "ImportResult", "Line", "check_columns",
@@ -148,7 +152,7 @@ def _assume_utc(value: Any) -> Any:
     except ValueError:
         return value  # the validator names it
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.isoformat()
 
 
@@ -195,7 +199,7 @@ class _Rejects:
 
 
 def import_file(
-    ledger: Any,
+    ledger: Ledger,
     path: str | Path,
     *,
     format: str | None = None,
@@ -250,7 +254,7 @@ def import_file(
     return result
 
 
-def _reader(kind: Format, handle: io.BufferedReader, seed_export: bool) -> Any:
+def _reader(kind: Format, handle: io.BufferedReader, seed_export: bool) -> Iterator[tuple[Line, int]]:
     if kind == "csv":
         return read_csv(handle, seed_export=seed_export)
     return read_json_array(handle) if kind == "json" else read_jsonl(handle)
@@ -263,7 +267,7 @@ def _shaped(line: Line, stem: str, seed_export: bool) -> Line:
     return Line(line.number, line.text, fields=fields, first_line=line.first_line)
 
 
-def _record(ledger: Any, batch: list[Line], result: ImportResult, rejects: _Rejects) -> None:
+def _record(ledger: Ledger, batch: list[Line], result: ImportResult, rejects: _Rejects) -> None:
     """Record a batch's parsed lines; write its rejects in line order."""
     valid = [line for line in batch if not line.errors]
     try:

@@ -8,7 +8,8 @@ adds no cost; a reversal takes back exactly what its charge added.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 #: The figures of a daily billing record, in column order.
 MEASURES = (

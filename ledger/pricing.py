@@ -27,9 +27,10 @@ or an account always equals the sum of its charges, to the micro-unit.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -113,7 +114,7 @@ class Price:
     note: str | None = None
 
     @classmethod
-    def from_entry(cls, entry: Mapping[str, Any]) -> "Price":
+    def from_entry(cls, entry: Mapping[str, Any]) -> Price:
         return cls(**{name: entry.get(name) for name in ("version",) + PRICE_FIELDS})
 
     def cost_micros(self, prompt_tokens: int, completion_tokens: int, total_tokens: int) -> int:
@@ -134,7 +135,7 @@ class Price:
         sign = -1 if exact < 0 else 1  # a reversed group's sums: round its magnitude the same way
         return sign * ((abs(exact) + MICROS_PER_MILLION // 2) // MICROS_PER_MILLION)
 
-    def same_terms(self, other: "Price") -> bool:
+    def same_terms(self, other: Price) -> bool:
         """Equal but for the version: setting it again would change nothing."""
         return all(getattr(self, n) == getattr(other, n) for n in PRICE_FIELDS if n != "note")
 
@@ -163,7 +164,7 @@ class PriceTable:
             self._by_key[key] = ([(p.effective_from, p.version) for p in entries], entries)
 
     @classmethod
-    def of(cls, catalogue: PriceCatalogue | None) -> "PriceTable":
+    def of(cls, catalogue: PriceCatalogue | None) -> PriceTable:
         if catalogue is None:
             return cls([], 0, None)
         return cls((Price.from_entry(e) for e in catalogue.prices), catalogue.version, catalogue.currency)
@@ -182,11 +183,11 @@ class PriceTable:
                 return entries[i]
         return None
 
-    def price_of(self, charge: "Charge") -> Price | None:
+    def price_of(self, charge: Charge) -> Price | None:
         """The price that costs ``charge``, or None when it is unpriced."""
         return self.price_for(charge.provider, charge.model, charge.charge_type, charge.occurred_at)
 
-    def cost(self, charge: "Charge") -> tuple[int | None, int | None]:
+    def cost(self, charge: Charge) -> tuple[int | None, int | None]:
         """``(cost_micros, price_version)`` of a charge; ``(None, None)`` when no price covers it."""
         price = self.price_of(charge)
         if price is None:
@@ -198,7 +199,7 @@ class PriceTable:
 
     def current(self, now: datetime | None = None) -> list[Price]:
         """The prices in effect at ``now`` (default: the present), one per key."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         result = []
         for key, (_, entries) in sorted(self._by_key.items(), key=lambda kv: tuple((v is None, v or "") for v in kv[0])):
             price = self.price_for(*key, now)
@@ -218,7 +219,11 @@ def validate_price(
     Rates are integers (no floats: a price must be exact); ``effective_from``
     must carry a time zone and defaults to now.
     """
-    from ledger.charges import instant_field, optional_int, optional_str  # the charges' own field rules
+    from ledger.charges import (  # the charges' own field rules
+        instant_field,
+        optional_int,
+        optional_str,
+    )
 
     if not isinstance(raw, Mapping):
         raise InvalidPrice({"price": f"expected an object of fields, got {type(raw).__name__}"})

@@ -70,7 +70,7 @@ def field_name(key: Any, limit: int = 64) -> str:
     """A caller's field name for an error: printable and short, whatever it was."""
     try:
         text = key if isinstance(key, str) else repr(key)
-    except Exception:  # a hostile key's own repr failed (e.g. an integer of 5,000 digits)
+    except Exception:  # noqa: BLE001 - a hostile key's own repr failed (e.g. an integer of 5,000 digits)
         text = f"<{type(key).__name__}>"
     return printable(text[:limit])
 
