@@ -2,7 +2,8 @@
 
 A worker thread takes up to ``task_batch_size`` tasks at once (they stay in
 its hold, see :mod:`jobs.delivery`). Tasks of a class with a *batch handler*
-(create_charge: :func:`jobs.tasks.record_batch`) are handed to it together:
+(a ``batch_handler`` attribute; create_charge's is
+:func:`jobs.charge_batch.record_batch`) are handed to it together:
 it records their charges in one ``record_charges`` call, one transaction.
 Tasks it recorded are complete; each of the others (invalid, conflicting,
 a transient error) then runs through Huey's own ``execute`` with its prepared
@@ -11,7 +12,11 @@ other task runs through ``execute`` as usual. Only when all of them reached
 a durable outcome is the hold acknowledged.
 
 ``huey_consumer jobs.huey`` and ``ledger worker`` both get this consumer,
-because the ledger's Huey classes build it in ``create_consumer``.
+because the ledger's Huey classes build it in ``create_consumer``. Running a
+batch outside ``Huey.execute`` needs some of Huey's internals: they are
+named in :class:`jobs.huey_internals.BatchingHuey`, used here only. The
+worker and consumer subclasses override Huey 3.5's ``Worker.loop`` and
+``Consumer._create_worker`` (tested by ``tests/unit/test_huey_internals.py``).
 """
 
 from __future__ import annotations
@@ -20,17 +25,17 @@ import datetime
 import logging
 from typing import Any, Callable, Sequence
 
-from huey import signals as S
 from huey.api import Huey, Task
 from huey.consumer import Consumer, Worker, WorkerRecycle
 from huey.constants import EmptyData
 
 from jobs.delivery import Delivery, ReliableStorage
+from jobs.huey_internals import BatchingHuey
 
 log = logging.getLogger("jobs.batch")
 
 #: Records a batch of tasks; per task None (done, durable) or the outcome to replay.
-BatchHandler = Callable[[Sequence[Task]], list[Any]]
+BatchHandler = Callable[[Sequence[Task]], list[BaseException | None]]
 
 
 class BatchWorker(Worker):
@@ -57,6 +62,7 @@ class BatchWorker(Worker):
         self.delay = self.default_delay
         tasks = decode(self.huey, deliveries)
         try:
+            assert isinstance(self.huey, BatchingHuey)  # a reliable storage belongs to the ledger's Huey
             run_batch(self.huey, tasks, now)
             storage.ack()
         except Exception:
@@ -105,21 +111,27 @@ def decode(huey: Huey, deliveries: Sequence[Delivery]) -> list[Task]:
     return tasks
 
 
-def run_batch(huey: Huey, tasks: Sequence[Task], timestamp: datetime.datetime | None = None) -> None:
+def batch_handler(task: Task) -> BatchHandler | None:
+    """The function that records a batch of tasks of this one's class, if the class has one."""
+    handler: BatchHandler | None = getattr(type(task), "batch_handler", None)
+    return handler
+
+
+def run_batch(huey: BatchingHuey, tasks: Sequence[Task], timestamp: datetime.datetime | None = None) -> None:
     """Run every task of a batch to a durable outcome (raises if one could not get there)."""
-    timestamp = timestamp or huey._get_timestamp()
-    handlers: dict[type, BatchHandler] = getattr(huey, "batch_handlers", {})
+    timestamp = timestamp or huey.now()
     groups: dict[type, list[Task]] = {}
     singles: list[Task] = []
     for task in tasks:
-        if type(task) in handlers and _plain(huey, task, timestamp):
+        if batch_handler(task) is not None and _plain(huey, task, timestamp):
             groups.setdefault(type(task), []).append(task)
         else:
             singles.append(task)
-    for task_class, group in groups.items():
+    for group in groups.values():
         group = _not_revoked(huey, group, singles)
-        if group:
-            singles.extend(_run_handler(huey, handlers[task_class], group))
+        handler = batch_handler(group[0]) if group else None
+        if handler is not None:
+            singles.extend(_run_handler(huey, handler, group))
     for task in singles:
         huey.execute(task, timestamp)
 
@@ -132,37 +144,32 @@ def _plain(huey: Huey, task: Task, timestamp: datetime.datetime) -> bool:
             and task.chord_config is None and not task.timeout)
 
 
-def _not_revoked(huey: Huey, group: list[Task], singles: list[Task]) -> list[Task]:
+def _not_revoked(huey: BatchingHuey, group: list[Task], singles: list[Task]) -> list[Task]:
     """The tasks with no revocation data (one lookup); the others go to ``execute``."""
-    keys = {key for task in group for key in huey._revoke_keys(task)}
+    keys = {key for task in group for key in huey.revoke_keys(task)}
     found = huey.storage.peek_many(sorted(keys)) if keys else {}
     if not found:
         return group
     clear = []
     for task in group:
-        if any(found.get(key, EmptyData) is not EmptyData for key in huey._revoke_keys(task)):
+        if any(found.get(key, EmptyData) is not EmptyData for key in huey.revoke_keys(task)):
             singles.append(task)
         else:
             clear.append(task)
     return clear
 
 
-def _run_handler(huey: Huey, handler: BatchHandler, group: list[Task]) -> list[Task]:
+def _run_handler(huey: BatchingHuey, handler: BatchHandler, group: list[Task]) -> list[Task]:
     """Record a group with its handler; complete the done ones, return the others to replay."""
-    for task in group:
-        huey._emit(S.SIGNAL_EXECUTING, task)
-        huey._tasks_in_flight.add(task)
+    huey.batch_started(group)
     try:
         outcomes = handler(group)
     finally:
-        for task in group:
-            huey._tasks_in_flight.discard(task)
+        huey.batch_ended(group)
     replay = []
     for task, outcome in zip(group, outcomes):
         if outcome is None:
-            if huey._post_execute:
-                huey._run_post_execute(task, None, None)
-            huey._emit(S.SIGNAL_COMPLETE, task)
+            huey.completed(task)
         else:
             replay.append(task)
     if log.isEnabledFor(logging.INFO):

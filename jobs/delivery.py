@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Sequence
 
+from jobs import runtime
 from ledger.settings import JobsSettings
 
 log = logging.getLogger("jobs.delivery")
@@ -71,7 +72,7 @@ class ReliableStorage:
     identity: Identity
 
     def _init_delivery(self, settings: JobsSettings | None = None) -> None:
-        self.delivery = settings or JobsSettings()
+        self.delivery = settings or runtime.settings().jobs
         self.identity = Identity()
         self._heartbeat: Heartbeat | None = None
         self._heartbeat_guard = threading.Lock()

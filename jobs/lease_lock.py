@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 
 from huey.api import Huey
 from huey.exceptions import TaskLockedException
@@ -22,17 +23,27 @@ log = logging.getLogger("jobs.lease_lock")
 
 
 class LeaseLock:
-    """``acquire()`` / ``release()`` around work; renewed in the background meanwhile."""
+    """``acquire()`` / ``release()`` around work; renewed in the background meanwhile.
 
-    def __init__(self, huey: Huey, name: str, lease: float) -> None:
+    ``lease`` is the seconds, or a function giving them when the lock is taken
+    (a process's settings, read then rather than at import).
+    """
+
+    def __init__(self, huey: Huey, name: str, lease: float | Callable[[], float]) -> None:
         self.huey = huey
         self.name = name
-        self.lease = lease
+        self._lease = lease
+        # Huey's own lock of that name registers the key: huey_consumer -f flushes it.
         self.key = f"{huey.name}.lock.{name}"
-        huey._locks.add(self.key)  # flushed by huey_consumer -f like Huey's own locks
+        huey.lock_task(name)
         self._token: bytes | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+
+    @property
+    def lease(self) -> float:
+        """Seconds the lock outlives its holder's last renewal."""
+        return self._lease() if callable(self._lease) else self._lease
 
     def is_locked(self) -> bool:
         return bool(self.huey.storage.has_data_for_key(self.key))

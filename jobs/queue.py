@@ -1,4 +1,4 @@
-"""The Huey instance, built from ``LEDGER_HUEY_URL``.
+"""The Huey instance, on the queue ``LEDGER_HUEY_URL`` names.
 
 ``sqlite:///path`` gives a :class:`~huey.SqliteHuey` (the embedded default: a
 file ``ledger-queue.db`` next to the ledger's SQLite database, or in the
@@ -9,23 +9,26 @@ use the ledger's reliable storages (:mod:`jobs.delivery`): a task stays in
 the queue's store until its outcome is durable, and its consumer takes them
 in batches (:mod:`jobs.batch`).
 
-The instance is built at import, because ``huey_consumer jobs.huey`` needs a
-module-level object. To point it elsewhere, either set ``LEDGER_HUEY_URL``
-before ``jobs`` is imported (what a consumer subprocess does), or call
-:func:`use_queue` on the live instance: it swaps the storage and keeps every
-registered task.
+The instance is made at import, because ``huey_consumer jobs.huey`` needs a
+module-level object, but its queue is opened on first use, from this
+process's settings (:mod:`jobs.runtime`): those ``ledger worker`` installed,
+else the environment's. :func:`use_queue` points the live instance at
+another queue: it swaps the storage and keeps every registered task.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 from huey import MemoryHuey, RedisHuey, SqliteHuey
 from huey.api import Huey, TaskWrapper
 from huey.consumer import Consumer
-from huey.storage import MemoryStorage, RedisStorage, SqliteStorage
+from huey.storage import BaseStorage, MemoryStorage, RedisStorage, SqliteStorage
 
+from jobs import runtime
+from jobs.huey_internals import BatchingHuey
 from jobs.redis_queue import ReliableRedisStorage
 from jobs.sqlite_queue import LazySqliteStorage, ReliableSqliteStorage
 from ledger.settings import JobsSettings, Settings
@@ -45,16 +48,38 @@ class DelayTaskWrapper(TaskWrapper):
         return self(*args, **kwargs)
 
 
-class LedgerHuey(Huey):
+class LedgerHuey(BatchingHuey):
     """Huey whose consumer takes batches and acknowledges them (see :mod:`jobs.batch`).
 
-    ``batch_handlers`` maps a task class to the function that records a batch
-    of its tasks at once (create_charge registers one).
+    Made without a storage class, it opens the queue of this process's
+    settings on first use of :attr:`storage`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._storage: BaseStorage | None = None
+        self._opening = threading.Lock()
         super().__init__(*args, **kwargs)
-        self.batch_handlers: dict[type, Any] = {}
+
+    @property  # type: ignore[override]
+    def storage(self) -> BaseStorage:
+        """The queue's storage, opened on first use when none was given."""
+        if self._storage is None:
+            with self._opening:
+                if self._storage is None:
+                    settings = runtime.settings()
+                    use_queue(self, queue_url(settings.ledger, settings.jobs))
+        assert self._storage is not None
+        return self._storage
+
+    @storage.setter
+    def storage(self, value: BaseStorage | None) -> None:
+        self._storage = value
+
+    def create_storage(self) -> BaseStorage | None:
+        """None until first use when no storage class was given (see :attr:`storage`)."""
+        if self.storage_class is None and not self.immediate:
+            return None
+        return super().create_storage()
 
     def create_consumer(self, **options: Any) -> Consumer:
         from jobs.batch import LedgerConsumer
@@ -110,8 +135,8 @@ def storage_for(url: str) -> tuple[type[Huey], dict[str, Any]]:
 
 
 def make_huey(url: str | None = None) -> Huey:
-    """A Huey instance on ``url`` (default: :func:`queue_url`), with UTC timestamps."""
-    huey_class, storage_kwargs = storage_for(url or queue_url())
+    """A Huey instance on ``url`` (default: this process's queue, opened on first use), with UTC timestamps."""
+    huey_class, storage_kwargs = storage_for(url) if url is not None else (LedgerHuey, {})
     instance = huey_class(QUEUE_NAME, utc=True, **storage_kwargs)
     instance.task_wrapper_class = DelayTaskWrapper
     return instance
@@ -120,7 +145,7 @@ def make_huey(url: str | None = None) -> Huey:
 def use_queue(instance: Huey, url: str) -> None:
     """Point an existing instance (and every task registered on it) at another queue."""
     huey_class, storage_kwargs = storage_for(url)
-    old = instance.storage
+    old = instance._storage if isinstance(instance, LedgerHuey) else instance.storage
     instance.storage_class = huey_class.storage_class
     instance.storage_kwargs = storage_kwargs
     instance.storage = instance.create_storage()
@@ -143,5 +168,5 @@ def describe(instance: Huey) -> str:
     return f"{type(storage).__name__} {storage.name!r}"
 
 
-#: The one Huey instance: ``huey_consumer jobs.huey``.
+#: The one Huey instance: ``huey_consumer jobs.huey``. Its queue opens on first use.
 huey = make_huey()

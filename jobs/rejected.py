@@ -3,7 +3,8 @@
 A ``create_charge`` task that meets invalid input or a conflicting charge id
 does not retry (the same input fails the same way) and does not drop the
 charge either: it keeps the original fields and the errors here, in the
-ledger's own database (table ``rejected_charges``, created on first use).
+ledger's own database (table ``rejected_charges``, read and written by
+:mod:`ledger.store.rejected`).
 An operator lists them and re-submits each one, corrected if need be
 (``ledger rejected``); a row is marked resolved only once the ledger took
 the charge.
@@ -16,15 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Mapping
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-
 from ledger.errors import ChargeConflict, InvalidCharge, LedgerError
-from ledger.store.schema import ensure_schema, rejected_charges
+from ledger.store import rejected as stored
 
 if TYPE_CHECKING:
     from ledger.application import Ledger, Receipt
-
 
 
 class UnknownRejection(LedgerError, LookupError):
@@ -104,13 +101,6 @@ def jsonable(payload: Mapping[str, Any]) -> dict[str, Any]:
     return plain(dict(payload))
 
 
-def _engine(ledger: "Ledger") -> sa.engine.Engine:
-    engine = ledger.recorder.datastore.engine
-    assert isinstance(engine, sa.engine.Engine)
-    ensure_schema(engine)
-    return engine
-
-
 def reject(
     ledger: "Ledger",
     payload: Mapping[str, Any],
@@ -119,41 +109,26 @@ def reject(
     task_id: str | None = None,
 ) -> int | None:
     """Keep a charge the ledger refused; return its id (None if this task's row exists)."""
-    values = {
-        "received_at": datetime.now(timezone.utc),
-        "task_id": task_id,
-        "payload": jsonable(payload),
-        "errors": {str(k): str(v) for k, v in errors.items()},
-    }
-    engine = _engine(ledger)
-    insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(
-        rejected_charges
+    return stored.insert(
+        ledger.store,
+        received_at=datetime.now(timezone.utc),
+        task_id=task_id,
+        payload=jsonable(payload),
+        errors={str(k): str(v) for k, v in errors.items()},
     )
-    statement = insert.values(**values).on_conflict_do_nothing(index_elements=["task_id"])
-    with engine.begin() as connection:
-        result = connection.execute(statement.returning(rejected_charges.c.id))
-        row = result.first()
-    return None if row is None else int(row[0])
 
 
 def list_rejected(ledger: "Ledger", include_resolved: bool = False) -> list[RejectedCharge]:
     """Kept charges, oldest first; unresolved only unless asked."""
-    query = sa.select(rejected_charges).order_by(rejected_charges.c.id)
-    if not include_resolved:
-        query = query.where(rejected_charges.c.resolution.is_(None))
-    with _engine(ledger).connect() as connection:
-        return [_row(row) for row in connection.execute(query)]
+    return [RejectedCharge(**row) for row in stored.select(ledger.store, include_resolved)]
 
 
 def get_rejected(ledger: "Ledger", rejected_id: int) -> RejectedCharge:
     """One kept charge, or :class:`UnknownRejection`."""
-    with _engine(ledger).connect() as connection:
-        row = connection.execute(
-            sa.select(rejected_charges).where(rejected_charges.c.id == rejected_id)
-        ).first()
+    row = stored.select_one(ledger.store, rejected_id)
     if row is None:
         raise UnknownRejection(rejected_id)
-    return _row(row)
+    return RejectedCharge(**row)
 
 
 def resubmit(
@@ -187,27 +162,4 @@ def dismiss(ledger: "Ledger", rejected_id: int, reason: str) -> RejectedCharge:
 
 
 def _resolve(ledger: "Ledger", rejected_id: int, resolution: str) -> None:
-    with _engine(ledger).begin() as connection:
-        connection.execute(
-            rejected_charges.update()
-            .where(rejected_charges.c.id == rejected_id, rejected_charges.c.resolution.is_(None))
-            .values(resubmitted_at=datetime.now(timezone.utc), resolution=resolution)
-        )
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)  # SQLite drops the zone
-    return moment
-
-
-def _row(row: sa.Row[Any]) -> RejectedCharge:
-    return RejectedCharge(
-        id=int(row.id),
-        received_at=_aware(row.received_at),  # type: ignore[arg-type]
-        task_id=row.task_id,
-        payload=dict(row.payload),
-        errors=dict(row.errors),
-        resubmitted_at=_aware(row.resubmitted_at),
-        resolution=row.resolution,
-    )
+    stored.resolve(ledger.store, rejected_id, resolution, datetime.now(timezone.utc))

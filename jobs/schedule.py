@@ -14,12 +14,18 @@ clock and may skip a minute; the callable remembers the last minute it
 checked and also answers for the minutes in between (up to
 :data:`CATCH_UP`), so a skipped check never loses a run and a repeated one
 never doubles it.
+
+:class:`ConfiguredCrontab` is the same schedule with its crontab and zone
+read on first use (from a process's settings), so defining the periodic task
+reads no settings at import.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from huey import crontab
@@ -40,6 +46,11 @@ class ZonedCrontab:
     """``minute hour day month day-of-week`` in ``zone``; a Huey ``validate_datetime``."""
 
     def __init__(self, expression: str, zone: ZoneInfo | str) -> None:
+        self._last: datetime | None = None
+        self._lock = threading.Lock()
+        self._configure(expression, zone)
+
+    def _configure(self, expression: str, zone: ZoneInfo | str) -> None:
         fields = expression.split()
         if len(fields) != 5:
             raise ValueError(
@@ -49,8 +60,6 @@ class ZonedCrontab:
         self._matches = crontab(minute, hour, day, month, day_of_week, strict=True)
         self.expression = expression
         self.zone = zone if isinstance(zone, ZoneInfo) else ZoneInfo(zone)
-        self._last: datetime | None = None
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ZonedCrontab({self.expression!r}, {self.zone.key!r})"
@@ -97,3 +106,24 @@ class ZonedCrontab:
                 runs.append(minute)
             minute += MINUTE
         return runs
+
+
+class ConfiguredCrontab(ZonedCrontab):
+    """A :class:`ZonedCrontab` whose crontab and zone ``read()`` gives on first use."""
+
+    def __init__(self, read: Callable[[], tuple[str, ZoneInfo | str]]) -> None:
+        self._read = read
+        self._last = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        """``expression``, ``zone`` and the matcher, read when first asked for."""
+        if name in ("expression", "zone", "_matches") and "_read" in self.__dict__:
+            self._configure(*self._read())
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        if "expression" not in self.__dict__:
+            return "ConfiguredCrontab(<not read yet>)"
+        return super().__repr__()

@@ -11,6 +11,10 @@ The defaults differ from ``huey_consumer``'s where the ledger needs it:
   lease after a killed holder stopped renewing it);
 * a warning at start when the queue's Redis keeps nothing on disk (see
   :mod:`jobs.broker`).
+
+The caller may hand over the process's settings (``ledger worker`` does:
+its options and the environment); they are installed (:mod:`jobs.runtime`)
+before the queue is opened. Otherwise the environment's are read on first use.
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huey.api import Huey
 
+from jobs import runtime
+from jobs.aggregation import AGGREGATE_SCHEDULE
 from jobs.broker import durability_warning
 from jobs.queue import describe, huey
-from jobs.tasks import AGGREGATE_SCHEDULE
+
+if TYPE_CHECKING:
+    from ledger.settings import ProcessSettings
 
 LOG_FORMAT = "[%(asctime)s] %(levelname)s %(process)d %(threadName)s %(name)s: %(message)s"
 
@@ -73,14 +81,18 @@ def run_worker(
     shutdown_timeout: float | None = 20.0,
     verbose: bool = False,
     instance: Huey | None = None,
+    settings: ProcessSettings | None = None,
     **consumer_options: Any,
 ) -> None:
     """Run a consumer in this process until it is told to stop (blocks).
 
     Must be called from the main thread (it installs signal handlers). The
     caller shows :func:`banner` if it wants to (``ledger worker`` does).
+    ``settings``, when given, are installed first (:func:`jobs.runtime.install`).
     ``consumer_options`` go to :class:`huey.consumer.Consumer` as they are.
     """
+    if settings is not None:
+        runtime.install(settings)
     instance = instance or huey
     configure_logging(verbose)
     warning = durability_warning(instance)

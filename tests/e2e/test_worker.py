@@ -18,13 +18,13 @@ import pytest
 import redis
 
 from jobs import aggregate_daily_billing_records, create_charge, huey
-from jobs.faults import FaultPlan
 from jobs.queue import DEFAULT_QUEUE_FILE, queue_url, use_queue
 from jobs.tasks import AGGREGATION_LOCK, aggregation_lock
 from ledger import Ledger, Settings
 from projections import Projector
 from projections.reports import records
 from conftest import wait_until
+from faults import FaultPlan
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 45.0
@@ -51,7 +51,8 @@ class Worker:
     def start(self, **options: Any) -> subprocess.Popen:
         options.setdefault("max_delay", 0.2)
         arguments = ", ".join(f"{k}={v!r}" for k, v in options.items())
-        code = f"from jobs.worker import run_worker; run_worker({arguments})"
+        code = ("from tests.faults import install_from_environment; install_from_environment(); "
+                f"from jobs.worker import run_worker; run_worker({arguments})")
         log = open(self.tmp / f"worker-{len(self.processes)}.log", "w")
         process = subprocess.Popen([sys.executable, "-c", code], env=self.env, cwd=self.tmp,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

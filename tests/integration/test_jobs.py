@@ -1,8 +1,9 @@
-"""The jobs against a real consumer: ``huey_consumer jobs.huey -w 2 -k thread`` in a subprocess.
+"""The jobs against a real consumer: ``huey_consumer tests.faults.huey -w 2 -k thread`` in a subprocess.
 
 Each test runs twice: SqliteHuey with a SQLite ledger (the embedded default),
 and RedisHuey (db 14, flushed first) with the PostgreSQL ledger. Faults come
-from ``jobs.faults`` (a plan file the consumer reads); nothing is mocked.
+from ``tests/faults.py`` (a plan file the consumer reads; ``tests.faults.huey``
+is the jobs' Huey with that plan installed through the jobs' hooks); nothing is mocked.
 Waiting is polling with a generous deadline, never a timed assertion.
 """
 
@@ -22,7 +23,6 @@ import redis
 from huey.exceptions import TaskException
 
 from jobs import aggregate_charges, aggregate_daily_billing_records, create_charge, huey
-from jobs.faults import FaultPlan
 from jobs.queue import queue_url as configured_queue_url
 from jobs.queue import use_queue
 from jobs.rejected import list_rejected, resubmit
@@ -31,6 +31,7 @@ from ledger import Ledger, Settings
 from projections import Projector
 from projections.reports import records
 from conftest import PG_URL, reset_postgres, wait_until
+from faults import FaultPlan
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("LEDGER_TEST_JOBS_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -62,9 +63,9 @@ class Rig:
         )
 
     def start(self, *options: str) -> subprocess.Popen:
-        """``huey_consumer jobs.huey -w 2 -k thread`` (polling the queue at least every 0.2 s)."""
+        """``huey_consumer tests.faults.huey -w 2 -k thread`` (polling the queue at least every 0.2 s)."""
         log = open(self.tmp / f"consumer-{len(self.consumers)}.log", "w")
-        command = [sys.executable, huey_consumer_script.__file__, "jobs.huey",
+        command = [sys.executable, huey_consumer_script.__file__, "tests.faults.huey",
                    "-w", "2", "-k", "thread", "-m", "0.2", *options]
         process = subprocess.Popen(command, env=self.env, cwd=self.tmp, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)

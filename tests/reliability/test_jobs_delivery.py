@@ -1,4 +1,4 @@
-"""Reliable delivery under SIGKILL: real consumers (``huey_consumer jobs.huey``), real stores.
+"""Reliable delivery under SIGKILL: real consumers (``huey_consumer tests.faults.huey``), real stores.
 
 Each test runs on the SQLite queue with a SQLite ledger and on the Redis
 queue (``LEDGER_TEST_JOBS_REDIS_URL``, flushed first) with the PostgreSQL
@@ -26,8 +26,8 @@ import redis
 import sqlalchemy as sa
 
 from conftest import PG_URL, reset_postgres, wait_until
+from faults import FaultPlan
 from jobs import aggregate_daily_billing_records, create_charge, huey
-from jobs.faults import FaultPlan
 from jobs.queue import queue_url as configured_queue_url
 from jobs.queue import use_queue
 from jobs.redis_queue import ReliableRedisStorage
@@ -63,9 +63,9 @@ class Cluster:
         self.ledgers: list[Ledger] = []
 
     def start(self, *options: str) -> subprocess.Popen:
-        """``huey_consumer jobs.huey -w 2 -k thread`` with the periodic schedule off."""
+        """``huey_consumer tests.faults.huey -w 2 -k thread`` with the periodic schedule off."""
         log = open(self.tmp / f"consumer-{len(self.processes)}.log", "w")
-        command = [sys.executable, huey_consumer_script.__file__, "jobs.huey",
+        command = [sys.executable, huey_consumer_script.__file__, "tests.faults.huey",
                    "-w", "2", "-k", "thread", "-m", "0.1", "-n", *options]
         process = subprocess.Popen(command, env=self.env, cwd=self.tmp, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)

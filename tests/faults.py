@@ -1,8 +1,8 @@
-"""Fault injection for tests of the jobs: off unless ``LEDGER_JOBS_FAULTS`` is set.
+"""Fault injection for the jobs' tests, installed through the jobs' hooks (:mod:`jobs.hooks`).
 
-``LEDGER_JOBS_FAULTS`` names a directory shared by a test and its consumer
-processes. ``plan.json`` there lists faults per kind of job, consumed in
-order across processes (under a file lock)::
+``LEDGER_JOBS_FAULTS`` names a directory shared by a test and the consumer
+processes it starts. ``plan.json`` there lists faults per kind of job,
+consumed in order across processes (under a file lock)::
 
     {"create_charge": [{"raise": "operational"}, {"raise": "operational"}],
      "aggregate": [{"pause": 30, "after_batches": 2, "marker": "paused"}]}
@@ -13,7 +13,10 @@ the ``marker`` file and sleeps (for ``aggregate``: in the projector's
 ``after_batches``-th batch, before its commit). Every attempt is appended to
 ``attempts.jsonl`` so a test can see what the consumer did.
 
-In production :data:`plan` is None and a job pays one ``is None`` check.
+A consumer subprocess installs the plan by how it starts:
+``huey_consumer tests.faults.huey`` (the jobs' Huey, with the plan of
+``LEDGER_JOBS_FAULTS`` installed), or :func:`install_from_environment` before
+``run_worker``.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from eventsourcing.persistence import OperationalError
 
+from jobs.hooks import JobHooks, install
 from ledger.errors import BusyAccount
 
 ENV = "LEDGER_JOBS_FAULTS"
@@ -48,7 +53,7 @@ class FaultPlan:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
-    def write(directory: Path | str, faults: dict[str, list[dict[str, Any]]]) -> "FaultPlan":
+    def write(directory: Path | str, faults: dict[str, list[dict[str, Any]]]) -> FaultPlan:
         """Start a plan (a test's set-up)."""
         plan = FaultPlan(directory)
         with plan._locked():
@@ -91,9 +96,24 @@ class FaultPlan:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line]
 
+    def apply(self, fault: dict[str, Any]) -> None:
+        """Pause and/or raise, as the fault says."""
+        if "pause" in fault:
+            (self.directory / fault.get("marker", "paused")).touch()
+            time.sleep(float(fault["pause"]))
+        if "raise" in fault:
+            raise ERRORS[fault["raise"]]("injected fault")
+
+
+class FaultHooks(JobHooks):
+    """The jobs' hooks acting out a :class:`FaultPlan` and noting every attempt in it."""
+
+    def __init__(self, plan: FaultPlan) -> None:
+        self.plan = plan
+
     def before_attempt(self, kind: str, task: Any) -> None:
         """Note an attempt of ``task``; raise or pause if the plan says so."""
-        self.note(
+        self.plan.note(
             kind=kind,
             event="attempt",
             task_id=getattr(task, "id", None),
@@ -101,14 +121,14 @@ class FaultPlan:
             retry_delay=getattr(task, "retry_delay", None),
         )
         if kind == "aggregate":
-            return  # aggregation faults act inside the projector: see batch_hook
-        fault = self.take(kind)
+            return  # aggregation faults act inside the projector: see before_commit
+        fault = self.plan.take(kind)
         if fault is not None:
-            self._apply(fault)
+            self.plan.apply(fault)
 
-    def batch_hook(self) -> Callable[[int], None] | None:
+    def before_commit(self) -> Callable[[int], None] | None:
         """A projector ``before_commit`` hook applying the next ``aggregate`` fault."""
-        fault = self.take("aggregate")
+        fault = self.plan.take("aggregate")
         if fault is None:
             return None
         batches = 0
@@ -118,23 +138,33 @@ class FaultPlan:
             nonlocal batches
             batches += 1
             if batches == after:
-                self.note(kind="aggregate", event="fault", position=position)
-                self._apply(fault)
+                self.plan.note(kind="aggregate", event="fault", position=position)
+                self.plan.apply(fault)
 
         return hook
 
-    def _apply(self, fault: dict[str, Any]) -> None:
-        if "pause" in fault:
-            (self.directory / fault.get("marker", "paused")).touch()
-            time.sleep(float(fault["pause"]))
-        if "raise" in fault:
-            raise ERRORS[fault["raise"]]("injected fault")
+    def retrying(self, task: Any, delay: float) -> None:
+        self.plan.note(kind=task.name, event="retry", task_id=task.id, delay=delay)
+
+    def aggregation_failed(self, task: Any, exc: BaseException) -> None:
+        self.plan.note(kind="aggregate", event=type(exc).__name__, task_id=getattr(task, "id", None))
 
 
-def _from_environment() -> FaultPlan | None:
+def install_from_environment() -> FaultPlan | None:
+    """Install the plan of ``LEDGER_JOBS_FAULTS`` in this process's jobs, if it names one."""
     directory = os.environ.get(ENV)
-    return FaultPlan(directory) if directory else None
+    if not directory:
+        return None
+    plan = FaultPlan(directory)
+    install(FaultHooks(plan))
+    return plan
 
 
-#: The active plan of this process, or None (always, outside tests).
-plan: FaultPlan | None = _from_environment()
+def __getattr__(name: str) -> Any:
+    """``huey_consumer tests.faults.huey``: the jobs' Huey, with the environment's plan installed."""
+    if name != "huey":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import jobs
+
+    install_from_environment()
+    return jobs.huey
