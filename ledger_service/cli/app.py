@@ -12,12 +12,11 @@ help rules as it is made (:mod:`ledger_service.cli.tree`).
 from __future__ import annotations
 
 import json
-import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -30,6 +29,10 @@ from ledger_service.cli.options import (
     print_version,
     shared_options,
 )
+
+if TYPE_CHECKING:
+    from ledger.application import Ledger
+    from ledger.settings import ProcessSettings, Settings
 
 #: Exit codes scripts can rely on.
 EXIT = {"ok": 0, "failed": 1, "usage": 2, "partial": 3, "interrupted": 130}
@@ -176,10 +179,11 @@ class State:
 
     database_url: str | None = None
     billing_tz: str | None = None
-    _ledger: Any = field(default=None, repr=False)
+    _ledger: Ledger | None = field(default=None, repr=False)
+    _process: ProcessSettings | None = field(default=None, repr=False)
 
-    def settings(self, **overrides: Any) -> Any:
-        """The settings these options and the environment give, or one plain line saying what is wrong."""
+    def settings(self, **overrides: Any) -> Settings:
+        """The ledger section these options and the environment give, or one plain line saying what is wrong."""
         from pydantic import ValidationError
 
         from ledger.settings import Settings
@@ -199,7 +203,25 @@ class State:
             raise CliError(f"bad database URL ({url_source(from_option)}): {problem}")
         return settings
 
-    def ledger(self) -> Any:
+    def process_settings(self) -> ProcessSettings:
+        """This process's settings, every section, read once: what ``ledger worker`` and ``ledger serve`` run with.
+
+        The ledger section is :meth:`settings`; the others come from the environment.
+        """
+        if self._process is None:
+            from pydantic import ValidationError
+
+            from ledger.settings import load_settings
+            from ledger_service.cli.config import settings_problems
+
+            ledger = self.settings()
+            try:
+                self._process = load_settings(ledger)
+            except ValidationError as exc:
+                raise CliError(f"bad configuration: {settings_problems(exc)}") from None
+        return self._process
+
+    def ledger(self) -> Ledger:
         if self._ledger is None:
             import sqlalchemy.exc as sa_exc
 
@@ -315,30 +337,33 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
         yield update
 
 
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
 def parse_day(value: str | None, option: str) -> date | None:
     """A billing date given as YYYY-MM-DD, or a usage error naming the option."""
+    from ledger_service.days import parse_day as parse
+
     if value is None:
         return None
-    text = value.strip()
     try:
-        if not _DAY.fullmatch(text):
-            raise ValueError
-        return date.fromisoformat(text)
+        return parse(value)
     except ValueError:
         raise CliError(f"{option}: not a date in YYYY-MM-DD form: {value!r}") from None
 
 
-def require(module: str, what: str) -> Any:
-    """Import a capability's module at use, so a missing one is one clear line."""
-    import importlib
-
+@contextmanager
+def needed(module: str, what: str) -> Iterator[None]:
+    """Around the import of a capability's ``module`` at use: if it (or a package of it) is missing, one clear line."""
     try:
-        return importlib.import_module(module)
+        yield
     except ModuleNotFoundError as exc:
         if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
             raise CliError(f"{what} is not available: module {exc.name!r} is not installed",
                            EXIT["failed"]) from None
         raise
+
+
+def require(module: str, what: str) -> Any:
+    """Import a capability's module at use, so a missing one is one clear line (prefer :func:`needed`)."""
+    import importlib
+
+    with needed(module, what):
+        return importlib.import_module(module)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 from rich.table import Column, Table
@@ -20,14 +19,19 @@ from ledger_service.cli.app import (
     CliError,
     app,
     emit_json,
+    needed,
     note,
     out,
     print_table,
     progress_bar,
-    require,
     state_of,
 )
 from ledger_service.cli.read import VALUE_COLUMNS, print_audit, print_records
+
+if TYPE_CHECKING:
+    from jobs.rejected import RejectedCharge
+    from ledger.application import Ledger
+    from ledger_service.demo import DemoResult
 
 rejected_app = typer.Typer(
     help="Charges the background jobs could not record, kept with their errors.",
@@ -46,8 +50,9 @@ def rejected_list(
 
     Example: ledger rejected list
     """
-    store = require("jobs.rejected", "the rejected-charges store")
-    kept = store.list_rejected(state_of(ctx).ledger(), include_resolved=all_)
+    with needed("jobs.rejected", "the rejected-charges store"):
+        from jobs.rejected import list_rejected
+    kept = list_rejected(state_of(ctx).ledger(), include_resolved=all_)
     if json_output:
         emit_json([_rejected_dict(r) for r in kept])
         return
@@ -62,7 +67,7 @@ def rejected_list(
     print_table(table)
 
 
-def _rejected_dict(r: Any) -> dict[str, Any]:
+def _rejected_dict(r: RejectedCharge) -> dict[str, Any]:
     return {
         "id": r.id,
         "received_at": r.received_at,
@@ -102,10 +107,11 @@ def rejected_resubmit(
 
     Example: ledger rejected resubmit 3 --set charge_type=usage --set prompt_tokens=120
     """
-    store = require("jobs.rejected", "the rejected-charges store")
+    with needed("jobs.rejected", "the rejected-charges store"):
+        from jobs.rejected import resubmit
     overrides = _overrides(list(set_ or []))
     ledger = state_of(ctx).ledger()
-    receipt = store.resubmit(ledger, rejected_id, overrides)
+    receipt = resubmit(ledger, rejected_id, overrides)
     if json_output:
         emit_json({"id": rejected_id, "charge_id": receipt.charge_id, "account_id": receipt.account_id,
                    "duplicate": receipt.duplicate, "recorded_at": receipt.recorded_at})
@@ -126,23 +132,15 @@ def rejected_dismiss(
 
     Example: ledger rejected dismiss 3 --reason "load test from staging"
     """
-    store = require("jobs.rejected", "the rejected-charges store")
+    with needed("jobs.rejected", "the rejected-charges store"):
+        from jobs.rejected import dismiss
     if not reason.strip():
         raise CliError("--reason: say why the charge is not recorded")
-    kept = store.dismiss(state_of(ctx).ledger(), rejected_id, reason.strip())
+    kept = dismiss(state_of(ctx).ledger(), rejected_id, reason.strip())
     if json_output:
         emit_json({"id": kept.id, "resolution": kept.resolution, "resolved_at": kept.resubmitted_at})
     else:
         out.print(f"rejected charge {kept.id} {kept.resolution}", markup=False)
-
-
-def _export_settings(ctx: typer.Context) -> None:
-    """The global options, as the environment the jobs read their settings from."""
-    state = state_of(ctx)
-    if state.database_url:
-        os.environ["LEDGER_DATABASE_URL"] = state.database_url
-    if state.billing_tz:
-        os.environ["LEDGER_BILLING_TZ"] = state.billing_tz
 
 
 @app.command()
@@ -157,11 +155,14 @@ def worker(
 
     Example: ledger worker --workers 4 --no-periodic
     """
-    state_of(ctx).settings()  # a bad database URL or setting fails here, in one line, before the worker starts
-    _export_settings(ctx)
-    worker_module = require("jobs.worker", "the worker")
-    note(worker_module.banner(periodic=periodic))
-    worker_module.run_worker(workers=workers, periodic=periodic, verbose=verbose)
+    # Read once, here: a bad database URL or setting fails in one line, before the worker starts.
+    settings = state_of(ctx).process_settings()
+    with needed("jobs.worker", "the worker"):
+        from jobs import runtime
+        from jobs.worker import banner, run_worker
+    runtime.install(settings)  # the queue, the schedule and the tasks' ledger follow these settings
+    note(banner(periodic=periodic))
+    run_worker(workers=workers, periodic=periodic, verbose=verbose, settings=settings)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
@@ -176,9 +177,9 @@ def bench(ctx: typer.Context) -> None:
     """
     from ledger_service.cli.tree import polish
 
-    require("bench", "the benchmark")
-    entry = require("bench.__main__", "the benchmark")
-    command = typer.main.get_command(entry.app)
+    with needed("bench.__main__", "the benchmark"):
+        from bench.__main__ import app as bench_app
+    command = typer.main.get_command(bench_app)
     polish(command)  # its help follows the rules of every other ledger command
     code = command.main(args=list(ctx.args), prog_name="ledger bench", standalone_mode=False)
     if isinstance(code, int) and code:
@@ -262,10 +263,11 @@ def demo(
         raise typer.Exit(EXIT["failed"])
 
 
-def _serve_demo(ledger: Any, result: Any, host: str, port: int) -> None:
+def _serve_demo(ledger: Ledger, result: DemoResult, host: str, port: int) -> None:
     """Keys for the demo ledger (printed once), then the API and the dashboard on it until interrupted."""
     import uvicorn
 
+    from ledger.settings import HttpSettings
     from ledger_service.cli.serve import check_address, prepare_secret_key
     from ledger_service.http import create_app
     from ledger_service.keys import create_key
@@ -278,8 +280,8 @@ def _serve_demo(ledger: Any, result: Any, host: str, port: int) -> None:
     out.print(f"admin key (every account): {admin}", markup=False)
     out.print(f"read key (account {account}): {reader}", markup=False)
     note("sign in with either key; Ctrl-C stops the server")
-    prepare_secret_key()
-    uvicorn.run(create_app(ledger), host=host, port=port, log_level="warning", access_log=False,
+    http = prepare_secret_key(HttpSettings())
+    uvicorn.run(create_app(ledger, http), host=host, port=port, log_level="warning", access_log=False,
                 server_header=False)
 
 
@@ -308,7 +310,7 @@ def _where_it_is(folder: Path, made: bool) -> str:
     return f"The demo ledger takes {size / 1e6:.1f} MB in {folder}; remove it with: {remove}"
 
 
-def _print_demo(result: Any, url: str, wall: float) -> None:
+def _print_demo(result: DemoResult, url: str, wall: float) -> None:
     out.print()
     top = Table("account", Column("users", justify="right"),
                 *(Column(HEADINGS.get(k, k), justify="right") for k in VALUE_COLUMNS),

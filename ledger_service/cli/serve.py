@@ -1,14 +1,20 @@
-"""``ledger serve``: the HTTP API on uvicorn, with the same settings as every command."""
+"""``ledger serve``: the HTTP API on uvicorn, with the same settings as every command.
+
+The command reads the settings (its options and the environment) and hands
+them to every server process (:mod:`ledger_service.server`).
+"""
 
 from __future__ import annotations
 
-import os
 import socket
+from typing import TYPE_CHECKING
 
 import typer
 
 from ledger_service.cli.app import EXIT, CliError, app, note, state_of
-from ledger_service.cli.config import settings_problems
+
+if TYPE_CHECKING:
+    from ledger.settings import HttpSettings
 
 
 @app.command()
@@ -23,21 +29,17 @@ def serve(
 
     Example: ledger serve --port 8000 --workers 2
     """
-    import uvicorn
+    from ledger_service.server import ServerConfig, run_server
 
     state = state_of(ctx)
     state.settings()  # a bad database URL or zone fails here, named, before the server starts
-    # Worker processes read their settings from the environment, like every process of the ledger.
-    if state.database_url:
-        os.environ["LEDGER_DATABASE_URL"] = state.database_url
-    if state.billing_tz:
-        os.environ["LEDGER_BILLING_TZ"] = state.billing_tz
     check_address(host, port)
-    prepare_secret_key()
+    settings = state.process_settings()
+    settings = settings.model_copy(update={"http": prepare_secret_key(settings.http)})
     note(f"serving the ledger API on http://{host}:{port} (docs at /docs)")
     try:
-        uvicorn.run("ledger_service.http:app_from_environment", factory=True, host=host, port=port,
-                    workers=workers, log_level=log_level, access_log=False, server_header=False)
+        run_server(ServerConfig(settings, host=host, port=port, workers=workers, log_level=log_level,
+                                access_log=False, server_header=False))
     except SystemExit as exc:  # uvicorn's own startup failure (exit 3 would read as "import rejected")
         if exc.code not in (0, None):
             raise CliError(f"the server on {host}:{port} stopped at start (see above)",
@@ -64,29 +66,25 @@ def check_address(host: str, port: int) -> None:
                            code=EXIT["failed"]) from None
 
 
-def prepare_secret_key() -> None:
+def prepare_secret_key(http: HttpSettings) -> HttpSettings:
     """Find or make the secret key before the workers start, say where it is, and point them at it.
 
-    Made here, once, so that every worker reads the same file.
+    Made here, once, so that every worker reads the same file: the settings
+    returned name it.
     """
-    from pydantic import ValidationError
-
-    from ledger.settings import HttpSettings
     from ledger_service.secret_key import SecretKeyError, load_secret_key
 
     try:
-        key = load_secret_key(HttpSettings())
+        key = load_secret_key(http)
     except SecretKeyError as exc:
         raise CliError(str(exc)) from None
-    except ValidationError as exc:
-        raise CliError(f"bad configuration: {settings_problems(exc, env_prefix='LEDGER_HTTP_')}") from None
     if key.path is None:
         note("secret key: from LEDGER_SECRET_KEY")
-        return
-    os.environ["LEDGER_SECRET_KEY_FILE"] = str(key.path)
+        return http
     if key.created:
         note(f"secret key: generated a new one in {key.path} (mode 0600)")
     else:
         note(f"secret key: read from {key.path}")
     if key.readable_by_others:
         note(f"warning: {key.path} is readable by other users; chmod 600 it")
+    return http.model_copy(update={"secret_key_file": key.path})
