@@ -37,61 +37,69 @@ attempt takes the append lock first. Processes that cached an account before
 another process pruned part of its stream reload it from its snapshot
 (:class:`ledger.repository.CompactedRepository`, the ledger's repository).
 
-Digest format
--------------
-A rollup's ``digest`` is the SHA-256 hex digest of UTF-8 text built as:
-
-* if it supersedes an earlier rollup of the day: the line
-  ``previous:<that rollup's digest>``;
-* then one line per covered raw event, sorted as strings, each the compact
-  JSON array ``[charge_id, sign, prompt_tokens, completion_tokens,
-  total_tokens]`` (``sign`` is 1 for a charge, -1 for a reversal; tokens are
-  the event's positive figures; ``json.dumps(..., separators=(",", ":"),
-  ensure_ascii=False)``), extended by ``cost_micros, price_version`` for a
-  priced event (so digests of unpriced events are what they always were);
-
-every line ending in ``\\n``. :func:`digest_of` computes it and
-:func:`digest_item` turns a stored event's state into its item, so an audit
-can recompute a digest wherever the raw events are still present.
+The rules live in :mod:`ledger.compaction_rules`, the pass that finds due
+days in :mod:`ledger.compaction_plan`, a day's rollup in
+:mod:`ledger.rollup_day` and its digest in :mod:`ledger.rollup_digest`; the
+log's SQL in :mod:`ledger.store.event_log`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
-import orjson
-import sqlalchemy as sa
 from eventsourcing.domain import OriginatorVersionError
 from eventsourcing.persistence import IntegrityError
 from sqlalchemy.orm import Session
 
-from ledger.domain import (
-    CHARGE_RECORDED_TOPIC,
-    CHARGE_REVERSED_TOPIC,
-    DAY_ROLLED_UP_TOPIC,
-    Account,
-)
-from ledger.errors import LedgerError
-from ledger.measures import MEASURES, ZERO, add, event_figures, group_figures
-from ledger.repository import CompactedRepository, evict, mutate_all
+from ledger.billing_keys import billing_date_function
+from ledger.compaction_plan import plan
+from ledger.compaction_rules import HOLD_REASONS, CompactionError, Rules, first_reason
+from ledger.domain import DAY_ROLLED_UP_TOPIC, Account
+from ledger.repository import evict
+from ledger.rollup_day import RollupDay
+from ledger.rollup_digest import RAW_TOPICS
+from ledger.store import event_log
+from ledger.store._moved import moved
 
 if TYPE_CHECKING:
     from ledger.application import Ledger
 
-__all__ = ["CompactedRepository", "mutate_all"]  # their earlier home; see ledger.repository
+__all__ = [
+    "COMPACTION_TOPICS",
+    "HOLD_REASONS",
+    "RAW_TOPICS",
+    "CompactionError",
+    "CompactionResult",
+    "compact",
+    "first_reason",
+]
 
-log = logging.getLogger(__name__)
+#: Names that lived here before, importable from here for one more release.
+__getattr__ = moved(__name__, {
+    "CompactedRepository": "ledger.repository:CompactedRepository",
+    "mutate_all": "ledger.repository:mutate_all",
+    "digest_item": "ledger.rollup_digest:digest_item",
+    "digest_of": "ledger.rollup_digest:digest_of",
+    "DigestItem": "ledger.rollup_digest:DigestItem",
+    "decode_state": "ledger.store.event_log:decode_state",
+    "state_decoder": "ledger.store.event_log:state_decoder",
+    "billing_date": "ledger.billing_keys:billing_date",
+    "day_end": "ledger.billing_keys:day_end",
+    "moment": "ledger.billing_keys:moment",
+    "GroupKey": "ledger.billing_keys:GroupKey",
+    "HELD_RAW_BEFORE_ROLLUP": "ledger.compaction_rules:HELD_RAW_BEFORE_ROLLUP",
+    "HELD_GRACE_PERIOD": "ledger.compaction_rules:HELD_GRACE_PERIOD",
+    "HELD_NOT_PROJECTED": "ledger.compaction_rules:HELD_NOT_PROJECTED",
+    "_Rules": "ledger.compaction_rules:Rules",
+    "_Day": "ledger.rollup_day:RollupDay",
+    "_Plan": "ledger.compaction_plan:Plan",
+})
 
-RAW_TOPICS = (CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC)
 COMPACTION_TOPICS = RAW_TOPICS + (DAY_ROLLED_UP_TOPIC,)
 
 #: Bytes a row costs beyond its topic and state: id, originator id, version,
@@ -103,33 +111,8 @@ MAX_EVENTS_PER_TRANSACTION = 100_000
 
 SCAN_BATCH_SIZE = 5_000
 
-#: (charge_id, sign, prompt_tokens, completion_tokens, total_tokens[, cost_micros, price_version])
-DigestItem = tuple[Any, ...]
-GroupKey = tuple[str, str, "str | None", "str | None"]
 Progress = Callable[[int, int], None]
 StepHook = Callable[[str, UUID], None]
-
-
-class CompactionError(LedgerError):
-    """The log holds something compaction must not paper over."""
-
-
-#: Why a closed account-day was held back, in the order a day is counted under
-#: (each skipped day counts once, under the first reason that applies to it).
-#: Raw events stored before the day's rollup: left for a person to look at.
-HELD_RAW_BEFORE_ROLLUP = "raw_before_rollup"
-#: An event to prune was recorded less than the grace period ago (counted from
-#: the recording time, so a backdated import waits for the grace period too).
-HELD_GRACE_PERIOD = "grace_period"
-#: An event to prune is past the projector's position.
-HELD_NOT_PROJECTED = "not_projected"
-HOLD_REASONS = (HELD_RAW_BEFORE_ROLLUP, HELD_GRACE_PERIOD, HELD_NOT_PROJECTED)
-
-
-def first_reason(reasons: Iterable[str]) -> str:
-    """The reason a day held back for several is counted under."""
-    present = set(reasons)
-    return next((reason for reason in HOLD_REASONS if reason in present), HELD_NOT_PROJECTED)
 
 
 @dataclass(frozen=True)
@@ -158,277 +141,6 @@ class CompactionResult:
     grace_seconds: float = 0.0
 
 
-# -- digest ------------------------------------------------------------------
-
-
-def digest_item(topic: str, state: Mapping[str, Any]) -> DigestItem:
-    """The digest item of a stored charge or reversal (its decoded state)."""
-    if topic not in RAW_TOPICS:
-        raise ValueError(f"not a charge or reversal topic: {topic!r}")
-    sign = 1 if topic == CHARGE_RECORDED_TOPIC else -1
-    item: DigestItem = (
-        str(state["charge_id"]),
-        sign,
-        int(state["prompt_tokens"]),
-        int(state["completion_tokens"]),
-        int(state["total_tokens"]),
-    )
-    if state.get("price_version") is not None:
-        item += (int(state["cost_micros"]), int(state["price_version"]))
-    return item
-
-
-def digest_of(items: Iterable[DigestItem], previous: str | None = None) -> str:
-    """SHA-256 of the covered events (and a superseded rollup's digest); see module doc."""
-    lines = sorted(
-        json.dumps(list(item), separators=(",", ":"), ensure_ascii=False) for item in items
-    )
-    hasher = hashlib.sha256()
-    if previous is not None:
-        hasher.update(f"previous:{previous}\n".encode())
-    for line in lines:
-        hasher.update(line.encode("utf-8") + b"\n")
-    return hasher.hexdigest()
-
-
-# -- decoding stored events ----------------------------------------------------
-
-
-def decode_state(state: bytes) -> dict[str, Any]:
-    """An event's JSON state with datetimes decoded (JSONTranscoder's format)."""
-    return json.loads(state, object_hook=_decode_datetime)
-
-
-def _decode_datetime(obj: dict[str, Any]) -> Any:
-    if obj.get("_type_") == "datetime_iso":
-        return datetime.fromisoformat(obj["_data_"])
-    return obj
-
-
-def state_decoder(mapper: Any) -> Callable[[bytes], dict[str, Any]]:
-    """Stored state -> dict (datetimes left transcoded, see :func:`moment`), undoing
-    the mapper's cipher and compressor when configured."""
-    cipher = getattr(mapper, "cipher", None)
-    compressor = getattr(mapper, "compressor", None)
-    if cipher is None and compressor is None:
-        return orjson.loads
-
-    def decode(state: bytes) -> dict[str, Any]:
-        if cipher is not None:
-            state = cipher.decrypt(state)
-        if compressor is not None:
-            state = compressor.decompress(state)
-        return orjson.loads(state)
-
-    return decode
-
-
-def moment(value: Any) -> datetime:
-    """An aware datetime from a decoded or still transcoded state value."""
-    if isinstance(value, dict):
-        value = datetime.fromisoformat(value["_data_"])
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-def billing_date(occurred_at: Any, zone: ZoneInfo) -> date:
-    """The billing date of a moment: its calendar date in the billing time zone."""
-    return moment(occurred_at).astimezone(zone).date()
-
-
-@lru_cache(maxsize=4096)
-def day_end(day: date, zone: ZoneInfo) -> datetime:
-    """The first instant after ``day`` in ``zone`` (DST-correct), in UTC."""
-    return datetime.combine(day + timedelta(days=1), datetime.min.time(), zone).astimezone(
-        timezone.utc
-    )
-
-
-# -- the rules ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Rules:
-    """Which days and events a run may touch, fixed at its start."""
-
-    before: date
-    projected_position: int
-    cutoff: datetime  # now - grace
-    zone: ZoneInfo
-    time_zone: str
-
-    def day_is_due(self, day: date) -> bool:
-        return day < self.before and day_end(day, self.zone) <= self.cutoff
-
-    def may_prune(self, position: int, recorded_at: Any) -> bool:
-        return position <= self.projected_position and moment(recorded_at) <= self.cutoff
-
-    def hold_reasons(self, position: int, recorded_at: Any) -> set[str]:
-        """Why an event may not be pruned yet: empty exactly when :meth:`may_prune`."""
-        reasons = set()
-        if moment(recorded_at) > self.cutoff:
-            reasons.add(HELD_GRACE_PERIOD)
-        if position > self.projected_position:
-            reasons.add(HELD_NOT_PROJECTED)
-        return reasons
-
-
-# -- per-day accumulation ----------------------------------------------------
-
-
-@dataclass
-class _Day:
-    """One account's day as read from its stream: what a rollup would cover."""
-
-    day: date
-    previous: dict[str, Any] | None = None
-    previous_id: int | None = None
-    previous_bytes: int = 0
-    raw_ids: list[int] = field(default_factory=list)
-    items: list[DigestItem] = field(default_factory=list)
-    groups: dict[GroupKey, list[int]] = field(default_factory=dict)
-    raw_bytes: int = 0
-    blocked: bool = False
-    held_because: set[str] = field(default_factory=set)
-
-    def add_rollup(self, notification_id: int, state: dict[str, Any], size: int, rules: _Rules) -> None:
-        if self.raw_ids:
-            # Raw events of the day stored before its latest rollup: never
-            # written by compaction; leave the day for a human to look at.
-            log.warning("account %s day %s: raw events precede a rollup", state["account_id"], self.day)
-            self.blocked = True
-            self.held_because.add(HELD_RAW_BEFORE_ROLLUP)
-        if state["time_zone"] != rules.time_zone:
-            raise CompactionError(
-                f"rollup of {state['account_id']} {self.day} was made in time zone "
-                f"{state['time_zone']!r}, the ledger now bills in {rules.time_zone!r}"
-            )
-        self.previous, self.previous_id, self.previous_bytes = state, notification_id, size
-        self.groups = {
-            (g["user_id"], g["charge_type"], g["provider"], g["model"]): list(group_figures(g))
-            for g in state["groups"]
-        }
-        if not rules.may_prune(notification_id, state["recorded_at"]):
-            self.blocked = True
-            self.held_because |= rules.hold_reasons(notification_id, state["recorded_at"])
-
-    def add_raw(self, notification_id: int, topic: str, state: dict[str, Any], size: int, rules: _Rules) -> None:
-        item = digest_item(topic, state)
-        self.raw_ids.append(notification_id)
-        self.items.append(item)
-        self.raw_bytes += size
-        key = (state["user_id"], state["charge_type"], state["provider"], state["model"])
-        add(self.groups.setdefault(key, list(ZERO)), event_figures(state, item[1]))
-        if not rules.may_prune(notification_id, state["recorded_at"]):
-            self.blocked = True
-            self.held_because |= rules.hold_reasons(notification_id, state["recorded_at"])
-
-    @property
-    def ready(self) -> bool:
-        return bool(self.raw_ids) and not self.blocked
-
-    @property
-    def pruned_ids(self) -> list[int]:
-        return self.raw_ids + ([self.previous_id] if self.previous_id is not None else [])
-
-    @property
-    def pruned_bytes(self) -> int:
-        return self.raw_bytes + self.previous_bytes
-
-    def rollup_fields(self, account_id: str, rules: _Rules, now: datetime) -> dict[str, Any]:
-        """Arguments of ``Account.roll_up_day`` for this day."""
-        previous = self.previous or {}
-        groups = [
-            {
-                "user_id": key[0],
-                "charge_type": key[1],
-                "provider": key[2],
-                "model": key[3],
-                **dict(zip(MEASURES, totals)),
-            }
-            for key, totals in sorted(self.groups.items(), key=lambda kv: _sort_key(kv[0]))
-        ]
-        positions = list(self.raw_ids)
-        for name in ("first_position", "last_position"):
-            if previous.get(name) is not None:
-                positions.append(previous[name])
-        return {
-            "account_id": account_id,
-            "billing_date": self.day.isoformat(),
-            "time_zone": rules.time_zone,
-            "groups": groups,
-            "charges": sum(g["charges"] for g in groups),
-            "events": int(previous.get("events", 0)) + len(self.raw_ids),
-            "digest": digest_of(self.items, previous.get("digest")),
-            "first_position": min(positions),
-            "last_position": max(positions),
-            "recorded_at": now,
-        }
-
-
-def _sort_key(key: GroupKey) -> tuple[tuple[bool, str], ...]:
-    return tuple((part is None, part or "") for part in key)
-
-
-# -- planning: which accounts have work --------------------------------------
-
-
-@dataclass
-class _Plan:
-    """Candidate (account, day) pairs from one pass over the log."""
-
-    days: dict[UUID, dict[date, int]] = field(default_factory=dict)
-    skipped: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
-
-    def chunks(self, limit: int) -> Iterator[tuple[UUID, frozenset[date]]]:
-        """Per account, groups of days whose raw events fit in one transaction."""
-        for aggregate_id, counts in self.days.items():
-            chunk: list[date] = []
-            size = 0
-            for day in sorted(counts):
-                if chunk and size + counts[day] > limit:
-                    yield aggregate_id, frozenset(chunk)
-                    chunk, size = [], 0
-                chunk.append(day)
-                size += counts[day]
-            if chunk:
-                yield aggregate_id, frozenset(chunk)
-
-
-def _plan(ledger: "Ledger", rules: _Rules, batch_size: int) -> _Plan:
-    """Stream the log's charges and reversals; memory grows with accounts x days only."""
-    table = ledger.recorder.events_record_cls.__table__
-    decode = state_decoder(ledger.mapper)
-    counts: dict[tuple[UUID, date], int] = {}
-    blocked: dict[tuple[UUID, date], set[str]] = {}
-    position = 0
-    while True:
-        with ledger.recorder.transaction(commit=False) as session:
-            batch = session.execute(
-                sa.select(table.c.id, table.c.originator_id, table.c.state)
-                .where(table.c.id > position, table.c.topic.in_(RAW_TOPICS))
-                .order_by(table.c.id)
-                .limit(batch_size)
-            ).all()
-        for notification_id, originator_id, state_bytes in batch:
-            state = decode(bytes(state_bytes))
-            day = billing_date(state["occurred_at"], rules.zone)
-            if not rules.day_is_due(day):
-                continue
-            key = (originator_id, day)
-            counts[key] = counts.get(key, 0) + 1
-            if not rules.may_prune(notification_id, state["recorded_at"]):
-                blocked.setdefault(key, set()).update(rules.hold_reasons(notification_id, state["recorded_at"]))
-        if len(batch) < batch_size:
-            break
-        position = batch[-1].id
-    plan = _Plan(skipped=len(blocked), reasons=Counter(first_reason(r) for r in blocked.values()))
-    for (aggregate_id, day), count in counts.items():
-        if (aggregate_id, day) not in blocked:
-            plan.days.setdefault(aggregate_id, {})[day] = count
-    return plan
-
-
 # -- one account, one transaction --------------------------------------------
 
 
@@ -443,7 +155,7 @@ class _Outcome:
     reasons: Counter[str] = field(default_factory=Counter)
 
 
-def _load_account(ledger: "Ledger", aggregate_id: UUID) -> Account:
+def _load_account(ledger: Ledger, aggregate_id: UUID) -> Account:
     """The account as writers see it (reloaded from its snapshot past a pruned gap)."""
     try:
         return ledger.repository.get(aggregate_id)
@@ -453,49 +165,36 @@ def _load_account(ledger: "Ledger", aggregate_id: UUID) -> Account:
 
 
 def _read_days(
-    session: Session, ledger: "Ledger", aggregate_id: UUID, version: int, wanted: frozenset[date], rules: _Rules
-) -> list[_Day]:
+    session: Session, ledger: Ledger, aggregate_id: UUID, version: int, wanted: frozenset[date], rules: Rules
+) -> list[RollupDay]:
     """The wanted days of one account, folded from its stored events in log order."""
-    table = ledger.recorder.events_record_cls.__table__
-    query = (
-        sa.select(table.c.id, table.c.topic, table.c.state)
-        .where(
-            table.c.originator_id == aggregate_id,
-            table.c.originator_version <= version,
-            table.c.topic.in_(COMPACTION_TOPICS),
-        )
-        .order_by(table.c.id)
-        .execution_options(yield_per=2_000)
-    )
-    decode = state_decoder(ledger.mapper)
-    days: dict[date, _Day] = {}
-    for row in session.execute(query):
-        state_bytes = bytes(row.state)
+    decode = event_log.state_decoder(ledger.mapper)
+    date_of = billing_date_function(rules.zone)
+    days: dict[date, RollupDay] = {}
+    for position, topic, state_bytes in event_log.stream_up_to(
+        session, ledger.store, aggregate_id, version, COMPACTION_TOPICS
+    ):
         state = decode(state_bytes)
-        size = len(state_bytes) + len(row.topic) + ROW_OVERHEAD_BYTES
-        if row.topic == DAY_ROLLED_UP_TOPIC:
+        size = len(state_bytes) + len(topic) + ROW_OVERHEAD_BYTES
+        if topic == DAY_ROLLED_UP_TOPIC:
             day = date.fromisoformat(state["billing_date"])
             if day in wanted:
-                days.setdefault(day, _Day(day)).add_rollup(row.id, state, size, rules)
+                days.setdefault(day, RollupDay(day)).add_rollup(position, state, size, rules)
         else:
-            day = billing_date(state["occurred_at"], rules.zone)
+            day = date_of(state["occurred_at"]["_data_"])
             if day in wanted:
-                days.setdefault(day, _Day(day)).add_raw(row.id, row.topic, state, size, rules)
+                days.setdefault(day, RollupDay(day)).add_raw(position, topic, state, size, rules)
     return [days[day] for day in sorted(days)]
 
 
-def _delete_events(session: Session, ledger: "Ledger", ids: list[int]) -> None:
-    table = ledger.recorder.events_record_cls.__table__
-    for start in range(0, len(ids), 1_000):
-        chunk = ids[start : start + 1_000]
-        result = session.execute(table.delete().where(table.c.id.in_(chunk)))
-        if result.rowcount != len(chunk):  # type: ignore[attr-defined]
-            raise CompactionError(f"expected to delete {len(chunk)} events, deleted {result.rowcount}")  # type: ignore[attr-defined]
-    newest = session.execute(sa.select(sa.func.max(table.c.id))).scalar_one()
-    assert newest is not None and newest > max(ids), "compaction must never delete the newest event"
+def _delete_events(session: Session, ledger: Ledger, ids: list[int]) -> None:
+    deleted, newest = event_log.delete_events(session, ledger.store, ids)
+    if deleted != len(ids):
+        raise CompactionError(f"expected to delete {len(ids)} events, deleted {deleted}")
+    assert newest > max(ids), "compaction must never delete the newest event"
 
 
-def _snapshot(session: Session, ledger: "Ledger", account: Account) -> None:
+def _snapshot(session: Session, ledger: Ledger, account: Account) -> None:
     """Snapshot the saved account at its new version (unless the save's interval snapshot did).
 
     The snapshot is taken from the account in hand, the state the rollups were
@@ -504,23 +203,18 @@ def _snapshot(session: Session, ledger: "Ledger", account: Account) -> None:
     work when the account had no snapshot yet).
     """
     assert ledger.snapshots is not None, "compaction needs snapshotting enabled"
-    table = ledger.snapshots.recorder.events_record_cls.__table__  # type: ignore[attr-defined]
-    session.flush()  # the save's own snapshot is pending in the session; a Core select won't autoflush
-    exists = session.execute(
-        sa.select(table.c.originator_version).where(
-            table.c.originator_id == account.id, table.c.originator_version == account.version
-        )
-    ).first()
-    if exists is None:
-        snapshot_class = getattr(type(account), "Snapshot", type(ledger).snapshot_class)
-        ledger.snapshots.put([snapshot_class.take(account)])
+    snapshot_class = getattr(type(account), "Snapshot", type(ledger).snapshot_class)
+    event_log.save_snapshot(
+        session, ledger.store, ledger.snapshots, account.id, account.version,
+        lambda: snapshot_class.take(account),
+    )
 
 
 def _compact_account(
-    ledger: "Ledger",
+    ledger: Ledger,
     aggregate_id: UUID,
     wanted: frozenset[date],
-    rules: _Rules,
+    rules: Rules,
     *,
     dry_run: bool,
     on_step: StepHook,
@@ -536,9 +230,9 @@ def _compact_account(
     lock_first = False
     while True:
         try:
-            with ledger.recorder.transaction(commit=not dry_run) as session:
+            with ledger.store.transaction(commit=not dry_run) as session:
                 if lock_first:
-                    ledger.recorder._lock_table(session)
+                    ledger.store.lock_for_append(session)
                 account = _load_account(ledger, aggregate_id)
                 days = _read_days(session, ledger, aggregate_id, account.version, wanted, rules)
                 ready = [d for d in days if d.ready]
@@ -553,7 +247,7 @@ def _compact_account(
                 )
                 if dry_run or not ready:
                     return outcome
-                now = datetime.now(timezone.utc)
+                now = datetime.now(UTC)
                 for day in ready:
                     account.roll_up_day(**day.rollup_fields(account.account_id, rules, now))
                 on_step("rolled_up", aggregate_id)
@@ -575,7 +269,7 @@ def _compact_account(
 
 
 def compact(
-    ledger: "Ledger",
+    ledger: Ledger,
     *,
     before: date,
     projected_position: int,
@@ -598,18 +292,18 @@ def compact(
         grace = timedelta(days=ledger.settings.compaction_grace_days)
     if grace < timedelta(0):
         raise ValueError("grace must not be negative")
-    rules = _Rules(
+    rules = Rules(
         before=before,
         projected_position=projected_position,
-        cutoff=datetime.now(timezone.utc) - grace,
+        cutoff=datetime.now(UTC) - grace,
         zone=ledger.settings.zone,
         time_zone=ledger.settings.billing_tz,
     )
     ledger.sequence()  # acknowledged charges are in the log, so their days count as unprojected
-    plan = _plan(ledger, rules, SCAN_BATCH_SIZE)
-    chunks = list(plan.chunks(MAX_EVENTS_PER_TRANSACTION))
+    due = plan(ledger, rules, SCAN_BATCH_SIZE)
+    chunks = list(due.chunks(MAX_EVENTS_PER_TRANSACTION))
     hook = on_step or (lambda step, aggregate_id: None)
-    total = _Outcome(skipped=plan.skipped, reasons=Counter(plan.reasons))
+    total = _Outcome(skipped=due.skipped, reasons=Counter(due.reasons))
     accounts: set[UUID] = set()
     if progress:
         progress(0, len(chunks))

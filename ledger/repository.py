@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Repository
@@ -49,7 +50,7 @@ class CompactedRepository(Repository[UUID]):
             return super().get(aggregate_id, version=version, **kwargs)
 
     @classmethod
-    def like(cls, repository: Repository[Any]) -> "CompactedRepository":
+    def like(cls, repository: Repository[Any]) -> CompactedRepository:
         """The same stores, cache and options as ``repository``."""
         compacted = cls(
             event_store=repository.event_store,

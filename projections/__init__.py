@@ -3,12 +3,15 @@
 ``Projector(ledger).run()`` keeps ``daily_billing_records`` up to date from the
 ledger's log, exactly once; ``rebuild`` replays the log from position 0 into
 scratch tables (then swaps or diffs); ``audit`` proves the live records from
-the log; :mod:`projections.reports` holds the queries billing reads.
+the log; :mod:`projections.reports` holds the queries billing reads. Their
+SQL lives in :mod:`ledger.store.read_model` and :mod:`ledger.store.event_log`.
 """
 
-from projections.audit import AuditResult, Conservation, RollupIssue, audit
-from projections.projector import ProjectionError, Projector
+from projections.audit import AuditResult, Conservation, audit
+from projections.errors import ProjectionError, ZoneMismatch
+from projections.projector import Projector
 from projections.rebuild import Difference, RebuildResult, rebuild
+from projections.rollup_check import RollupIssue
 
 __all__ = [
     "AuditResult",
@@ -18,6 +21,7 @@ __all__ = [
     "Projector",
     "RebuildResult",
     "RollupIssue",
+    "ZoneMismatch",
     "audit",
     "rebuild",
 ]

@@ -8,22 +8,25 @@ whose figures are all zero (charges fully reversed) are left out.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import date
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import sqlalchemy as sa
+from ledger.store import report_queries
+from ledger.store.report_queries import Filters
+from ledger.store.schema import KEY_COLUMNS, VALUE_COLUMNS
 
-from projections.tables import (
-    KEY_COLUMNS,
-    UNSPECIFIED,
-    VALUE_COLUMNS,
-    daily_billing_records,
-    engine_of,
-    ensure_tables,
-)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
-#: What a record's key is made of, in the order reports return them.
+    import sqlalchemy as sa
+
+    from ledger.application import Ledger
+
+#: What reports read from: a Ledger, or the SQLAlchemy engine of its database.
+Source: TypeAlias = "Ledger | sa.engine.Engine"
+
+#: What a record's key is made of, in the order reports return them (the
+#: schema's ``KEY_COLUMNS`` is the same set in primary-key order).
 GROUP_COLUMNS = ("account_id", "user_id", "billing_date", "charge_type", "provider", "model")
 #: Short names accepted in ``group_by``.
 ALIASES = {"account": "account_id", "user": "user_id", "date": "billing_date", "day": "billing_date"}
@@ -32,7 +35,7 @@ SEED_VIEW_GROUPS = ("account_id", "user_id", "billing_date", "charge_type")
 
 
 def records(
-    source: Any,
+    source: Source,
     account_id: str | None = None,
     start: date | str | None = None,
     end: date | str | None = None,
@@ -48,31 +51,21 @@ def records(
     by come back as None.
     """
     groups = _group_columns(group_by)
-    table = daily_billing_records
-    filters = _filters(account_id, start, end, charge_type, provider, model, user_id)
-    order = [table.c[name] for name in _sort_order(groups)]
-    if set(groups) == set(KEY_COLUMNS):  # the primary key: each row is its own group, nothing to sum
-        query = (
-            sa.select(*(table.c[name] for name in groups), *(table.c[name] for name in VALUE_COLUMNS))
-            .where(*filters, sa.or_(*(table.c[name] != 0 for name in VALUE_COLUMNS)))
-            .order_by(*order)
-        )
-    else:
-        sums = [sa.func.sum(table.c[name]).label(name) for name in VALUE_COLUMNS]
-        query = (
-            sa.select(*(table.c[name] for name in groups), *sums)
-            .where(*filters)
-            .group_by(*(table.c[name] for name in groups))
-            .having(sa.or_(*(sum_ != 0 for sum_ in sums)))
-            .order_by(*order)
-        )
-    with _reading(source) as connection:
-        rows = connection.execute(query).all()
+    filters = Filters(
+        account_id=account_id,
+        user_id=user_id,
+        charge_type=charge_type,
+        provider=provider,
+        model=model,
+        start=None if start is None else _as_date(start),
+        end=None if end is None else _as_date(end),
+    )
+    rows = report_queries.grouped_records(source, groups, _sort_order(groups), filters)
     return _records(rows, groups)
 
 
 def daily_billing_view(
-    source: Any,
+    source: Source,
     account_id: str | None = None,
     start: date | str | None = None,
     end: date | str | None = None,
@@ -92,26 +85,12 @@ def daily_billing_view(
 
 
 def account_summaries(
-    source: Any, start: date | str | None = None, end: date | str | None = None
+    source: Source, start: date | str | None = None, end: date | str | None = None
 ) -> list[dict[str, Any]]:
     """Totals per account: figures, number of users, first and last billing date."""
-    table = daily_billing_records
-    sums = [sa.func.sum(table.c[name]).label(name) for name in VALUE_COLUMNS]
-    nonzero = sa.or_(*(table.c[name] != 0 for name in VALUE_COLUMNS))
-    query = (
-        sa.select(
-            table.c.account_id,
-            *sums,
-            sa.func.count(sa.distinct(table.c.user_id)).label("users"),
-            sa.func.min(table.c.billing_date).label("first_date"),
-            sa.func.max(table.c.billing_date).label("last_date"),
-        )
-        .where(nonzero, *_filters(None, start, end, None, None, None, None))
-        .group_by(table.c.account_id)
-        .order_by(table.c.account_id)
+    rows = report_queries.account_rows(
+        source, None if start is None else _as_date(start), None if end is None else _as_date(end)
     )
-    with _reading(source) as connection:
-        rows = connection.execute(query).all()
     return [
         {
             "account_id": row.account_id,
@@ -137,51 +116,19 @@ def _group_columns(group_by: Iterable[str] | None) -> tuple[str, ...]:
 
 
 def _sort_order(groups: Sequence[str]) -> list[str]:
-    """Dates first within an account: how a bill reads."""
-    preferred = ("account_id", "billing_date", "user_id", "charge_type", "provider", "model")
-    return [name for name in preferred if name in groups]
-
-
-def _filters(
-    account_id: str | None,
-    start: date | str | None,
-    end: date | str | None,
-    charge_type: str | None,
-    provider: str | None,
-    model: str | None,
-    user_id: str | None,
-) -> list[sa.ColumnElement[bool]]:
-    table = daily_billing_records
-    conditions = []
-    for name, value in (
-        ("account_id", account_id),
-        ("user_id", user_id),
-        ("charge_type", charge_type),
-        ("provider", provider),
-        ("model", model),
-    ):
-        if value is not None:
-            conditions.append(table.c[name] == value)
-    if start is not None:
-        conditions.append(table.c.billing_date >= _as_date(start))
-    if end is not None:
-        conditions.append(table.c.billing_date <= _as_date(end))
-    return conditions
+    """Dates first within an account, as the primary key orders rows: how a bill reads."""
+    return [name for name in KEY_COLUMNS if name in groups]
 
 
 def _records(rows: Iterable[Sequence[Any]], groups: Sequence[str]) -> list[dict[str, Any]]:
     """Result rows (``groups`` then ``VALUE_COLUMNS``) as report dicts, every key column present."""
     names = (*groups, *VALUE_COLUMNS)
     template: dict[str, Any] = dict.fromkeys(GROUP_COLUMNS + VALUE_COLUMNS)
-    optional = [name for name in ("provider", "model") if name in groups]
     dated = "billing_date" in groups
     records = []
     for row in rows:
         record = template.copy()
         record.update(zip(names, row))
-        for name in optional:
-            if record[name] == UNSPECIFIED:
-                record[name] = None
         if dated and record["billing_date"].__class__ is not date:
             record["billing_date"] = _as_date(record["billing_date"])
         for name in VALUE_COLUMNS:
@@ -193,16 +140,3 @@ def _records(rows: Iterable[Sequence[Any]], groups: Sequence[str]) -> list[dict[
 
 def _as_date(value: date | str) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
-
-
-@contextmanager
-def _reading(source: Any) -> Iterator[Any]:
-    """A read-only connection: the ledger's own read transaction, or one from the engine."""
-    engine = engine_of(source)
-    ensure_tables(engine)
-    if isinstance(source, sa.engine.Engine):
-        with engine.connect() as connection:
-            yield connection
-    else:
-        with source.recorder.transaction(commit=False) as session:
-            yield session

@@ -16,14 +16,23 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC, DAY_ROLLED_UP_TOPIC
+from ledger.billing_keys import billing_date_function
+from ledger.domain import (
+    CHARGE_RECORDED_TOPIC,
+    CHARGE_REVERSED_TOPIC,
+    DAY_ROLLED_UP_TOPIC,
+)
 from ledger.measures import event_figures, group_figures
 from ledger.pricing import PriceTable
-from projections.audit import LogReader
-from projections.projector import billing_date_function
+from ledger.store import event_log
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ledger.application import Ledger
 
 TOPICS = (CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC, DAY_ROLLED_UP_TOPIC)
 
@@ -78,7 +87,7 @@ class RepriceResult:
 
 
 def reprice(
-    ledger: Any,
+    ledger: Ledger,
     prices: PriceTable,
     start: date | None = None,
     end: date | None = None,
@@ -142,9 +151,10 @@ def _rolled_up(state: dict[str, Any], day: date, prices: PriceTable, zone: ZoneI
     return entry
 
 
-def _rows(ledger: Any, batch_size: int) -> Iterator[tuple[int, str, dict[str, Any]]]:
+def _rows(ledger: Ledger, batch_size: int) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """(position, topic, decoded state) of the charges, reversals and rollups, in log order."""
-    log = LogReader(ledger, batch_size)
-    for row in log.rows(log.max_position()):
+    decode = event_log.state_decoder(ledger.mapper)
+    ledger.sequence()
+    for row in event_log.events_up_to(ledger.store, event_log.max_position(ledger.store), batch_size):
         if row.topic in TOPICS:
-            yield row.id, row.topic, log.decode(bytes(row.state))
+            yield row.id, row.topic, decode(bytes(row.state))

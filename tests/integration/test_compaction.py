@@ -17,13 +17,9 @@ import pytest
 import sqlalchemy as sa
 
 from ledger import AlreadyReversed, ChargeConflict, Ledger, Totals
-from ledger.compaction import (
-    CompactionError,
-    compact,
-    decode_state,
-    digest_item,
-    digest_of,
-)
+from ledger.compaction import CompactionError, compact
+from ledger.rollup_digest import digest_item, digest_of
+from ledger.store.event_log import decode_state
 from ledger.domain import (
     CHARGE_RECORDED_TOPIC,
     CHARGE_REVERSED_TOPIC,

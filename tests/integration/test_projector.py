@@ -17,9 +17,9 @@ from ledger import Ledger, Settings
 from ledger.compaction import compact
 from ledger.domain import account_uuid
 from projections import ProjectionError, Projector, rebuild
-from projections.projector import ZoneMismatch
+from projections.errors import ZoneMismatch
 from projections.reports import records
-from projections.tables import daily_billing_records, projection_tracking
+from ledger.store.schema import daily_billing_records, projection_tracking
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -254,7 +254,8 @@ def test_two_projector_processes_on_sqlite_count_every_event_once(sqlite_url):
 
 def test_the_position_update_is_conditional(ledger):
     """A writer holding a stale position cannot commit: its batch rolls back."""
-    from projections.projector import LIVE, PositionMoved, move_position
+    from projections.errors import PositionMoved
+    from projections.tracking import LIVE, move_position
 
     Model().record(ledger, charges(5))
     projector = Projector(ledger)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from contextlib import contextmanager
 
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC
-from projections.tables import daily_billing_records
+from ledger.store.schema import daily_billing_records
 
 #: (account_id, billing date ISO, user_id, charge_type, provider or '', model or '')
 Key = tuple[str, str, str, str, str, str]
