@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from bench import baselines
 from ledger import Ledger
-from ledger.appender import LOCKED
+from ledger.store.pg_calls import LOCKED
 
 #: Seconds a writer may take to start, or to finish its share.
 TIMEOUT = 900.0
@@ -51,7 +51,7 @@ class _LedgerWriter:
     def __init__(self, url: str, items: Sequence[Mapping[str, Any]], locked: bool = False) -> None:
         self.ledger = Ledger.from_url(url)
         if locked:
-            self.ledger.appender.statements = LOCKED
+            self.ledger.store.statements = LOCKED  # type: ignore[attr-defined]
         _warm(self.ledger, items)
 
     def write(self, items: Sequence[Mapping[str, Any]]) -> tuple[int, float, float]:
