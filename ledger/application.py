@@ -333,6 +333,7 @@ class Ledger(Application):
         except IntegrityError:
             pass  # another process took the same snapshot first
 
+
 def _closer(ledger: Ledger) -> Callable[[], None]:
     """An exit hook that closes ``ledger`` if it is still alive (it holds no strong reference)."""
     ref = weakref.ref(ledger)
