@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def moved(old_module: str, names: dict[str, str]) -> Callable[[str], Any]:

@@ -14,7 +14,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ledger.store.schema import daily_billing_records, daily_billing_records_rebuild, projection_tracking
+from ledger.store.schema import (
+    daily_billing_records,
+    daily_billing_records_rebuild,
+    projection_tracking,
+)
 
 
 def upgrade(connection: sa.engine.Connection) -> None:
