@@ -24,13 +24,6 @@ A day D of account A is rolled up only when all of these hold:
 The rollup is appended after everything it prunes, so the newest row of the
 events table is never deleted (SQLite reuses the highest free rowid).
 
-A rollup superseding an earlier one of its day starts from that rollup's
-groups and carries its coverage forward: ``events`` counts every raw event
-the day's rollups have stood for, ``first_position``/``last_position`` span
-them all, ``charges`` is the day's count net of reversals. Groups whose
-figures net to zero are kept, so "set the day to these groups" equals what a
-live projection holds.
-
 Concurrency: the first attempt at an account reads without locks; a writer
 appending meanwhile makes the save's version check fail, and the second
 attempt takes the append lock first. Processes that cached an account before
@@ -39,7 +32,8 @@ another process pruned part of its stream reload it from its snapshot
 
 The rules live in :mod:`ledger.compaction_rules`, the pass that finds due
 days in :mod:`ledger.compaction_plan`, a day's rollup in
-:mod:`ledger.rollup_day` and its digest in :mod:`ledger.rollup_digest`; the
+:mod:`ledger.rollup_day` (how it carries an earlier rollup of the day forward)
+and its digest in :mod:`ledger.rollup_digest`; the
 log's SQL in :mod:`ledger.store.event_log`.
 """
 

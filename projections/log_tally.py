@@ -7,6 +7,7 @@ account-days only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -53,7 +54,7 @@ class LogTally:
         self.rolled: dict[UUID, str] = {}  # originator id -> account id, for accounts with rollups
         self.charge_events = self.reversal_events = self.rollup_events = 0
 
-    def add(self, row: Any, decode: Decoder) -> None:
+    def add(self, row: Sequence[Any], decode: Decoder) -> None:
         """Fold one stored event (id, originator_id, originator_version, topic, state)."""
         position, originator_id, version, topic, state_bytes = row
         if version > self.versions.get(originator_id, 0):

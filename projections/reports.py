@@ -9,7 +9,7 @@ whose figures are all zero (charges fully reversed) are left out.
 from __future__ import annotations
 
 from datetime import date
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 from ledger.store import report_queries
 from ledger.store.report_queries import Filters
@@ -18,12 +18,7 @@ from ledger.store.schema import KEY_COLUMNS, VALUE_COLUMNS
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    import sqlalchemy as sa
-
-    from ledger.application import Ledger
-
-#: What reports read from: a Ledger, or the SQLAlchemy engine of its database.
-Source: TypeAlias = "Ledger | sa.engine.Engine"
+    from ledger.store.report_queries import Source
 
 #: What a record's key is made of, in the order reports return them (the
 #: schema's ``KEY_COLUMNS`` is the same set in primary-key order).

@@ -205,23 +205,25 @@ def events_of_topics(store: Store, topics: Sequence[str], batch_size: int) -> It
         position = batch[-1].id
 
 
+def _account_query(store: Store, originator_id: UUID, topics: Sequence[str], *bounds: Any) -> Any:
+    """(id, topic, state) of one account's events with these topics within ``bounds``, in log order."""
+    table = store.events_table
+    return (
+        sa.select(table.c.id, table.c.topic, table.c.state)
+        .where(table.c.originator_id == originator_id, table.c.topic.in_(topics), *bounds)
+        .order_by(table.c.id)
+        .execution_options(yield_per=YIELD_PER)
+    )
+
+
 def account_events(
     store: Store, originator_id: UUID, first: int, before: int, topics: Sequence[str]
 ) -> Iterator[tuple[int, str, bytes]]:
     """(id, topic, state) of one account's events with these topics and ``first <= id < before``."""
     table = store.events_table
-    query = (
-        sa.select(table.c.id, table.c.topic, table.c.state)
-        .where(
-            table.c.originator_id == originator_id,
-            table.c.id >= first,
-            table.c.id < before,
-            table.c.topic.in_(topics),
-        )
-        .order_by(table.c.id)
-    )
+    query = _account_query(store, originator_id, topics, table.c.id >= first, table.c.id < before)
     with store.transaction(commit=False) as session:
-        for row in session.execute(query.execution_options(yield_per=YIELD_PER)):
+        for row in session.execute(query):
             yield row.id, row.topic, bytes(row.state)
 
 
@@ -242,17 +244,7 @@ def stream_up_to(
     session: Session, store: Store, originator_id: UUID, version: int, topics: Sequence[str]
 ) -> Iterator[tuple[int, str, bytes]]:
     """(id, topic, state) of one account's events up to ``version`` with these topics, in log order."""
-    table = store.events_table
-    query = (
-        sa.select(table.c.id, table.c.topic, table.c.state)
-        .where(
-            table.c.originator_id == originator_id,
-            table.c.originator_version <= version,
-            table.c.topic.in_(topics),
-        )
-        .order_by(table.c.id)
-        .execution_options(yield_per=YIELD_PER)
-    )
+    query = _account_query(store, originator_id, topics, store.events_table.c.originator_version <= version)
     for row in session.execute(query):
         yield row.id, row.topic, bytes(row.state)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -23,13 +23,19 @@ from ledger.store.schema import (
     ensure_schema,
 )
 
+if TYPE_CHECKING:
+    from ledger.application import Ledger
+
+#: What reports read from: a Ledger, or the SQLAlchemy engine of its database.
+Source: TypeAlias = "Ledger | sa.engine.Engine"
+
 
 def _nonzero(table: sa.Table) -> sa.ColumnElement[bool]:
     return sa.or_(*(table.c[name] != 0 for name in VALUE_COLUMNS))
 
 
 @contextmanager
-def reading(source: Any) -> Iterator[Session | sa.engine.Connection]:
+def reading(source: Source) -> Iterator[Session | sa.engine.Connection]:
     """A read-only connection: a Ledger's own read transaction, or one from a bare engine."""
     if isinstance(source, sa.engine.Engine):
         ensure_schema(source)
@@ -69,7 +75,7 @@ def _conditions(filters: Filters) -> list[sa.ColumnElement[bool]]:
 
 
 def grouped_records(
-    source: Any, groups: Sequence[str], order: Sequence[str], filters: Filters
+    source: Source, groups: Sequence[str], order: Sequence[str], filters: Filters
 ) -> list[tuple[Any, ...]]:
     """Live records summed per ``groups`` (``groups`` then the figures), non-zero groups only.
 
@@ -108,7 +114,7 @@ def grouped_records(
     return converted
 
 
-def account_rows(source: Any, start: date | None, end: date | None) -> list[sa.Row[Any]]:
+def account_rows(source: Source, start: date | None, end: date | None) -> list[sa.Row[Any]]:
     """Per account: its figures, distinct users, first and last billing date (non-zero rows only)."""
     table = daily_billing_records
     sums = [sa.func.sum(table.c[name]).label(name) for name in VALUE_COLUMNS]
