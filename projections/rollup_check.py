@@ -22,7 +22,7 @@ from projections.day_fold import RunningFigures
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ledger.persistence import LedgerRecorder as Store
+    from ledger.store.base import Store
 
 PROJECTED_TOPICS = RAW_TOPICS + (DAY_ROLLED_UP_TOPIC,)
 

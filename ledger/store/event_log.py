@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from eventsourcing.domain import Snapshot
     from eventsourcing.persistence import EventStore, Mapper
 
-    from ledger.persistence import LedgerRecorder as Store
+    from ledger.store.base import Store
 
 Decoder = Callable[[bytes], dict[str, Any]]
 #: (id, topic, state) as the driver returns them: the projector's hot path.

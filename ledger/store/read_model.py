@@ -32,7 +32,7 @@ from ledger.store.schema import (
 
 if TYPE_CHECKING:
     from ledger.billing_keys import DayKey, GroupKey
-    from ledger.persistence import LedgerRecorder as Store
+    from ledger.store.base import Store
 
 #: A batch's figures per group per account-day (groups keyed as the domain keys them).
 Days = Mapping["DayKey", Mapping["GroupKey", Sequence[int]]]
