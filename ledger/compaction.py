@@ -48,7 +48,6 @@ from uuid import UUID
 
 from eventsourcing.domain import OriginatorVersionError
 from eventsourcing.persistence import IntegrityError
-from sqlalchemy.orm import Session
 
 from ledger.billing_keys import billing_date_function
 from ledger.compaction_plan import plan
@@ -61,6 +60,8 @@ from ledger.store import event_log
 from ledger.store._moved import moved
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from ledger.application import Ledger
 
 __all__ = [

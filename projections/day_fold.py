@@ -103,6 +103,15 @@ class DayFold:
         self.days[day] = groups
 
 
+def fold_rows(
+    rows: Iterable[tuple[str, Any]], zone_name: str, date_of: Callable[[str], date], decode: Decoder
+) -> DayFold:
+    """A batch's (topic, state) rows folded in log order (see :meth:`DayFold.add_rows`)."""
+    fold = DayFold(zone_name, date_of)
+    fold.add_rows(rows, decode)
+    return fold
+
+
 class StoredKeyDayFold(DayFold):
     """Deprecated (``projections.projector.DayFold``): a fold keyed as the store keys its rows.
 

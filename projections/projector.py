@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from ledger.billing_keys import billing_date_function
 from ledger.store import event_log, read_model
 from ledger.store._moved import moved
-from projections import day_fold
+from projections.day_fold import fold_rows
 from projections.errors import PositionMoved, ProjectionError
 from projections.tracking import LIVE, Target, lock_position, move_position
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from ledger.application import Ledger
+    from projections.day_fold import DayFold
 
 __all__ = ["LIVE", "ProjectionError", "Projector", "Target", "gc_paused"]
 
@@ -57,7 +58,7 @@ __getattr__ = moved(__name__, {
 })
 
 
-def write_fold(session: Session, dialect: str, table: str, fold: day_fold.DayFold, now: datetime) -> None:
+def write_fold(session: Session, dialect: str, table: str, fold: DayFold, now: datetime) -> None:
     """Clear the days rollups reset, then add the batch's deltas (to the records table named ``table``)."""
     read_model.write_days(session, dialect, table, fold.resets, fold.days, now)
 
@@ -174,8 +175,7 @@ class Projector:
             rows = [row for row in rows if row[0] <= stop]
         if not rows:
             return 0, position
-        fold = day_fold.DayFold(self.zone.key, self._date_of)
-        fold.add_rows(((row[1], row[2]) for row in rows), self._decode)
+        fold = fold_rows(((row[1], row[2]) for row in rows), self.zone.key, self._date_of, self._decode)
         now = datetime.now(UTC)
         write_fold(session, self.dialect, self.target.table, fold, now)
         new_position = int(rows[-1][0])

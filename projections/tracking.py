@@ -11,9 +11,7 @@ dates the table holds, so runs in two zones never mix in one table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING
 
 from ledger.store import read_model
 from ledger.store.schema import LIVE_NAME
@@ -23,6 +21,11 @@ from projections.errors import (
     RebuildSuperseded,
     ZoneMismatch,
 )
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlalchemy.orm import Session
 
 
 @dataclass(frozen=True)
