@@ -8,11 +8,11 @@ from datetime import date, datetime, timedelta, timezone
 
 
 from ledger.compaction import compact
-from ledger.rollup_digest import digest_item, digest_of
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC
-from projections import Projector, audit, rebuild
+from ledger.rollup_digest import digest_item, digest_of
 from ledger.store.schema import VALUE_COLUMNS
 from ledger.store.schema import daily_billing_records as records_table
+from projections import Projector, audit, rebuild
 from test_projector import Model, charges, group, head, live, roll_up
 
 UTC = timezone.utc

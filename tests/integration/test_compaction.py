@@ -18,14 +18,14 @@ import sqlalchemy as sa
 
 from ledger import AlreadyReversed, ChargeConflict, Ledger, Totals
 from ledger.compaction import CompactionError, compact
-from ledger.rollup_digest import digest_item, digest_of
-from ledger.store.event_log import decode_state
 from ledger.domain import (
     CHARGE_RECORDED_TOPIC,
     CHARGE_REVERSED_TOPIC,
     DAY_ROLLED_UP_TOPIC,
     account_uuid,
 )
+from ledger.rollup_digest import digest_item, digest_of
+from ledger.store.event_log import decode_state
 
 UTC = timezone.utc
 NO_GRACE = timedelta(0)

@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from ledger import Ledger, Settings
 from ledger.compaction import compact
 from ledger.domain import account_uuid
+from ledger.store.schema import daily_billing_records, projection_tracking
 from projections import ProjectionError, Projector, rebuild
 from projections.errors import ZoneMismatch
 from projections.reports import records
-from ledger.store.schema import daily_billing_records, projection_tracking
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)

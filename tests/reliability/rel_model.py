@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from contextlib import contextmanager
 
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC
 from ledger.store.schema import daily_billing_records
