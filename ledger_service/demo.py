@@ -17,13 +17,17 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, time as clock, timedelta, timezone
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 from zoneinfo import ZoneInfo
 
 from ledger.domain import Totals
 from ledger.errors import ChargeConflict, InvalidCharge
 from ledger.measures import MEASURES
 from ledger_service.wording import plural
+
+if TYPE_CHECKING:
+    from ledger import Ledger
+    from projections import AuditResult, Projector
 
 ACCOUNT_NAMES = (
     "acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka",
@@ -101,7 +105,7 @@ class DemoResult:
     events_before_compaction: int = 0
     events_after: int = 0
     audit_clean: bool = False
-    audit: Any = None
+    audit: AuditResult | None = None
     top_accounts: list[dict[str, Any]] = field(default_factory=list)
     by_model: list[dict[str, Any]] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)
@@ -228,7 +232,7 @@ def _late_arrivals(month: list[dict[str, Any]], rnd: random.Random, share: float
 # -- the flow ------------------------------------------------------------------
 
 
-def run_demo(ledger: Any, config: DemoConfig = DemoConfig(), reporter: Reporter | None = None,
+def run_demo(ledger: Ledger, config: DemoConfig = DemoConfig(), reporter: Reporter | None = None,
              *, now: datetime | None = None) -> DemoResult:
     """Record, retry, refuse, reverse, project, compact, record late, audit, report."""
     from ledger.compaction import compact
@@ -346,7 +350,7 @@ def run_demo(ledger: Any, config: DemoConfig = DemoConfig(), reporter: Reporter 
     return result
 
 
-def _project(projector: Any, ledger: Any, say: Reporter, title: str) -> int:
+def _project(projector: Projector, ledger: Ledger, say: Reporter, title: str) -> int:
     head = ledger.recorder.max_notification_id() or 0
     start = projector.position()
     applied = 0

@@ -8,9 +8,13 @@ an empty cell in CSV.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ledger.measures import MEASURES
+
+if TYPE_CHECKING:
+    from ledger.compaction import CompactionResult
+    from projections import Conservation
 
 #: How an absent user, provider or model is shown in tables and text.
 ABSENT = "-"
@@ -42,11 +46,8 @@ def duration(seconds: float) -> str:
     return plural(int(seconds), "second")
 
 
-def held_back(result: Any) -> str:
-    """Why compaction left closed account-days alone, each reason with its count.
-
-    ``result`` is a :class:`ledger.compaction.CompactionResult`.
-    """
+def held_back(result: CompactionResult) -> str:
+    """Why compaction left closed account-days alone, each reason with its count."""
     grace = duration(result.grace_seconds)
     words = {
         "grace_period": f"within the grace period (an event recorded less than {grace} ago, "
@@ -65,11 +66,10 @@ def figures(values: Mapping[str, int] | None) -> str:
     return "/".join(str(values.get(name, 0)) for name in MEASURES)
 
 
-def conservation_lines(conservation: Any) -> list[str]:
+def conservation_lines(conservation: Conservation) -> list[str]:
     """The conservation check as a person reads it: what was compared with what, and why.
 
-    ``conservation`` is a :class:`projections.audit.Conservation`. Records and
-    log cover every account; the account comparison covers only compacted
+    Records and log cover every account; the account comparison covers only compacted
     accounts (their running totals still count the charges compaction pruned,
     so they can be checked against the rollups), hence its smaller figures.
     """

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from ledger.store.schema import audit_runs
 
 if TYPE_CHECKING:
-    from ledger.persistence import LedgerRecorder as Store
+    from ledger.store.base import Store
 
 
 class AuditRunRow(NamedTuple):

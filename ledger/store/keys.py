@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from ledger.store.schema import api_keys
 
 if TYPE_CHECKING:
-    from ledger.persistence import LedgerRecorder as Store
+    from ledger.store.base import Store
 
 #: The reader's connections on PostgreSQL: kept, allowed beyond that, recycled after (seconds).
 READER_POOL_SIZE = 4

@@ -16,7 +16,7 @@ from ledger.store.keys import KeyRow, key_row, reader_of, utc
 from ledger.store.schema import api_keys, dashboard_sessions
 
 if TYPE_CHECKING:
-    from ledger.persistence import LedgerRecorder as Store
+    from ledger.store.base import Store
 
 
 class SessionRow(NamedTuple):

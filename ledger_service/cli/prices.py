@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Column, Table
@@ -22,6 +22,9 @@ from ledger_service.cli.app import (
 )
 from ledger.money import format_micros
 from ledger_service.wording import plural
+
+if TYPE_CHECKING:
+    from ledger import Price
 
 prices_app = typer.Typer(
     help="The price catalogue: integer micro-units per million tokens, each with an effective-from time.",
@@ -180,7 +183,7 @@ def _moment(value: str, option: str) -> datetime:
     return moment
 
 
-def _describe(price: Any, currency: str) -> str:
+def _describe(price: Price, currency: str) -> str:
     key = "/".join(v or "*" for v in (price.provider, price.model, price.charge_type))
     fee = f", {format_micros(price.per_call_micros)} per call" if price.per_call_micros else ""
     return (f"{key} from {price.effective_from.isoformat()}: {format_micros(price.prompt_micros_per_million)} "
@@ -188,7 +191,7 @@ def _describe(price: Any, currency: str) -> str:
             f"million tokens{fee}")
 
 
-def _price_table(prices: list[Any], currency: str) -> Table:
+def _price_table(prices: list[Price], currency: str) -> Table:
     table = Table(Column("version", justify="right"), "provider", "model", "charge type", "effective from",
                   Column(f"prompt {currency}/M", justify="right"), Column(f"completion {currency}/M", justify="right"),
                   Column("per call", justify="right"), "note")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from datetime import timedelta
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.table import Column, Table
@@ -31,10 +31,14 @@ from ledger_service.csvsafe import write_csv
 from ledger_service.wording import conservation_lines, held_back, json_value, plural
 from ledger_service.wording import shown as shown_value
 
+if TYPE_CHECKING:
+    from ledger import Ledger
+    from projections import AuditResult, Difference
+
 KEY_COLUMNS = ("account_id", "user_id", "billing_date", "charge_type", "provider", "model")
 
 
-def run_projector(ledger: Any, description: str = "projecting") -> tuple[int, int]:
+def run_projector(ledger: Ledger, description: str = "projecting") -> tuple[int, int]:
     """Run the projector to the end of the log, with a progress bar: (events, position)."""
     projections = require("projections", "projection")
     projector = projections.Projector(ledger)
@@ -92,7 +96,7 @@ def rebuild(
         raise typer.Exit(EXIT["failed"])
 
 
-def _print_differences(differences: list[Any], count: int, limit: int | None = None) -> None:
+def _print_differences(differences: list[Difference], count: int, limit: int | None = None) -> None:
     shown = differences if limit is None else differences[:limit]
     for difference in shown:
         d = difference.to_dict()
@@ -141,7 +145,7 @@ def audit(
         raise typer.Exit(EXIT["failed"])
 
 
-def print_audit(result: Any, limit: int | None = None) -> None:
+def print_audit(result: AuditResult, limit: int | None = None) -> None:
     """The verdict first, then the evidence."""
     c = result.conservation
     verdict = "CLEAN" if result.clean else "FAILED"

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 from rich.table import Column, Table
 
 from ledger_service.cli.app import EXIT, HEADINGS, print_table, app, emit_json, note, out, progress_bar, show_figure, state_of
+from ledger.charge_fields import CHARGE_FIELDS, SPECS
 from ledger.measures import MEASURES
 from ledger.money import format_micros
 from ledger_service.wording import plural, shown
 
+if TYPE_CHECKING:
+    from ledger import Ledger, Receipt
 
-def _cost_text(receipt: Any) -> str:
+
+def _cost_text(receipt: Receipt) -> str:
     if receipt.price_version is None:
         return "unpriced"
     return f"cost {format_micros(receipt.cost_micros)} (price version {receipt.price_version})"
 
 
-def _stored_facts(ledger: Any, receipt: Any) -> dict[str, Any]:
+def _stored_facts(ledger: Ledger, receipt: Receipt) -> dict[str, Any]:
     """The facts the charge was recorded with (the original's, for a duplicate)."""
     row = ledger.store.find_charge(receipt.account_id, receipt.charge_id)
     return json.loads(row.payload) if row is not None else {}
@@ -36,7 +41,7 @@ def _moment_text(value: Any) -> str:
     return moment.isoformat(timespec="seconds")
 
 
-def receipt_text(receipt: Any, facts: dict[str, Any]) -> str:
+def receipt_text(receipt: Receipt, facts: dict[str, Any]) -> str:
     """One line: which charge, whose, when it occurred and what it cost.
 
     The recording time is shown only for a duplicate, where it says when the
@@ -50,23 +55,34 @@ def receipt_text(receipt: Any, facts: dict[str, Any]) -> str:
     return f"recorded {who}, {occurred}, {_cost_text(receipt)}"
 
 
+#: What the command line adds to a field's description.
+_CLI_NOTES = {"occurred_at": " It decides the billing date."}
+#: Field names in a description (those of more than one word: one word is prose, "Model provider").
+_FIELD_NAME = re.compile(r"\b(" + "|".join(name for name in CHARGE_FIELDS if "_" in name) + r")\b")
+
+
+def _help(name: str) -> str:
+    """A charge field's description (:mod:`ledger.charge_fields`), naming the other fields as options."""
+    text = SPECS[name].description + _CLI_NOTES.get(name, "")
+    return _FIELD_NAME.sub(lambda found: "--" + found.group(1).replace("_", "-"), text)
+
+
 @app.command()
 def record(
     ctx: typer.Context,
-    account_id: Optional[str] = typer.Option(None, help="Account billed (or give --user-profile-id)."),
-    user_id: Optional[str] = typer.Option(None, help="User within the account."),
-    charge_type: Optional[str] = typer.Option(None, help="completion, plugin, tool, usage, subscription, ..."),
-    provider: Optional[str] = typer.Option(None, help="Model provider (absent: unspecified)."),
-    model: Optional[str] = typer.Option(None, help="Model name (absent: unspecified)."),
-    prompt_tokens: Optional[int] = typer.Option(None, help="Tokens in the prompt [default: 0]."),
-    completion_tokens: Optional[int] = typer.Option(None, help="Tokens in the completion [default: 0]."),
-    total_tokens: Optional[int] = typer.Option(None, help="Defaults to prompt + completion."),
-    charge_id: Optional[str] = typer.Option(None, help="Idempotency key (default: a new UUID)."),
-    occurred_at: Optional[str] = typer.Option(None, help="When the call happened: ISO 8601 with a zone; "
-                                              "it decides the billing date [default: now]."),
-    reference: Optional[str] = typer.Option(None, help="Free text kept with the charge (a request id, say)."),
-    session_key: Optional[str] = typer.Option(None, help="The caller's session, kept with the charge."),
-    user_profile_id: Optional[int] = typer.Option(None, help="Seed-style user profile; resolves the account."),
+    account_id: Optional[str] = typer.Option(None, help=_help("account_id")),
+    user_id: Optional[str] = typer.Option(None, help=_help("user_id")),
+    charge_type: Optional[str] = typer.Option(None, help=_help("charge_type")),
+    provider: Optional[str] = typer.Option(None, help=_help("provider")),
+    model: Optional[str] = typer.Option(None, help=_help("model")),
+    prompt_tokens: Optional[int] = typer.Option(None, help=_help("prompt_tokens")),
+    completion_tokens: Optional[int] = typer.Option(None, help=_help("completion_tokens")),
+    total_tokens: Optional[int] = typer.Option(None, help=_help("total_tokens")),
+    charge_id: Optional[str] = typer.Option(None, help=_help("charge_id")),
+    occurred_at: Optional[str] = typer.Option(None, help=_help("occurred_at")),
+    reference: Optional[str] = typer.Option(None, help=_help("reference")),
+    session_key: Optional[str] = typer.Option(None, help=_help("session_key")),
+    user_profile_id: Optional[int] = typer.Option(None, help=_help("user_profile_id")),
     json_output: bool = typer.Option(False, "--json", help="Print the receipt as JSON."),
 ) -> None:
     """Record one charge and print its receipt (durable when printed).
@@ -78,17 +94,8 @@ def record(
     Example: ledger record --account-id acme --user-id ada --charge-type completion
     --provider openai --model gpt-4o --prompt-tokens 120 --completion-tokens 30
     """
-    fields = {
-        name: value
-        for name, value in (
-            ("account_id", account_id), ("user_id", user_id), ("charge_type", charge_type),
-            ("provider", provider), ("model", model), ("prompt_tokens", prompt_tokens),
-            ("completion_tokens", completion_tokens), ("total_tokens", total_tokens),
-            ("charge_id", charge_id), ("occurred_at", occurred_at), ("reference", reference),
-            ("session_key", session_key), ("user_profile_id", user_profile_id),
-        )
-        if value is not None
-    }
+    given = locals()  # the options are named as the charge's fields
+    fields = {name: given[name] for name in CHARGE_FIELDS if given[name] is not None}
     ledger = state_of(ctx).ledger()
     receipt = ledger.record_charge(**fields)
     if json_output:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledger.measures import MEASURES
 from ledger_service.audits import AuditRun, last_audit
 from ledger_service.dashboard.periods import Period
+
+if TYPE_CHECKING:
+    from ledger import Ledger
 
 _projecting = threading.Lock()
 
@@ -34,7 +37,7 @@ class Figures:
     audit: AuditRun | None = None
 
 
-def catch_up(ledger: Any) -> int:
+def catch_up(ledger: Ledger) -> int:
     """Bring the records up to date; return how many events they were behind."""
     from projections import Projector
 
@@ -50,7 +53,7 @@ def series_label(row: dict[str, Any]) -> str:
     return f"{provider} / {model}"
 
 
-def figures(ledger: Any, period: Period, account_id: str | None) -> Figures:
+def figures(ledger: Ledger, period: Period, account_id: str | None) -> Figures:
     """The page's figures for one account, or every account (``None``)."""
     from projections.reports import records
 

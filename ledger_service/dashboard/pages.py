@@ -10,6 +10,7 @@ passes the checks of :mod:`ledger_service.dashboard.csrf` or is refused
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, quote
 
@@ -220,7 +221,7 @@ def _no_cost(found: Figures) -> str:
     return "No usage in this period"
 
 
-def _tokens(row: Any) -> str:
+def _tokens(row: Mapping[str, object]) -> str:
     return f"{row['total_tokens']:,}"
 
 

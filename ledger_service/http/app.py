@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
@@ -30,6 +30,9 @@ from ledger_service.http.slashes import RelativeSlashRedirect
 from ledger_service.keys import KeyCache, close_reader
 from ledger_service.secret_key import load_secret_key
 from projections.projector import ProjectionError
+
+if TYPE_CHECKING:
+    from ledger import Ledger
 
 log = logging.getLogger("ledger_service.http")
 
@@ -82,7 +85,7 @@ class LedgerApp(FastAPI):
         return None
 
 
-def create_app(ledger: Any, http: HttpSettings | None = None, *, owns_ledger: bool = False) -> FastAPI:
+def create_app(ledger: Ledger, http: HttpSettings | None = None, *, owns_ledger: bool = False) -> FastAPI:
     """The API on ``ledger``; with ``owns_ledger`` the app closes it on shutdown."""
 
     @asynccontextmanager

@@ -13,7 +13,7 @@ effect within that time).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -21,6 +21,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger_service.http.problems import Problem
 from ledger_service.keys import ApiKey, KeyCache, authenticate_cached, well_formed
+
+if TYPE_CHECKING:
+    from ledger import Ledger
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `ledger keys create`.")
 
@@ -44,7 +47,7 @@ class Caller:
     action: str
     cache: KeyCache
 
-    def key(self, ledger: Any) -> ApiKey:
+    def key(self, ledger: Ledger) -> ApiKey:
         key = authenticate_cached(ledger, self.presented, self.cache)
         if key is None:
             raise unauthorized("the API key is unknown or revoked")

@@ -15,7 +15,7 @@ hands the request to a worker thread once.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -40,6 +40,9 @@ from ledger_service.http.schemas import (
 )
 from ledger_service.keys import ApiKey
 
+if TYPE_CHECKING:
+    from ledger import Ledger
+
 router = APIRouter(tags=["charges"])
 
 CHARGE_SCHEMA = ChargeIn.model_json_schema()
@@ -60,7 +63,7 @@ def scoped_fields(key: ApiKey, fields: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def account_of(ledger: Any, fields: Mapping[str, Any]) -> str | None:
+def account_of(ledger: Ledger, fields: Mapping[str, Any]) -> str | None:
     """The account a charge would be recorded for; None when it is invalid (the ledger says why)."""
     try:
         return ledger.validate(fields).account_id
@@ -111,7 +114,7 @@ router.add_api_route(
 )
 
 
-def _record_one(ledger: Any, caller: Caller, body: Any) -> Response:
+def _record_one(ledger: Ledger, caller: Caller, body: Any) -> Response:
     key = caller.key(ledger)
     if not isinstance(body, dict):
         raise Problem(422, "the body must be a JSON object of charge fields",
@@ -147,7 +150,7 @@ async def record_batch(request: Request, caller: Caller = Depends(requires("writ
     return await run_in_threadpool(_record_many, request.app.state.ledger, caller, body, settings.max_batch)
 
 
-def _record_many(ledger: Any, caller: Caller, body: Any, max_batch: int) -> JsonAnswer:
+def _record_many(ledger: Ledger, caller: Caller, body: Any, max_batch: int) -> JsonAnswer:
     key = caller.key(ledger)
     items = body.get("charges") if isinstance(body, dict) else None
     if not isinstance(items, list) or set(body) != {"charges"}:
@@ -199,7 +202,7 @@ async def reverse_charge(charge_id: str, request: Request, caller: Caller = Depe
     return await run_in_threadpool(_reverse, request.app.state.ledger, caller, charge_id, body)
 
 
-def _reverse(ledger: Any, caller: Caller, charge_id: str, body: Any) -> JSONResponse:
+def _reverse(ledger: Ledger, caller: Caller, charge_id: str, body: Any) -> JSONResponse:
     key = caller.key(ledger)
     if body is None:
         body = {}

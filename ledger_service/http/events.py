@@ -14,7 +14,7 @@ event is rebuilt for a retry, and an event without a time is stamped
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -27,6 +27,9 @@ from ledger_service.http.bodies import read_json
 from ledger_service.http.cloudevents import event_field, to_charge
 from ledger_service.http.problems import Problem
 from ledger_service.http.schemas import AUTH_PROBLEMS, BODY_PROBLEMS, problem
+
+if TYPE_CHECKING:
+    from ledger import Ledger
 
 router = APIRouter(tags=["events"])
 
@@ -73,7 +76,7 @@ async def ingest_events(request: Request, caller: Caller = Depends(requires("wri
     return Response(status_code=204)
 
 
-def _ingest(ledger: Any, caller: Caller, body: Any, max_batch: int) -> None:
+def _ingest(ledger: Ledger, caller: Caller, body: Any, max_batch: int) -> None:
     key = caller.key(ledger)
     events = body if isinstance(body, list) else [body]
     if len(events) > max_batch:

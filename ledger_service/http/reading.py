@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import threading
 from datetime import date
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -25,6 +25,9 @@ from ledger_service.http.auth import Caller, check_account, plain_text, requires
 from ledger_service.http.problems import Problem
 from ledger_service.http.query import known_query
 from ledger_service.http.schemas import AUTH_PROBLEMS, TotalsOut, UsagePage, problem
+
+if TYPE_CHECKING:
+    from ledger import Ledger
 
 router = APIRouter(tags=["reading"])
 
@@ -43,7 +46,7 @@ async def account_totals(account_id: str, request: Request, caller: Caller = Dep
     return await run_in_threadpool(_totals, request.app.state.ledger, caller, account_id)
 
 
-def _totals(ledger: Any, caller: Caller, account_id: str) -> JSONResponse:
+def _totals(ledger: Ledger, caller: Caller, account_id: str) -> JSONResponse:
     check_account(caller.key(ledger), account_id, "account_id")
     if not plain_text(account_id):
         raise Problem(404, "unknown account", errors=[{"field": "account_id", "detail": "unknown account"}])
@@ -102,7 +105,7 @@ async def usage(
                          "billing_tz": ledger.settings.billing_tz}, headers=headers)
 
 
-def _usage(ledger: Any, caller: Caller, query: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+def _usage(ledger: Ledger, caller: Caller, query: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
     """The caller's records for ``query`` (checked, and narrowed to a scoped key's account), and the groups."""
     key = caller.key(ledger)
     account = query["account_id"]
@@ -128,7 +131,7 @@ def _usage(ledger: Any, caller: Caller, query: dict[str, Any]) -> tuple[list[dic
     return rows, groups
 
 
-def _records(ledger: Any, query: dict[str, Any]) -> list[dict[str, Any]]:
+def _records(ledger: Ledger, query: dict[str, Any]) -> list[dict[str, Any]]:
     """The records after bringing them up to date with the log (one projector run at a time here)."""
     from projections import Projector
     from projections.reports import records

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ledger.charge_fields import SPECS, ChargeField
 from ledger_service.http.problems import MEDIA_TYPE
 
 
@@ -32,34 +33,43 @@ class ProblemBody(BaseModel):
     errors: Optional[list[FieldError]] = None
 
 
-class ChargeIn(BaseModel):
-    """A charge: the fields of ``record_charge``. An account is required (or a user profile to resolve it).
+#: The longest text the API documents for a charge, in characters (the ledger's default limits).
+MAX_TEXT = 256
+MAX_REFERENCE = 1024
+#: What the API adds to a field's description.
+_HTTP_NOTES = {"account_id": " Defaults to an ingest key's account."}
+
+
+def _charge_field(spec: ChargeField) -> tuple[Any, Any]:
+    """A charge field as the API documents it: its type, optional unless required, with its limits.
+
+    Tokens and user profiles are non-negative; text is at most :data:`MAX_TEXT` characters
+    (:data:`MAX_REFERENCE` for ``reference``), except ``charge_type``, which is one of the configured names.
+    """
+    limits: dict[str, int] = {}
+    if spec.type is int:
+        limits["ge"] = 0
+    elif spec.type is str and spec.name != "charge_type":
+        limits["max_length"] = MAX_REFERENCE if spec.name == "reference" else MAX_TEXT
+    description = spec.description + _HTTP_NOTES.get(spec.name, "")
+    if spec.required:
+        return spec.type, Field(description=description, **limits)
+    return Optional[spec.type], Field(None, description=description, **limits)  # noqa: UP045 - a runtime type
+
+
+#: A charge: every field of :mod:`ledger.charge_fields`, in its order (documentation only: the ledger validates).
+ChargeIn: type[BaseModel] = create_model(
+    "ChargeIn",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="""A charge: the fields of ``record_charge``. An account is required (or a user profile to resolve it).
 
     Text may not contain control characters (tab and newline included), lone surrogates or unassigned
     code points; ids (account_id, user_id, charge_id) may not contain invisible or direction-control
     characters (U+200B-U+200F, U+202A-U+202E, U+2066-U+2069, U+FEFF) either. Each refusal names the field
     and the character.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    account_id: Optional[str] = Field(None, max_length=256, description="Defaults to an ingest key's account.")
-    user_id: Optional[str] = Field(None, max_length=256)
-    charge_type: str = Field(description="completion, plugin, tool, usage, subscription, or as configured.")
-    provider: Optional[str] = Field(None, max_length=256)
-    model: Optional[str] = Field(None, max_length=256)
-    prompt_tokens: Optional[int] = Field(None, ge=0)
-    completion_tokens: Optional[int] = Field(None, ge=0)
-    total_tokens: Optional[int] = Field(None, ge=0, description="Defaults to prompt + completion.")
-    charge_id: Optional[str] = Field(None, max_length=256, description="Idempotency key; default a new UUID.")
-    occurred_at: Optional[datetime] = Field(None, description="ISO 8601 with a zone; default now.")
-    reference: Optional[str] = Field(None, max_length=1024)
-    session_key: Optional[str] = Field(None, max_length=256)
-    user_profile_id: Optional[int] = Field(None, ge=0, description="Resolves the account when account_id is absent.")
-
-
-class BatchIn(BaseModel):
-    charges: list[ChargeIn]
+    """,
+    **{name: _charge_field(spec) for name, spec in SPECS.items()},
+)
 
 
 class ReversalIn(BaseModel):
