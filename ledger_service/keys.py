@@ -30,10 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.errors import InvalidInput, LedgerError
 from ledger.store import keys as stored
+from ledger.store.engine import PoolSettings
 from ledger.text import text_problem
 
 if TYPE_CHECKING:
     from ledger import Ledger
+    from ledger.settings import HttpSettings
 
 ROLES = ("admin", "ingest", "read")
 PREFIX = "lk_"
@@ -86,6 +88,12 @@ class ApiKey:
 
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def open_reader(ledger: Ledger, http: HttpSettings) -> None:
+    """Open the key lookup's engine with the ``http`` section's pool (a server, at start)."""
+    stored.open_reader(ledger.store, PoolSettings(size=http.key_pool_size, max_overflow=http.key_pool_max_overflow,
+                                                  recycle_seconds=ledger.settings.pool_recycle_seconds))
 
 
 def close_reader(ledger: Ledger) -> None:

@@ -6,7 +6,8 @@ health check) go through a small engine of their own per ledger engine
 (:func:`reader_of`): the ledger's engine begins every transaction outside its
 own as a write (``BEGIN IMMEDIATE`` on SQLite), which would queue each
 request behind the writers, while a plain engine reads without taking the
-write lock.
+write lock. A server opens it with its settings' pool (:func:`open_reader`);
+elsewhere the first lookup opens it with :data:`READER_POOL`.
 
 Rows come back as :class:`KeyRow` with UTC-aware times (SQLite returns
 naive ones).
@@ -21,15 +22,14 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import sqlalchemy as sa
 
+from ledger.store.engine import PoolSettings
 from ledger.store.schema import api_keys
 
 if TYPE_CHECKING:
     from ledger.store.base import Store
 
-#: The reader's connections on PostgreSQL: kept, allowed beyond that, recycled after (seconds).
-READER_POOL_SIZE = 4
-READER_MAX_OVERFLOW = 8
-READER_POOL_RECYCLE_SECONDS = 1800
+#: The reader's pool on PostgreSQL when no settings gave one (``LEDGER_HTTP_KEY_POOL_*``'s defaults).
+READER_POOL = PoolSettings(size=4, max_overflow=8)
 #: Seconds a reader waits for SQLite's lock before giving up.
 READER_SQLITE_TIMEOUT_SECONDS = 60
 
@@ -48,18 +48,23 @@ class KeyRow(TypedDict):
     revoked_at: datetime | None
 
 
-def reader_of(store: Store) -> sa.engine.Engine:
-    """The engine the per-request lookups use, made once per ledger engine."""
+def open_reader(store: Store, pool: PoolSettings = READER_POOL) -> sa.engine.Engine:
+    """The engine the per-request lookups use, made once per ledger engine (``pool`` on PostgreSQL)."""
     engine = store.engine
     reader = _readers.get(engine)
     if reader is None:
         if engine.dialect.name == "sqlite":
             reader = sa.create_engine(engine.url, connect_args={"timeout": READER_SQLITE_TIMEOUT_SECONDS})
         else:
-            reader = sa.create_engine(engine.url, pool_size=READER_POOL_SIZE, max_overflow=READER_MAX_OVERFLOW,
-                                      pool_recycle=READER_POOL_RECYCLE_SECONDS)
+            reader = sa.create_engine(engine.url, pool_size=pool.size, max_overflow=pool.max_overflow,
+                                      pool_recycle=pool.recycle_seconds)
         _readers[engine] = reader
     return reader
+
+
+def reader_of(store: Store) -> sa.engine.Engine:
+    """The lookups' engine, opened with :data:`READER_POOL` unless a server opened it already."""
+    return open_reader(store)
 
 
 def close_reader(store: Store) -> None:

@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from ledger import Ledger
 
 COOKIE = "ledger_session"
-#: Hours a session lasts without signing in again.
-MAX_AGE_SECONDS = 12 * 3600
 #: Roles that may look at usage.
 VIEWERS = ("admin", "read")
 #: A session id as the cookie carries it: 32 random bytes, URL-safe base64.
@@ -45,12 +43,13 @@ def session_id_of(request: Request) -> str | None:
 
 
 def start(response: Response, request: Request, ledger: Ledger, key: ApiKey) -> str:
-    """Store a new session for ``key`` (expired ones go) and set its cookie
-    (HttpOnly, SameSite=Strict, Secure over HTTPS)."""
+    """Store a new session for ``key`` (expired ones go) and set its cookie (HttpOnly, SameSite=Strict,
+    Secure over HTTPS), both lasting the app's ``dashboard.session_seconds``."""
     session_id = secrets.token_urlsafe(32)
+    lifetime = request.app.state.dashboard.session_seconds
     now = datetime.now(UTC)
-    stored.add_session(ledger.store, digest(session_id), key.id, now, now + timedelta(seconds=MAX_AGE_SECONDS))
-    response.set_cookie(COOKIE, session_id, max_age=MAX_AGE_SECONDS, httponly=True, samesite="strict",
+    stored.add_session(ledger.store, digest(session_id), key.id, now, now + timedelta(seconds=lifetime))
+    response.set_cookie(COOKIE, session_id, max_age=lifetime, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/dashboard")
     return session_id
 

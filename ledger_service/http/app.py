@@ -20,14 +20,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from ledger.errors import BusyAccount, InvalidInput, LedgerError
-from ledger.settings import HttpSettings, Settings
-from ledger_service import dashboard
+from ledger.settings import DashboardSettings, HttpSettings, Settings
+from ledger_service import dashboard as dashboard_pages
 from ledger_service.http import charges, docs, events, health, index, reading
 from ledger_service.http.auth import check_caller
 from ledger_service.http.problems import Problem, handle_problem, problem_response
 from ledger_service.http.security_headers import STRICT_CSP, secure_send
 from ledger_service.http.slashes import RelativeSlashRedirect
-from ledger_service.keys import KeyCache, close_reader
+from ledger_service.keys import KeyCache, close_reader, open_reader
 from ledger_service.secret_key import load_secret_key
 from projections.projector import ProjectionError
 
@@ -85,8 +85,10 @@ class LedgerApp(FastAPI):
         return None
 
 
-def create_app(ledger: Ledger, http: HttpSettings | None = None, *, owns_ledger: bool = False) -> FastAPI:
-    """The API on ``ledger``; with ``owns_ledger`` the app closes it on shutdown."""
+def create_app(ledger: Ledger, http: HttpSettings | None = None, *, dashboard: DashboardSettings | None = None,
+               owns_ledger: bool = False) -> FastAPI:
+    """The API on ``ledger`` (sections not given are read from the environment now);
+    with ``owns_ledger`` the app closes it on shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -99,13 +101,15 @@ def create_app(ledger: Ledger, http: HttpSettings | None = None, *, owns_ledger:
                     redirect_slashes=False, docs_url=None, redoc_url=None)  # docs.router serves them offline
     app.state.ledger = ledger
     app.state.http = http or HttpSettings()
+    app.state.dashboard = dashboard or DashboardSettings()
+    open_reader(ledger, app.state.http)
     app.state.keys = KeyCache(app.state.http.key_cache_seconds)
     app.state.secret_key = load_secret_key(app.state.http).value
     for router in (index.router, charges.router, reading.router, events.router, health.router, docs.router,
-                   dashboard.router):
+                   dashboard_pages.router):
         app.include_router(router)
     app.router.default = RelativeSlashRedirect(app.router)
-    app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="dashboard-static")
+    app.mount("/dashboard/static", StaticFiles(directory=dashboard_pages.STATIC), name="dashboard-static")
     app.mount(docs.ASSETS, StaticFiles(directory=docs.STATIC), name="docs-assets")
     app.add_exception_handler(Problem, handle_problem)
     app.add_exception_handler(RequestValidationError, _invalid_request)
