@@ -12,8 +12,9 @@ Every CSV the project writes goes through :func:`write_csv`.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import IO, Any, Iterable, Sequence
+from typing import IO, Any
 
 #: First characters that make a spreadsheet treat a cell as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

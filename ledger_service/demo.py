@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import date, datetime, time as clock, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from ledger.domain import Totals
@@ -197,7 +199,7 @@ def synthetic_month(config: DemoConfig, *, end: date, zone: ZoneInfo) -> list[di
     month = []
     for n, (at, item) in enumerate(items, start=1):
         item["charge_id"] = f"ch_{config.seed}_{n:07d}"
-        item["occurred_at"] = at.astimezone(timezone.utc).isoformat()
+        item["occurred_at"] = at.astimezone(UTC).isoformat()
         month.append(item)
     return month
 
@@ -236,14 +238,13 @@ def run_demo(ledger: Ledger, config: DemoConfig = DemoConfig(), reporter: Report
              *, now: datetime | None = None) -> DemoResult:
     """Record, retry, refuse, reverse, project, compact, record late, audit, report."""
     from ledger.compaction import compact
+    from ledger_service.audits import record_audit
     from projections import Projector, audit
     from projections.reports import account_summaries, records
 
-    from ledger_service.audits import record_audit
-
     say = reporter or SilentReporter()
     zone = ledger.settings.zone
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     today = now.astimezone(zone).date()
     rnd = random.Random(config.seed + 1)
     result = DemoResult()
@@ -313,7 +314,7 @@ def run_demo(ledger: Ledger, config: DemoConfig = DemoConfig(), reporter: Report
     late = [
         {"account_id": "acme", "user_id": "ada", "charge_type": "completion", "provider": "openai",
          "model": "gpt-4o-mini", "prompt_tokens": 300 + i, "completion_tokens": 40,
-         "occurred_at": datetime.combine(late_day, clock(15, i % 60), zone).astimezone(timezone.utc).isoformat(),
+         "occurred_at": datetime.combine(late_day, clock(15, i % 60), zone).astimezone(UTC).isoformat(),
          "charge_id": f"late_{config.seed}_{i}"}
         for i in range(25)
     ]

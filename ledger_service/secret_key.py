@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from ledger.settings import MIN_SECRET_KEY_LENGTH, HttpSettings
 

@@ -8,7 +8,8 @@ an empty cell in CSV.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ledger.measures import MEASURES
 

@@ -5,6 +5,7 @@ imports its capability (projections, compaction, jobs, bench) when it runs,
 so a missing one is a clear error for that command and never breaks the rest.
 """
 
+# ruff: noqa: I001 - ``ledger --help`` lists the commands in the order these modules register them
 from ledger_service.cli.app import EXIT, CliError, app
 from ledger_service.cli import write as _write  # noqa: F401 - registers commands
 from ledger_service.cli import read as _read  # noqa: F401

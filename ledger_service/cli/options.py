@@ -9,7 +9,8 @@ the command wins.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -37,10 +38,10 @@ def print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-def _set_after_command(field_name: str) -> Callable[[typer.Context, Optional[str]], Optional[str]]:
+def _set_after_command(field_name: str) -> Callable[[typer.Context, str | None], str | None]:
     """A callback that lets a global option given after the command override the one before it."""
 
-    def remember(ctx: typer.Context, value: Optional[str]) -> Optional[str]:
+    def remember(ctx: typer.Context, value: str | None) -> str | None:
         from ledger_service.cli.app import State
 
         state = ctx.find_object(State)
@@ -54,10 +55,10 @@ def _set_after_command(field_name: str) -> Callable[[typer.Context, Optional[str
 
 
 def _global_options_after_command(
-    database_url: Optional[str] = typer.Option(
+    database_url: str | None = typer.Option(
         None, "--database-url", metavar="URL", expose_value=False, callback=_set_after_command("database_url"),
         help=DATABASE_URL_HELP, rich_help_panel="Global options"),
-    billing_tz: Optional[str] = typer.Option(
+    billing_tz: str | None = typer.Option(
         None, "--billing-tz", metavar="ZONE", expose_value=False, callback=_set_after_command("billing_tz"),
         help=BILLING_TZ_HELP, rich_help_panel="Global options"),
 ) -> None:

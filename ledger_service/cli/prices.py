@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Column, Table
 
+from ledger.money import format_micros
 from ledger_service.cli.app import (
     CliError,
     app,
@@ -20,7 +21,6 @@ from ledger_service.cli.app import (
     require,
     state_of,
 )
-from ledger.money import format_micros
 from ledger_service.wording import plural
 
 if TYPE_CHECKING:
@@ -36,16 +36,16 @@ app.add_typer(prices_app, name="prices")
 @prices_app.command("set")
 def prices_set(
     ctx: typer.Context,
-    provider: Optional[str] = typer.Option(None, help="Provider the price is for (absent: unspecified)."),
-    model: Optional[str] = typer.Option(None, help="Model the price is for (absent: unspecified)."),
-    charge_type: Optional[str] = typer.Option(None, help="Only this charge type [default: any]."),
+    provider: str | None = typer.Option(None, help="Provider the price is for (absent: unspecified)."),
+    model: str | None = typer.Option(None, help="Model the price is for (absent: unspecified)."),
+    charge_type: str | None = typer.Option(None, help="Only this charge type [default: any]."),
     prompt: int = typer.Option(..., "--prompt", metavar="MICROS", help="Micro-units per million prompt tokens."),
     completion: int = typer.Option(..., "--completion", metavar="MICROS",
                                    help="Micro-units per million completion tokens."),
     per_call: int = typer.Option(0, "--per-call", metavar="MICROS", help="Fixed micro-units per charge."),
-    effective_from: Optional[str] = typer.Option(None, metavar="TIME",
+    effective_from: str | None = typer.Option(None, metavar="TIME",
                                                  help="ISO 8601 with a zone [default: now]."),
-    note_text: Optional[str] = typer.Option(None, "--note", help="Why, for whoever reads the catalogue."),
+    note_text: str | None = typer.Option(None, "--note", help="Why, for whoever reads the catalogue."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Set a price from a moment on; earlier charges keep the price they were costed with.
@@ -69,7 +69,7 @@ def prices_set(
 @prices_app.command("list")
 def prices_list(
     ctx: typer.Context,
-    at: Optional[str] = typer.Option(None, "--at", metavar="TIME",
+    at: str | None = typer.Option(None, "--at", metavar="TIME",
                                      help="The prices in effect at this moment [default: now]."),
     all_: bool = typer.Option(False, "--all", help="Every price ever set, in version order."),
     json_output: bool = typer.Option(False, "--json"),
@@ -126,8 +126,8 @@ def prices_import(
 def reprice(
     ctx: typer.Context,
     catalogue: str = typer.Option(..., "--catalogue", metavar="FILE", help="The catalogue to price with."),
-    start: Optional[str] = typer.Option(None, "--from", metavar="YYYY-MM-DD", help="First billing date."),
-    end: Optional[str] = typer.Option(None, "--to", metavar="YYYY-MM-DD", help="Last billing date (inclusive)."),
+    start: str | None = typer.Option(None, "--from", metavar="YYYY-MM-DD", help="First billing date."),
+    end: str | None = typer.Option(None, "--to", metavar="YYYY-MM-DD", help="Last billing date (inclusive)."),
     limit: int = typer.Option(1000, min=1, help="Account-days listed at most."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import dataclasses
 import sys
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Column, Table
 
+from ledger.measures import MEASURES as VALUE_COLUMNS
 from ledger_service.cli.app import (
     EXIT,
     HEADINGS,
-    show_figure,
     CliError,
     app,
     emit_json,
@@ -23,10 +23,9 @@ from ledger_service.cli.app import (
     print_table,
     progress_bar,
     require,
+    show_figure,
     state_of,
 )
-
-from ledger.measures import MEASURES as VALUE_COLUMNS
 from ledger_service.csvsafe import write_csv
 from ledger_service.wording import conservation_lines, held_back, json_value, plural
 from ledger_service.wording import shown as shown_value
@@ -169,14 +168,14 @@ def print_audit(result: AuditResult, limit: int | None = None) -> None:
 @app.command()
 def report(
     ctx: typer.Context,
-    account: Optional[str] = typer.Option(None, "--account", help="Only this account."),
-    user: Optional[str] = typer.Option(None, "--user", help="Only this user."),
-    start: Optional[str] = typer.Option(None, "--from", metavar="YYYY-MM-DD", help="First billing date."),
-    end: Optional[str] = typer.Option(None, "--to", metavar="YYYY-MM-DD", help="Last billing date (inclusive)."),
-    charge_type: Optional[str] = typer.Option(None, "--charge-type"),
-    provider: Optional[str] = typer.Option(None, "--provider"),
-    model: Optional[str] = typer.Option(None, "--model"),
-    group_by: Optional[str] = typer.Option(
+    account: str | None = typer.Option(None, "--account", help="Only this account."),
+    user: str | None = typer.Option(None, "--user", help="Only this user."),
+    start: str | None = typer.Option(None, "--from", metavar="YYYY-MM-DD", help="First billing date."),
+    end: str | None = typer.Option(None, "--to", metavar="YYYY-MM-DD", help="Last billing date (inclusive)."),
+    charge_type: str | None = typer.Option(None, "--charge-type"),
+    provider: str | None = typer.Option(None, "--provider"),
+    model: str | None = typer.Option(None, "--model"),
+    group_by: str | None = typer.Option(
         None, "--group-by", metavar="COLUMNS",
         help="Columns to group by, comma-separated, among account_id, user_id, billing_date, charge_type, "
              "provider and model [default: all six]."),
@@ -247,7 +246,7 @@ def compact(
     ctx: typer.Context,
     before: str = typer.Option(..., "--before", metavar="YYYY-MM-DD",
                                help="Compact closed billing days before this date."),
-    grace_days: Optional[int] = typer.Option(None, "--grace-days", min=0,
+    grace_days: int | None = typer.Option(None, "--grace-days", min=0,
                                              help="Days a closed day must be old [default: LEDGER_COMPACTION_GRACE_DAYS]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be pruned; change nothing."),
     json_output: bool = typer.Option(False, "--json"),

@@ -6,15 +6,26 @@ import json
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Column, Table
 
-from ledger_service.cli.app import EXIT, HEADINGS, print_table, app, emit_json, note, out, progress_bar, show_figure, state_of
 from ledger.charge_fields import CHARGE_FIELDS, SPECS
 from ledger.measures import MEASURES
 from ledger.money import format_micros
+from ledger_service.cli.app import (
+    EXIT,
+    HEADINGS,
+    app,
+    emit_json,
+    note,
+    out,
+    print_table,
+    progress_bar,
+    show_figure,
+    state_of,
+)
 from ledger_service.wording import plural, shown
 
 if TYPE_CHECKING:
@@ -70,19 +81,19 @@ def _help(name: str) -> str:
 @app.command()
 def record(
     ctx: typer.Context,
-    account_id: Optional[str] = typer.Option(None, help=_help("account_id")),
-    user_id: Optional[str] = typer.Option(None, help=_help("user_id")),
-    charge_type: Optional[str] = typer.Option(None, help=_help("charge_type")),
-    provider: Optional[str] = typer.Option(None, help=_help("provider")),
-    model: Optional[str] = typer.Option(None, help=_help("model")),
-    prompt_tokens: Optional[int] = typer.Option(None, help=_help("prompt_tokens")),
-    completion_tokens: Optional[int] = typer.Option(None, help=_help("completion_tokens")),
-    total_tokens: Optional[int] = typer.Option(None, help=_help("total_tokens")),
-    charge_id: Optional[str] = typer.Option(None, help=_help("charge_id")),
-    occurred_at: Optional[str] = typer.Option(None, help=_help("occurred_at")),
-    reference: Optional[str] = typer.Option(None, help=_help("reference")),
-    session_key: Optional[str] = typer.Option(None, help=_help("session_key")),
-    user_profile_id: Optional[int] = typer.Option(None, help=_help("user_profile_id")),
+    account_id: str | None = typer.Option(None, help=_help("account_id")),
+    user_id: str | None = typer.Option(None, help=_help("user_id")),
+    charge_type: str | None = typer.Option(None, help=_help("charge_type")),
+    provider: str | None = typer.Option(None, help=_help("provider")),
+    model: str | None = typer.Option(None, help=_help("model")),
+    prompt_tokens: int | None = typer.Option(None, help=_help("prompt_tokens")),
+    completion_tokens: int | None = typer.Option(None, help=_help("completion_tokens")),
+    total_tokens: int | None = typer.Option(None, help=_help("total_tokens")),
+    charge_id: str | None = typer.Option(None, help=_help("charge_id")),
+    occurred_at: str | None = typer.Option(None, help=_help("occurred_at")),
+    reference: str | None = typer.Option(None, help=_help("reference")),
+    session_key: str | None = typer.Option(None, help=_help("session_key")),
+    user_profile_id: int | None = typer.Option(None, help=_help("user_profile_id")),
     json_output: bool = typer.Option(False, "--json", help="Print the receipt as JSON."),
 ) -> None:
     """Record one charge and print its receipt (durable when printed).
@@ -107,10 +118,10 @@ def record(
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., help="A .jsonl, .json or .csv file of charges.", show_default=False),
-    format: Optional[str] = typer.Option(None, "--format", help="jsonl, json or csv [default: from the extension]."),
+    file: Annotated[Path, typer.Argument(help="A .jsonl, .json or .csv file of charges.", show_default=False)],
+    format: str | None = typer.Option(None, "--format", help="jsonl, json or csv [default: from the extension]."),
     batch_size: int = typer.Option(1_000, min=1, help="Lines per transaction."),
-    rejects: Optional[Path] = typer.Option(None, help="Reject file [default: FILE.rejects.jsonl]."),
+    rejects: Annotated[Path | None, typer.Option(help="Reject file [default: FILE.rejects.jsonl].")] = None,
     seed_export: bool = typer.Option(False, "--seed-export", show_default=False,
                                      help="FILE is an export of the seed's Charge table (id -> charge id "
                                      "seed-<id>, created_at -> occurred_at, naive = UTC)."),
@@ -157,7 +168,7 @@ def import_(
 def reverse(
     ctx: typer.Context,
     charge_id: str = typer.Argument(..., help="The charge to cancel."),
-    account: Optional[str] = typer.Option(
+    account: str | None = typer.Option(
         None, help="The charge's account (charge ids are unique per account); "
         "without it, the one account that used this id."),
     reason: str = typer.Option("", help="Why (kept with the reversal event)."),
@@ -180,7 +191,7 @@ def reverse(
 @app.command()
 def accounts(
     ctx: typer.Context,
-    account: Optional[List[str]] = typer.Argument(None, help="Accounts to show [default: all]."),
+    account: Annotated[list[str] | None, typer.Argument(help="Accounts to show [default: all].")] = None,
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Running totals per account, net of reversals, straight from the write side.

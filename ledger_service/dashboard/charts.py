@@ -10,8 +10,8 @@ also in a table under each chart.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
-from typing import Callable, Mapping, Sequence
 
 from ledger_service.dashboard.styles import Style, pattern_def, styles
 
@@ -73,8 +73,8 @@ def stacked_bars(
     scale, grid = _y_axis(max(totals, default=0), plot_h, axis or (lambda v, step: show(v)))
     step = plot_w / max(len(days), 1)
     bar_w = max(step * 0.7, 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-             f'aria-labelledby="{chart_id}-title" class="chart" id="{chart_id}">',
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+              f'aria-labelledby="{chart_id}-title" class="chart" id="{chart_id}">'),
              f'<title id="{chart_id}-title">{escape(title)}</title>',
              "<defs>" + "".join(pattern_def(look[s], chart_id, s) for s in series) + "</defs>", *grid]
     if not any(totals):
@@ -123,8 +123,8 @@ def horizontal_bars(chart_id: str, title: str, rows: Sequence[Mapping[str, objec
     height = 24 * max(len(rows), 1) + 10
     top = max((int(r[measure]) for r in rows), default=0) or 1  # type: ignore[call-overload]
     fill = BAR_STYLE.ident(chart_id)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" role="img" '
-             f'aria-labelledby="{chart_id}-title" class="chart bars" id="{chart_id}">',
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" role="img" '
+              f'aria-labelledby="{chart_id}-title" class="chart bars" id="{chart_id}">'),
              f'<title id="{chart_id}-title">{escape(title)}</title>',
              "<defs>" + pattern_def(BAR_STYLE, chart_id, "") + "</defs>"]
     for i, row in enumerate(rows):

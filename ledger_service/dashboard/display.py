@@ -3,9 +3,9 @@ in a ``title``, and a cost whose charges have no price marked as such rather tha
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from html import escape
-from typing import Iterable, Mapping
 
 from markupsafe import Markup
 

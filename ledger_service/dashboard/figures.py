@@ -58,7 +58,7 @@ def figures(ledger: Ledger, period: Period, account_id: str | None) -> Figures:
     from projections.reports import records
 
     lag = catch_up(ledger)
-    query = dict(account_id=account_id, start=period.start, end=period.end)
+    query = {"account_id": account_id, "start": period.start, "end": period.end}
     rows = records(ledger, group_by=("account_id", "billing_date", "user_id", "charge_type", "provider", "model"),
                    **query)
     totals = _sum(rows)

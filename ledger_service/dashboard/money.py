@@ -8,8 +8,8 @@ A cost whose charges all have no price reads "unpriced", never ``$0.00``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Mapping
 
 from ledger.money import MICROS, format_micros
 

@@ -14,9 +14,9 @@ most. Beyond 64 series in one chart, looks repeat.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from html import escape
-from typing import Iterator, Sequence
 
 #: Okabe-Ito colours, distinguishable with the common colour-vision deficiencies, each with the
 #: colour its pattern is drawn in (white on the dark ones, black on the light ones).

@@ -8,8 +8,9 @@ requests reach the ledger together and share its group commits.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
@@ -122,7 +123,8 @@ def create_app(ledger: Ledger, http: HttpSettings | None = None, *, dashboard: D
 
 
 def app_from_environment() -> FastAPI:
-    """The app ``ledger serve`` runs in each worker: settings from ``LEDGER_*`` variables."""
+    """An app on settings read from ``LEDGER_*`` variables now, for an ASGI server's factory
+    (``uvicorn --factory ledger_service.http:app_from_environment``)."""
     from ledger.application import Ledger
 
     return create_app(Ledger(Settings()), owns_ledger=True)

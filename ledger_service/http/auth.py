@@ -12,8 +12,9 @@ effect within that time).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -59,11 +60,17 @@ class Caller:
 def requires(action: str) -> Callable[..., object]:
     """A dependency giving the request's :class:`Caller`; no key, or not a key at all, is 401 at once."""
 
-    async def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
+    async def caller(request: Request,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
         # ``credentials`` declares the bearer scheme in the OpenAPI spec; the key is read by caller_of.
         return caller_of(request, action)
 
     return caller
+
+
+#: An endpoint's caller that may read (``caller: ReadCaller``) or record and reverse (``WriteCaller``).
+ReadCaller = Annotated[Caller, Depends(requires("read"))]
+WriteCaller = Annotated[Caller, Depends(requires("write"))]
 
 
 def caller_of(request: Request, action: str) -> Caller:

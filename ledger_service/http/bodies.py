@@ -12,7 +12,8 @@ accepted looks its key up once, in the thread that does its work.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 from fastapi import Request

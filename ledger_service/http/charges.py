@@ -15,15 +15,22 @@ hands the request to a worker thread once.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from ledger.errors import AlreadyReversed, ChargeConflict, InvalidCharge, LedgerError, UnknownCharge
-from ledger_service.http.auth import Caller, caller_of, requires
+from ledger.errors import (
+    AlreadyReversed,
+    ChargeConflict,
+    InvalidCharge,
+    LedgerError,
+    UnknownCharge,
+)
+from ledger_service.http.auth import Caller, WriteCaller, caller_of
 from ledger_service.http.bodies import read_json
 from ledger_service.http.encoding import JsonAnswer, encode
 from ledger_service.http.problems import Problem, field_errors
@@ -80,11 +87,11 @@ class DirectRoute(APIRoute):
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        direct: Callable[[Request], Coroutine[Any, Any, Response]] = getattr(self.endpoint, "direct")
+        direct: Callable[[Request], Coroutine[Any, Any, Response]] = getattr(self.endpoint, "direct")  # noqa: B009 - undeclared attribute
         return direct
 
 
-async def record_charge(request: Request, caller: Caller = Depends(requires("write"))) -> Response:
+async def record_charge(request: Request, caller: WriteCaller) -> Response:
     """Documents ``POST /v1/charges``; requests are answered by :func:`record_charge_directly`."""
     return await record_charge_directly(request)
 
@@ -95,7 +102,7 @@ async def record_charge_directly(request: Request) -> Response:
     return await run_in_threadpool(_record_one, request.app.state.ledger, caller, body)
 
 
-setattr(record_charge, "direct", record_charge_directly)
+setattr(record_charge, "direct", record_charge_directly)  # noqa: B010 - undeclared attribute
 
 router.add_api_route(
     "/v1/charges",
@@ -144,7 +151,7 @@ def _record_one(ledger: Ledger, caller: Caller, body: Any) -> Response:
     openapi_extra=json_body({"type": "object", "required": ["charges"], "additionalProperties": False,
                              "properties": {"charges": {"type": "array", "items": CHARGE_SCHEMA}}}),
 )
-async def record_batch(request: Request, caller: Caller = Depends(requires("write"))) -> JsonAnswer:
+async def record_batch(request: Request, caller: WriteCaller) -> JsonAnswer:
     settings = request.app.state.http
     body = await read_json(request, JSON, settings.max_body_bytes)
     return await run_in_threadpool(_record_many, request.app.state.ledger, caller, body, settings.max_batch)
@@ -197,7 +204,7 @@ def _outcome(outcome: Any) -> dict[str, Any]:
                **AUTH_PROBLEMS, **BODY_PROBLEMS},
     openapi_extra=json_body(ReversalIn.model_json_schema(), required=False),
 )
-async def reverse_charge(charge_id: str, request: Request, caller: Caller = Depends(requires("write"))) -> JSONResponse:
+async def reverse_charge(charge_id: str, request: Request, caller: WriteCaller) -> JSONResponse:
     body = await read_json(request, JSON, request.app.state.http.max_body_bytes, optional=True)
     return await run_in_threadpool(_reverse, request.app.state.ledger, caller, charge_id, body)
 

@@ -20,7 +20,8 @@ Errors name the event's own fields (``subject``, ``time``, ``id``,
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Collection, Mapping
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from ledger.text import text_problem
 

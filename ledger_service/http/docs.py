@@ -34,7 +34,7 @@ STATIC = Path(str(resources.files("fastapi_offline") / "static"))
 DOCS, REDOC, OAUTH2_REDIRECT = "/docs", "/redoc", "/docs/oauth2-redirect"
 
 router = APIRouter(include_in_schema=False)
-_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
 def policy(html: bytes) -> str:

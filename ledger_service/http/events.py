@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from ledger.errors import ChargeConflict, InvalidCharge, LedgerError
 from ledger.text import printable
-from ledger_service.http.auth import Caller, requires
+from ledger_service.http.auth import Caller, WriteCaller
 from ledger_service.http.bodies import read_json
 from ledger_service.http.cloudevents import event_field, to_charge
 from ledger_service.http.problems import Problem
@@ -69,7 +69,7 @@ EVENT_SCHEMA: dict[str, Any] = {
         "application/json": {"schema": {"oneOf": [EVENT_SCHEMA, {"type": "array", "items": EVENT_SCHEMA}]}},
     }}},
 )
-async def ingest_events(request: Request, caller: Caller = Depends(requires("write"))) -> Response:
+async def ingest_events(request: Request, caller: WriteCaller) -> Response:
     settings = request.app.state.http
     body = await read_json(request, ACCEPTED, settings.max_body_bytes)
     await run_in_threadpool(_ingest, request.app.state.ledger, caller, body, settings.max_batch)

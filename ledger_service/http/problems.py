@@ -7,8 +7,9 @@ is written by an encoder that cannot fail (:mod:`ledger_service.http.encoding`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from fastapi import Request
 

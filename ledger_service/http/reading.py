@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import threading
 from datetime import date
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -21,7 +21,7 @@ from ledger.errors import UnknownAccount
 from ledger.measures import MEASURES
 from ledger_service.csvsafe import write_csv
 from ledger_service.days import parse_day
-from ledger_service.http.auth import Caller, check_account, plain_text, requires
+from ledger_service.http.auth import Caller, ReadCaller, check_account, plain_text
 from ledger_service.http.problems import Problem
 from ledger_service.http.query import known_query
 from ledger_service.http.schemas import AUTH_PROBLEMS, TotalsOut, UsagePage, problem
@@ -41,7 +41,7 @@ _projecting = threading.Lock()
     summary="An account's running totals, net of reversals (from the write side)",
     responses={404: problem("No charge was ever recorded for this account."), **AUTH_PROBLEMS},
 )
-async def account_totals(account_id: str, request: Request, caller: Caller = Depends(requires("read")),
+async def account_totals(account_id: str, request: Request, caller: ReadCaller,
                          _known: None = Depends(known_query)) -> JSONResponse:
     return await run_in_threadpool(_totals, request.app.state.ledger, caller, account_id)
 
@@ -69,23 +69,23 @@ def _totals(ledger: Ledger, caller: Caller, account_id: str) -> JSONResponse:
 )
 async def usage(
     request: Request,
-    caller: Caller = Depends(requires("read")),
+    caller: ReadCaller,
     _known: None = Depends(known_query),
-    account: Optional[str] = Query(None, description="Only this account (a read key's own by default)."),
-    user: Optional[str] = Query(None, description="Only this user."),
-    start: Optional[str] = Query(None, alias="from", description="First billing date, YYYY-MM-DD."),
-    end: Optional[str] = Query(None, alias="to", description="Last billing date (inclusive), YYYY-MM-DD."),
-    charge_type: Optional[str] = Query(None),
-    provider: Optional[str] = Query(None),
-    model: Optional[str] = Query(None),
-    group_by: Optional[str] = Query(None, description="Comma list of " + ",".join(KEY_COLUMNS) + " [default: all six]."),
+    account: str | None = Query(None, description="Only this account (a read key's own by default)."),
+    user: str | None = Query(None, description="Only this user."),
+    start: str | None = Query(None, alias="from", description="First billing date, YYYY-MM-DD."),
+    end: str | None = Query(None, alias="to", description="Last billing date (inclusive), YYYY-MM-DD."),
+    charge_type: str | None = Query(None),
+    provider: str | None = Query(None),
+    model: str | None = Query(None),
+    group_by: str | None = Query(None, description="Comma list of " + ",".join(KEY_COLUMNS) + " [default: all six]."),
     offset: int = Query(0, ge=0, le=2**31),
-    limit: Optional[int] = Query(None, ge=1, le=2**31, description="Rows per page [default and maximum: settings]."),
-    output: Optional[Literal["csv", "json"]] = Query(
+    limit: int | None = Query(None, ge=1, le=2**31, description="Rows per page [default and maximum: settings]."),
+    output: Literal["csv", "json"] | None = Query(
         None, alias="format", description="csv or json; wins over the Accept header [default: from Accept, else json]."),
 ) -> Response:
-    query = dict(account_id=account, user_id=user, start=start, end=end, charge_type=charge_type,
-                 provider=provider, model=model, group_by=group_by)
+    query = {"account_id": account, "user_id": user, "start": start, "end": end, "charge_type": charge_type,
+                 "provider": provider, "model": model, "group_by": group_by}
     page = min(limit or request.app.state.http.page_size, request.app.state.http.max_page_size)
     ledger = request.app.state.ledger
     rows, groups = await run_in_threadpool(_usage, ledger, caller, query)
@@ -126,8 +126,8 @@ def _usage(ledger: Ledger, caller: Caller, query: dict[str, Any]) -> tuple[list[
             errors.append({"field": name, "detail": "not printable text of at most 256 characters"})
     if errors:
         raise Problem(422, "; ".join(f"{e['field']}: {e['detail']}" for e in errors), errors=errors)
-    rows = _records(ledger, dict(account_id=account, start=first, end=last, group_by=groups, charge_type=charge_type,
-                                 provider=provider, model=model, user_id=user))
+    rows = _records(ledger, {"account_id": account, "start": first, "end": last, "group_by": groups, "charge_type": charge_type,
+                                 "provider": provider, "model": model, "user_id": user})
     return rows, groups
 
 

@@ -29,8 +29,8 @@ class ProblemBody(BaseModel):
     title: str
     status: int
     detail: str
-    instance: Optional[str] = None
-    errors: Optional[list[FieldError]] = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
 
 
 #: The longest text the API documents for a charge, in characters (the ledger's default limits).
@@ -77,8 +77,8 @@ class ReversalIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: Optional[str] = Field(None, max_length=1024)
-    account_id: Optional[str] = Field(None, max_length=256)
+    reason: str | None = Field(None, max_length=1024)
+    account_id: str | None = Field(None, max_length=256)
 
 
 class ReceiptOut(BaseModel):
@@ -87,9 +87,9 @@ class ReceiptOut(BaseModel):
     charge_id: str
     account_id: str
     duplicate: bool
-    recorded_at: Optional[datetime]
-    cost_micros: Optional[int]
-    price_version: Optional[int]
+    recorded_at: datetime | None
+    cost_micros: int | None
+    price_version: int | None
 
 
 class ReversalOut(BaseModel):
@@ -99,15 +99,15 @@ class ReversalOut(BaseModel):
     account_id: str
     reversed_at: datetime
     reason: str
-    cost_micros: Optional[int]
-    price_version: Optional[int]
+    cost_micros: int | None
+    price_version: int | None
 
 
 class OutcomeOut(BaseModel):
     index: int
     status: Literal["recorded", "duplicate", "invalid", "conflict", "failed"]
-    receipt: Optional[ReceiptOut] = None
-    errors: Optional[list[FieldError]] = None
+    receipt: ReceiptOut | None = None
+    errors: list[FieldError] | None = None
 
 
 class BatchOut(BaseModel):
@@ -132,12 +132,12 @@ class TotalsOut(BaseModel):
 class UsageRow(BaseModel):
     """A daily billing record, summed over what is not grouped by (those keys are null)."""
 
-    account_id: Optional[str]
-    user_id: Optional[str]
-    billing_date: Optional[date]
-    charge_type: Optional[str]
-    provider: Optional[str]
-    model: Optional[str]
+    account_id: str | None
+    user_id: str | None
+    billing_date: date | None
+    charge_type: str | None
+    provider: str | None
+    model: str | None
     charges: int
     prompt_tokens: int
     completion_tokens: int
@@ -150,7 +150,7 @@ class UsagePage(BaseModel):
     data: list[UsageRow]
     offset: int
     limit: int
-    next_offset: Optional[int] = Field(description="Offset of the next page; null on the last.")
+    next_offset: int | None = Field(description="Offset of the next page; null on the last.")
     billing_tz: str
 
 
