@@ -73,7 +73,7 @@ def test_every_operation_answers_as_documented(server):
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
         @given(case=schema.as_strategy(mode))
-        @settings(max_examples=60, **SETTINGS)
+        @settings(max_examples=60 * settings.default.max_examples // 100, **SETTINGS)
         def answers_as_documented(case):
             response = case.call(headers=bearer(key))
             case.validate_response(response, checks=CHECKS)
@@ -95,7 +95,7 @@ def test_hostile_text_anywhere_is_refused_or_stored_as_answered(server, log):
     for operation in operations:
 
         @given(case=operation.as_strategy(GenerationMode.POSITIVE), data=st.data())
-        @settings(max_examples=30, **SETTINGS)
+        @settings(max_examples=30 * settings.default.max_examples // 100, **SETTINGS)
         def never_5xx_and_stores_only_what_it_answers(case, data):
             spoiled = spoil(case, data.draw)
             for headers in (bearer(key), {}):

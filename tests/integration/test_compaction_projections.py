@@ -163,14 +163,14 @@ def play(url: str, zone: str, operations: list[tuple]) -> None:
 _files = itertools.count()
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20 * settings.default.max_examples // 100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(zone=st.sampled_from(["UTC", "Europe/Berlin"]), operations=ops)
 def test_random_histories_with_the_projector_on_sqlite(tmp_path: Path, zone, operations):
     play(f"sqlite:///{tmp_path / f'p{next(_files)}.db'}", zone, operations)
 
 
 @pytest.mark.postgres
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=8 * settings.default.max_examples // 100, deadline=None)
 @given(zone=st.sampled_from(["UTC", "Europe/Berlin"]), operations=ops)
 def test_random_histories_with_the_projector_on_postgres(zone, operations):
     reset_postgres(PG_URL)

@@ -87,7 +87,7 @@ def play(url: str, zone: str, ops: list[tuple]) -> None:
         fresh.close()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25 * settings.default.max_examples // 100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(zone=zones, ops=operations)
 def test_random_histories_compact_invisibly_on_sqlite(tmp_path: Path, zone, ops):
     path = tmp_path / f"h{next(_files)}.db"
@@ -98,7 +98,7 @@ _files = itertools.count()
 
 
 @pytest.mark.postgres
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10 * settings.default.max_examples // 100, deadline=None)
 @given(zone=zones, ops=operations)
 def test_random_histories_compact_invisibly_on_postgres(zone, ops):
     reset_postgres(PG_URL)

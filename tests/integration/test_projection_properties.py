@@ -99,7 +99,7 @@ class Run:
 
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_live_equals_rebuilt_equals_the_model_over_random_histories(store):
-    @settings(max_examples=25 if store == "sqlite" else 10, deadline=None,
+    @settings(max_examples=(25 if store == "sqlite" else 10) * settings.default.max_examples // 100, deadline=None,
               suppress_health_check=[HealthCheck.too_slow])
     @given(history=histories)
     def check(history):

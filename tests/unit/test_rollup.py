@@ -43,7 +43,7 @@ def test_digest_format_is_the_documented_text():
         ("previous:ff\n" + text).encode("utf-8")).hexdigest()
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50 * settings.default.max_examples // 100, deadline=None)
 @given(st.lists(st.tuples(st.text(max_size=8), st.sampled_from([1, -1]),
                           st.integers(0, 10**12), st.integers(0, 10**12), st.integers(0, 10**12)),
                 max_size=20), st.randoms())
