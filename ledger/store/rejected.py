@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ledger.store.schema import rejected_charges
 
 if TYPE_CHECKING:
-    from ledger.persistence import LedgerRecorder as Store
+    from ledger.store.base import Store
 
 
 class RejectedRow(TypedDict):
