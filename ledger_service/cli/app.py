@@ -359,11 +359,3 @@ def needed(module: str, what: str) -> Iterator[None]:
             raise CliError(f"{what} is not available: module {exc.name!r} is not installed",
                            EXIT["failed"]) from None
         raise
-
-
-def require(module: str, what: str) -> Any:
-    """Import a capability's module at use, so a missing one is one clear line (prefer :func:`needed`)."""
-    import importlib
-
-    with needed(module, what):
-        return importlib.import_module(module)

@@ -13,12 +13,12 @@ from ledger_service.cli.app import (
     CliError,
     app,
     emit_json,
+    needed,
     note,
     out,
     parse_day,
     print_table,
     progress_bar,
-    require,
     state_of,
 )
 from ledger_service.wording import plural
@@ -145,7 +145,8 @@ def reprice(
     ledger = state_of(ctx).ledger()
     currency = ledger.settings.currency
     prices = table_of(load_catalogue_file(catalogue, ledger.settings.charge_types, currency), currency)
-    repricing = require("projections.reprice", "repricing")
+    with needed("projections.reprice", "repricing"):
+        from projections import reprice as repricing
     with progress_bar("repricing the log"):
         result = repricing.reprice(ledger, prices, first, last)
     if json_output:

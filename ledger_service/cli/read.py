@@ -17,12 +17,12 @@ from ledger_service.cli.app import (
     CliError,
     app,
     emit_json,
+    needed,
     note,
     out,
     parse_day,
     print_table,
     progress_bar,
-    require,
     show_figure,
     state_of,
 )
@@ -39,7 +39,8 @@ KEY_COLUMNS = ("account_id", "user_id", "billing_date", "charge_type", "provider
 
 def run_projector(ledger: Ledger, description: str = "projecting") -> tuple[int, int]:
     """Run the projector to the end of the log, with a progress bar: (events, position)."""
-    projections = require("projections", "projection")
+    with needed("projections", "projection"):
+        import projections
     projector = projections.Projector(ledger)
     start = projector.position()
     head = ledger.recorder.max_notification_id() or 0
@@ -77,7 +78,8 @@ def rebuild(
 
     Example: ledger rebuild --check
     """
-    projections = require("projections", "rebuild")
+    with needed("projections", "rebuild"):
+        import projections
     ledger = state_of(ctx).ledger()
     with progress_bar("rebuilding daily billing records from position 0"):
         result = projections.rebuild(ledger, swap=not check)
@@ -127,7 +129,8 @@ def audit(
 
     Example: ledger audit
     """
-    projections = require("projections", "audit")
+    with needed("projections", "audit"):
+        import projections
     ledger = state_of(ctx).ledger()
     if not no_project:
         run_projector(ledger)
@@ -192,7 +195,8 @@ def report(
     if first and last and first > last:
         raise CliError(f"--from {first} is after --to {last}")
     groups = _group_by(group_by)
-    reports = require("projections.reports", "report")
+    with needed("projections.reports", "report"):
+        from projections import reports
     ledger = state_of(ctx).ledger()
     if account is not None:
         ledger.get_account(account)  # UnknownAccount: one clear line
@@ -261,7 +265,8 @@ def compact(
     Example: ledger compact --before 2026-01-01
     """
     day = parse_day(before, "--before")
-    compaction = require("ledger.compaction", "compaction")
+    with needed("ledger.compaction", "compaction"):
+        from ledger import compaction
     ledger = state_of(ctx).ledger()
     _, position = run_projector(ledger)
     grace = timedelta(days=grace_days) if grace_days is not None else None
