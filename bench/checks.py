@@ -57,9 +57,8 @@ def check_recorded(url: str, accounts: Iterable[str], expected: Tally, *, accept
 
 def projected_totals(ledger: Ledger) -> Tally:
     """Sums over ``daily_billing_records``."""
-    from projections.rebuild import table_totals
-    from projections.tables import daily_billing_records
+    from ledger.store.read_model import table_totals
 
-    with ledger.recorder.transaction(commit=False) as session:
-        totals = table_totals(session, daily_billing_records)
+    with ledger.store.transaction(commit=False) as session:
+        totals = table_totals(session)
     return Tally(*(totals[name] for name in ("charges", "prompt_tokens", "completion_tokens", "total_tokens")))

@@ -79,7 +79,7 @@ def main() -> None:
         reset(args.url)
     ledger = Ledger.from_url(args.url, billing_tz=args.billing_tz, aggregate_cache_size=args.accounts * 2)
     start = datetime(2026, 2, 1, tzinfo=timezone.utc)
-    head = ledger.recorder.max_notification_id() or 0
+    head = ledger.log_position()
     if head == 0:
         began = time.perf_counter()
         batch: list[dict] = []
@@ -94,7 +94,7 @@ def main() -> None:
 
     projector = Projector(ledger, batch_size=args.batch_size)
     projector.prepare()
-    with ledger.recorder.transaction(commit=True) as session:  # project from 0 each run
+    with ledger.store.transaction(commit=True) as session:  # project from 0 each run
         session.execute(sa.text("DELETE FROM daily_billing_records"))
         session.execute(sa.text("UPDATE projection_tracking SET position = 0 WHERE name = 'daily_billing_records'"))
     began, cpu = time.perf_counter(), time.process_time()

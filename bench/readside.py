@@ -81,7 +81,7 @@ def projection_and_rebuild(ctx: Context) -> list[Row]:
             began = time.perf_counter()
             expected = seed_log(ledger, charges("proj", n, accounts, start=start, days=30), reverse_every=REVERSE_EVERY)
             seed_seconds = time.perf_counter() - began
-            head = ledger.recorder.max_notification_id() or 0
+            head = ledger.log_position()
             projector = Projector(ledger)
             projector.prepare()
             ctx.log("projecting")
@@ -190,7 +190,7 @@ def _raw_events(ledger: Ledger) -> int:
     from ledger.compaction import RAW_TOPICS
 
     events = ledger.store.events_table
-    with ledger.recorder.transaction(commit=False) as session:
+    with ledger.store.transaction(commit=False) as session:
         count = session.execute(
             sa.select(sa.func.count()).select_from(events).where(events.c.topic.in_(RAW_TOPICS))
         ).scalar_one()
@@ -258,9 +258,9 @@ REPORT_GROUPS = (
 
 def _year_of_records(engine: sa.engine.Engine, accounts: list[str], first: date) -> Tally:
     """A year of daily records in both the projection's table and the CRUD one."""
-    from projections.tables import daily_billing_records, ensure_tables
+    from ledger.store.schema import daily_billing_records, ensure_schema
 
-    ensure_tables(engine)
+    ensure_schema(engine)
     baselines.create_tables(engine)
     now = datetime.now(timezone.utc)
     per_account = Tally()

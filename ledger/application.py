@@ -300,6 +300,10 @@ class Ledger(Application):
         """
         return self.store.drain()
 
+    def log_position(self) -> int:
+        """The notification id of the newest event in the log (0 when empty), every acknowledged charge in it."""
+        return self.recorder.max_notification_id() or 0
+
     def account_totals(self, account_id: str) -> Totals:
         """Running totals net of reversals, from the cached or snapshotted aggregate."""
         return self.get_account(account_id).totals

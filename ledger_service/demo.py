@@ -352,7 +352,7 @@ def run_demo(ledger: Ledger, config: DemoConfig = DemoConfig(), reporter: Report
 
 
 def _project(projector: Projector, ledger: Ledger, say: Reporter, title: str) -> int:
-    head = ledger.recorder.max_notification_id() or 0
+    head = ledger.log_position()
     start = projector.position()
     applied = 0
     with say.step(title, max(head - start, 0)) as update:

@@ -187,8 +187,8 @@ def _copy_text(days: Days) -> io.StringIO:
     return io.StringIO("".join(lines))
 
 
-def _sqlite_rows(days: Days, updated_at: str) -> list[tuple[Any, ...]]:
-    """One row per group, in :data:`ROW_COLUMNS` order (dates and times as SQLite's text)."""
+def stored_rows(days: Days, updated_at: str) -> list[tuple[Any, ...]]:
+    """One row per group, in :data:`ROW_COLUMNS` order, keyed as stored (unspecified is ``''``; dates as text)."""
     stored: dict[GroupKey, tuple[str, ...]] = {}
     rows = []
     append = rows.append
@@ -224,7 +224,7 @@ def upsert_days(session: Session, dialect: str, name: str, days: Days, now: date
             cursor.close()
     else:  # SQLite stores dates and times as text, exactly as SQLAlchemy reads them back
         stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")
-        connection.exec_driver_sql(sqlite_upsert_sql(table), _sqlite_rows(days, stamp))
+        connection.exec_driver_sql(sqlite_upsert_sql(table), stored_rows(days, stamp))
 
 
 def write_days(

@@ -93,7 +93,7 @@ def error_line(exc: BaseException) -> tuple[str, int] | None:
 def _projection_error(exc: BaseException) -> tuple[str, int] | None:
     """A projection refusing to run as configured (2), or losing a race it reports (1)."""
     try:
-        from projections.projector import ProjectionError, ZoneMismatch
+        from projections.errors import ProjectionError, ZoneMismatch
     except ImportError:  # projections not installed: nothing of theirs can be raised
         return None
     if not isinstance(exc, ProjectionError):

@@ -240,7 +240,7 @@ def demo(
     url = state.database_url or _fresh_sqlite(folder)
     ledger = Ledger(state.settings(database_url=url))
     try:
-        if ledger.recorder.max_notification_id():
+        if ledger.log_position():
             raise CliError(f"the demo needs an empty store; {url} already holds events")
         config = DemoConfig(accounts=accounts, days=days, charges=charges, seed=seed)
         started = time.perf_counter()

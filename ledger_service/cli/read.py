@@ -43,7 +43,7 @@ def run_projector(ledger: Ledger, description: str = "projecting") -> tuple[int,
         import projections
     projector = projections.Projector(ledger)
     start = projector.position()
-    head = ledger.recorder.max_notification_id() or 0
+    head = ledger.log_position()
     applied = 0
     with progress_bar(description, total=max(head - start, 0)) as update:
         while True:

@@ -43,7 +43,7 @@ def catch_up(ledger: Ledger) -> int:
 
     with _projecting:
         projector = Projector(ledger)
-        behind = max((ledger.recorder.max_notification_id() or 0) - projector.position(), 0)
+        behind = max(ledger.log_position() - projector.position(), 0)
         projector.run()
     return behind
 

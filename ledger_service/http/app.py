@@ -30,7 +30,7 @@ from ledger_service.http.security_headers import STRICT_CSP, secure_send
 from ledger_service.http.slashes import RelativeSlashRedirect
 from ledger_service.keys import KeyCache, close_reader, open_reader
 from ledger_service.secret_key import load_secret_key
-from projections.projector import ProjectionError
+from projections.errors import ProjectionError
 
 if TYPE_CHECKING:
     from ledger import Ledger

@@ -11,7 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC, DAY_ROLLED_UP_TOPIC
-from projections.projector import DayFold, ProjectionError, billing_date_function, state_decoder
+from ledger.billing_keys import billing_date_function
+from ledger.store.event_log import state_decoder
+from ledger.store.read_model import stored_rows
+from projections.day_fold import DayFold
+from projections.errors import ProjectionError
 
 ZONES = ["UTC", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "Pacific/Chatham", "Asia/Kathmandu"]
 NY = ZoneInfo("America/New_York")
@@ -86,7 +90,7 @@ def fold(events, zone="UTC"):
     return result
 
 
-KEY = ("u1", "completion", "openai", "")
+KEY = ("u1", "completion", "openai", None)
 DAY = ("acme", date(2026, 3, 8))
 
 
@@ -103,7 +107,7 @@ def test_charges_add_and_reversals_subtract_per_key():
 
 def test_unspecified_provider_and_model_are_their_own_group():
     result = fold([(CHARGE_RECORDED_TOPIC, _charge(provider=None)), (CHARGE_RECORDED_TOPIC, _charge())])
-    assert result.days[DAY] == {("u1", "completion", "", ""): [1, 10, 5, 15, 0, 1], KEY: [1, 10, 5, 15, 0, 1]}
+    assert result.days[DAY] == {("u1", "completion", None, None): [1, 10, 5, 15, 0, 1], KEY: [1, 10, 5, 15, 0, 1]}
 
 
 def test_rollup_sets_its_day_after_the_events_before_it_and_before_those_after_it():
@@ -120,7 +124,7 @@ def test_rollup_sets_its_day_after_the_events_before_it_and_before_those_after_i
 
 def test_rows_carry_every_touched_key_once():
     result = fold([(CHARGE_RECORDED_TOPIC, _charge()), (CHARGE_RECORDED_TOPIC, _charge(user="u2"))])
-    rows = result.rows(date.isoformat, "now")
+    rows = stored_rows(result.days, "now")
     assert sorted(rows) == [
         ("acme", "2026-03-08", "u1", "completion", "openai", "", 1, 10, 5, 15, 0, 1, "now"),
         ("acme", "2026-03-08", "u2", "completion", "openai", "", 1, 10, 5, 15, 0, 1, "now"),

@@ -10,21 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.compaction import (
-    _Day,
-    _Rules,
-    billing_date,
-    day_end,
-    decode_state,
-    digest_item,
-    digest_of,
-)
+from ledger.billing_keys import billing_date, day_end
+from ledger.compaction_rules import Rules
+from ledger.rollup_day import RollupDay
+from ledger.rollup_digest import digest_item, digest_of
+from ledger.store.event_log import decode_state
 from ledger.domain import CHARGE_RECORDED_TOPIC, CHARGE_REVERSED_TOPIC, DAY_ROLLED_UP_TOPIC
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 OLD = datetime(2026, 1, 10, tzinfo=UTC)
-RULES = _Rules(before=date(2026, 2, 1), projected_position=100, cutoff=NOW - timedelta(days=2),
+RULES = Rules(before=date(2026, 2, 1), projected_position=100, cutoff=NOW - timedelta(days=2),
                zone=ZoneInfo("UTC"), time_zone="UTC")
 
 
@@ -85,7 +81,7 @@ def test_billing_dates_and_day_ends_follow_the_zone_across_dst():
 def test_rules_need_a_closed_day_before_the_cutoff():
     assert RULES.day_is_due(date(2026, 1, 31))
     assert not RULES.day_is_due(date(2026, 2, 1))  # not before the cut-off
-    late = _Rules(before=date(2026, 7, 1), projected_position=100, cutoff=NOW - timedelta(days=2),
+    late = Rules(before=date(2026, 7, 1), projected_position=100, cutoff=NOW - timedelta(days=2),
                   zone=ZoneInfo("UTC"), time_zone="UTC")
     assert late.day_is_due(date(2026, 5, 29)) and not late.day_is_due(date(2026, 5, 30))
     assert RULES.may_prune(100, OLD) and not RULES.may_prune(101, OLD)
@@ -94,7 +90,7 @@ def test_rules_need_a_closed_day_before_the_cutoff():
 
 
 def test_a_day_folds_charges_and_reversals_per_group_keeping_zero_groups():
-    day = _Day(date(2026, 1, 1))
+    day = RollupDay(date(2026, 1, 1))
     day.add_raw(1, CHARGE_RECORDED_TOPIC, raw("a", 10, 5), 100, RULES)
     day.add_raw(2, CHARGE_RECORDED_TOPIC, raw("b", 1, 1, user="u2", model=None), 100, RULES)
     day.add_raw(3, CHARGE_REVERSED_TOPIC, raw("b", 1, 1, user="u2", model=None), 100, RULES)
@@ -119,11 +115,11 @@ def test_a_day_folds_charges_and_reversals_per_group_keeping_zero_groups():
 
 
 def test_a_later_rollup_starts_from_the_earlier_one_and_covers_it():
-    first = _Day(date(2026, 1, 1))
+    first = RollupDay(date(2026, 1, 1))
     first.add_raw(3, CHARGE_RECORDED_TOPIC, raw("a", 10, 5), 100, RULES)
     earlier = first.rollup_fields("acme", RULES, OLD)
 
-    day = _Day(date(2026, 1, 1))
+    day = RollupDay(date(2026, 1, 1))
     day.add_rollup(9, earlier, 500, RULES)
     day.add_raw(12, CHARGE_RECORDED_TOPIC, raw("late", 1, 0), 100, RULES)
     fields = day.rollup_fields("acme", RULES, NOW)
@@ -135,16 +131,16 @@ def test_a_later_rollup_starts_from_the_earlier_one_and_covers_it():
 
 
 def test_a_day_waits_while_anything_to_prune_is_unprojected_or_recent():
-    unprojected = _Day(date(2026, 1, 1))
+    unprojected = RollupDay(date(2026, 1, 1))
     unprojected.add_raw(101, CHARGE_RECORDED_TOPIC, raw("a", 1, 1), 100, RULES)
-    recent = _Day(date(2026, 1, 1))
+    recent = RollupDay(date(2026, 1, 1))
     recent.add_raw(5, CHARGE_RECORDED_TOPIC, raw("a", 1, 1, recorded_at=NOW), 100, RULES)
-    recent_rollup = _Day(date(2026, 1, 1))
+    recent_rollup = RollupDay(date(2026, 1, 1))
     rollup = dict(account_id="acme", billing_date="2026-01-01", time_zone="UTC", groups=[],
                   charges=0, events=0, digest="d", first_position=1, last_position=1, recorded_at=NOW)
     recent_rollup.add_rollup(6, rollup, 100, RULES)
     recent_rollup.add_raw(7, CHARGE_RECORDED_TOPIC, raw("a", 1, 1), 100, RULES)
-    only_rollup = _Day(date(2026, 1, 1))
+    only_rollup = RollupDay(date(2026, 1, 1))
     only_rollup.add_rollup(6, {**rollup, "recorded_at": OLD}, 100, RULES)
 
     assert not unprojected.ready and not recent.ready and not recent_rollup.ready
@@ -152,7 +148,7 @@ def test_a_day_waits_while_anything_to_prune_is_unprojected_or_recent():
 
 
 def test_raw_events_stored_before_a_rollup_of_their_day_block_it():
-    day = _Day(date(2026, 1, 1))
+    day = RollupDay(date(2026, 1, 1))
     day.add_raw(1, CHARGE_RECORDED_TOPIC, raw("a", 1, 1), 100, RULES)
     day.add_rollup(2, dict(account_id="acme", billing_date="2026-01-01", time_zone="UTC", groups=[],
                            charges=0, events=0, digest="d", first_position=1, last_position=1,
