@@ -38,9 +38,7 @@ def close_ledger() -> None:
 
 def _forget_inherited(ledger: Ledger) -> None:
     """Drop the pooled connections a forked child inherited, without closing the parent's."""
-    engine = ledger.store.engine
-    if engine is not None:
-        engine.dispose(close=False)
+    ledger.store.forget_inherited_connections()
 
 
 @huey.on_startup()

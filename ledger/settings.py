@@ -18,12 +18,14 @@ says. docs/CONFIGURATION.md lists every setting with its default and variable.
 
 from __future__ import annotations
 
+import warnings
+
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -75,6 +77,21 @@ class Settings(BaseSettings):
     pool_size: int = Field(default=10, ge=1)
     pool_max_overflow: int = Field(default=20, ge=0)
     pool_recycle_seconds: int = Field(default=1800, ge=-1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _jobs_fields_moved(cls, values: object) -> object:
+        """Say so when a field of the jobs section is given here: it moved, and this section ignores it."""
+        if isinstance(values, dict):
+            moved = sorted(set(values) & set(JobsSettings.model_fields))
+            if moved:
+                warnings.warn(
+                    f"Settings({', '.join(moved)}=...): these belong to the jobs section now "
+                    "(ledger.settings.JobsSettings, same LEDGER_ variables); the ledger section ignores them",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+        return values
 
     @field_validator("charge_types", mode="before")
     @classmethod

@@ -152,3 +152,6 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Sequence what this process took in and release the store's own connections."""
+
+    def forget_inherited_connections(self) -> None:
+        """In a forked child: drop the pooled connections inherited from the parent, leaving them open for it."""

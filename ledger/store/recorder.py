@@ -187,6 +187,10 @@ class LedgerRecorder(SQLAlchemyApplicationRecorder):
     def close(self) -> None:
         """Release what the store holds beside the library's pool (see the subclasses)."""
 
+    def forget_inherited_connections(self) -> None:
+        """In a forked child: drop the pooled connections inherited from the parent, leaving them open for it."""
+        self.engine.dispose(close=False)
+
 
 def stored_payload(row: sa.Row[Any]) -> dict[str, Any]:
     """The facts an index row recorded, as the charge's JSON-ready payload."""

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ledger.settings import (
     DashboardSettings,
     HttpSettings,
@@ -54,3 +56,8 @@ def test_importing_the_entry_points_reads_no_setting():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_jobs_field_given_to_the_ledger_section_is_named_not_silently_dropped():
+    with pytest.warns(DeprecationWarning, match=r"huey_url, task_retries=.*JobsSettings"):
+        Settings(database_url="sqlite:///x.db", huey_url="memory://", task_retries=3)
