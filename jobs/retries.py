@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import random
 
-import sqlalchemy.exc as sa_exc
 from eventsourcing import persistence as es
 from huey.api import Task
 from huey.exceptions import RetryTask
 
 from jobs import hooks, runtime
 from ledger.errors import BusyAccount
+from ledger.store.engine import (
+    SQLALCHEMY_DATABASE_ERROR,
+    SQLALCHEMY_UNAVAILABLE,
+    connection_invalidated,
+)
 
 log = logging.getLogger("jobs")
 
@@ -20,9 +24,7 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     es.InterfaceError,
     es.InternalError,
     BusyAccount,
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,  # connection pool exhausted
+    *SQLALCHEMY_UNAVAILABLE,
     ConnectionError,
     TimeoutError,
 )
@@ -33,9 +35,9 @@ def is_transient(exc: BaseException) -> bool:
     invalid input, conflicts and bugs, no."""
     if isinstance(exc, _TRANSIENT):
         return True
-    if type(exc) in (es.DatabaseError, sa_exc.DatabaseError):
+    if type(exc) in (es.DatabaseError, SQLALCHEMY_DATABASE_ERROR):
         return True  # the driver's unclassified error (e.g. the server went away)
-    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+    return connection_invalidated(exc)
 
 
 def retry_later(task: Task, exc: BaseException) -> RetryTask:

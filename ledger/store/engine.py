@@ -129,3 +129,18 @@ DROPPED_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     sa.exc.OperationalError,
     sa.exc.InterfaceError,
 )
+
+#: SQLAlchemy's own errors for a database that is unreachable, restarting or out of pool
+#: connections: entry points answer them as "unavailable", jobs retry them.
+SQLALCHEMY_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.TimeoutError,  # connection pool exhausted
+)
+#: SQLAlchemy's unclassified database error (the driver's own, e.g. the server went away).
+SQLALCHEMY_DATABASE_ERROR: type[BaseException] = sa.exc.DatabaseError
+
+
+def connection_invalidated(exc: BaseException) -> bool:
+    """Whether SQLAlchemy invalidated the connection this error came from (a retry gets a new one)."""
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)

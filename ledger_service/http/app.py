@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -22,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from ledger.errors import BusyAccount, InvalidInput, LedgerError
 from ledger.settings import DashboardSettings, HttpSettings, Settings
+from ledger.store.engine import SQLALCHEMY_UNAVAILABLE
 from ledger_service import dashboard as dashboard_pages
 from ledger_service.http import charges, docs, events, health, index, reading
 from ledger_service.http.auth import check_caller
@@ -117,8 +117,8 @@ def create_app(ledger: Ledger, http: HttpSettings | None = None, *, dashboard: D
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(LedgerError, _ledger_error)
     app.add_exception_handler(ProjectionError, _projection_error)
-    app.add_exception_handler(sa.exc.OperationalError, _database_error)
-    app.add_exception_handler(sa.exc.InterfaceError, _database_error)
+    for error in SQLALCHEMY_UNAVAILABLE:
+        app.add_exception_handler(error, _database_error)
     return app
 
 
