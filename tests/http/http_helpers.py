@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -90,9 +91,9 @@ def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 30) -> bo
     return False
 
 
-@pytest.fixture
-def server(store_url) -> Iterator[Server]:
-    """``ledger serve`` on a free loopback port, up when /healthz answers."""
+@contextmanager
+def serving(store_url: str) -> Iterator[Server]:
+    """``ledger serve`` on a free loopback port for the ``with`` block, up when /healthz answers."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
@@ -113,3 +114,10 @@ def server(store_url) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def server(store_url) -> Iterator[Server]:
+    """``ledger serve`` on the test's store."""
+    with serving(store_url) as running:
+        yield running

@@ -1,103 +1,55 @@
 """The dashboard in a real browser: Playwright drives Debian's Chromium, headless, against ``ledger serve``.
 
-Screenshots of each page are kept under ``$LEDGER_TEST_ARTIFACTS/screenshots``
-(default ``.artifacts/screenshots`` in the checkout), which ``.ci/run`` prints.
+These tests only read: they share one seeded server per store (the period
+test, which records more usage, has its own in ``test_dashboard_period.py``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
 from collections import Counter
-from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 
-import httpx
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from conftest import PG_URL, reset_postgres
+from dashboard_helpers import (
+    PERIOD,
+    api_totals,
+    browser,  # noqa: F401 - a fixture
+    choose_period,
+    screenshot,
+    seed,
+    shown_totals,
+    sign_in,
+    store_of,
+)
+from http_helpers import serving
 
-from http_helpers import bearer, ledger_command, server  # noqa: F401 - fixture
-
-pytestmark = pytest.mark.browser
-
-ARTIFACTS = Path(os.environ.get("LEDGER_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / ".artifacts"))
-SCREENSHOTS = ARTIFACTS / "screenshots"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-PERIOD = {"from": "2026-11-20", "to": "2026-11-30"}
-FIGURES = ("charges", "prompt_tokens", "completion_tokens", "total_tokens", "cost_micros", "unpriced_charges")
+# One worker runs them in a row, so they share one seeded server per store.
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("dashboard")]
 
 
-@pytest.fixture(scope="module")
-def browser():
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is needed: apt-get install -y chromium (see .ci/run)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def seeded(request, tmp_path_factory):
+    """A server with the seeded usage, shared by the tests that only read it (one per store)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'ledger.db'}"
+    else:
+        reset_postgres(PG_URL)
+        url = PG_URL
+    with serving(url) as server:
+        yield server, seed(server)
 
 
 @pytest.fixture
-def site(server, browser):  # noqa: F811 - the fixture imported above
-    """A server with two accounts' usage, its keys, and a fresh browser page."""
-    ledger_command(server.database_url, "prices", "set", "--provider", "openai", "--model", "gpt-4o",
-                   "--prompt", "2500000", "--completion", "10000000", "--effective-from", "2026-01-01T00:00:00Z")
-    admin = server.new_key("--role", "admin")
-    keys = {"admin": admin, "read_a": server.new_key("--role", "read", "--account", "acct-a")}
-    items = [{"account_id": account, "user_id": user, "charge_type": kind, "provider": provider, "model": model,
-              "prompt_tokens": 100 * n, "completion_tokens": 7 * n, "charge_id": f"{account}-{user}-{n}",
-              "occurred_at": f"2026-11-{20 + n % 6:02d}T12:00:00Z"}
-             for n in range(1, 25)
-             for account, user, kind, provider, model in (("acct-a", "ada", "completion", "openai", "gpt-4o"),
-                                                          ("acct-a", "alan", "tool", None, None),
-                                                          ("acct-b", "bob", "plugin", "anthropic", "claude"))]
-    answer = httpx.post(f"{server.url}/v1/charges/batch", json={"charges": items}, headers=bearer(admin))
-    assert answer.json()["recorded"] == len(items)
+def site(seeded, browser):  # noqa: F811 - the fixture imported above
+    """The shared seeded server, its keys, and a fresh browser page (its own cookies)."""
+    server, keys = seeded
     context = browser.new_context(base_url=server.url, accept_downloads=True)
-    page = context.new_page()
-    yield server, keys, page
+    yield server, keys, context.new_page()
     context.close()
-
-
-def sign_in(page: Page, key: str) -> None:
-    """With the keyboard, as a person would: the labelled field, then Enter."""
-    page.goto("/dashboard")
-    page.get_by_label("API key").focus()
-    page.keyboard.type(key)
-    with page.expect_navigation():
-        page.keyboard.press("Enter")
-    assert key not in page.url and key not in page.content()
-
-
-def choose_period(page: Page) -> None:
-    page.get_by_label("Custom range", exact=True).check()
-    page.get_by_label("From billing date", exact=True).fill(PERIOD["from"])
-    page.get_by_label("To billing date", exact=True).fill(PERIOD["to"])
-    with page.expect_navigation():
-        page.get_by_role("button", name="Show").click()
-
-
-def shown_totals(page: Page) -> dict[str, int]:
-    return {name: int(page.locator(f'.totals [data-figure="{name}"]').get_attribute("data-value")) for name in FIGURES}
-
-
-def api_totals(server, key: str, account: str) -> dict[str, int]:
-    rows = httpx.get(f"{server.url}/v1/usage", params={**PERIOD, "account": account, "group_by": "account_id"},
-                     headers=bearer(key)).json()["data"]
-    return {name: sum(row[name] for row in rows) for name in FIGURES}
-
-
-def screenshot(page: Page, name: str, store: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}-{store}.png"), full_page=True)
-
-
-def store_of(server) -> str:
-    return "sqlite" if server.database_url.startswith("sqlite") else "postgresql"
 
 
 def test_read_key_sees_its_account_chart_and_the_apis_totals(site):
@@ -213,21 +165,3 @@ def test_every_id_on_every_page_is_unique(site):
     for name, html in pages.items():
         assert repeated_ids(html) == [], name
     assert 'id="top-cost-heading"' in pages["overview"] and 'id="top-tokens-heading"' in pages["overview"]
-
-
-def test_the_default_period_holds_today_and_the_30_days_before(site):
-    server, keys, page = site
-    today = datetime.now(timezone.utc).date()
-    first = today - timedelta(days=30)
-    edges = [{"account_id": "edge", "user_id": "ada", "charge_type": "completion", "prompt_tokens": 1,
-              "completion_tokens": 1, "charge_id": f"edge-{n}", "occurred_at": at}
-             for n, at in enumerate((f"{first.isoformat()}T00:00:01Z", datetime.now(timezone.utc).isoformat(),
-                                     f"{(first - timedelta(days=1)).isoformat()}T23:59:59Z"))]
-    answer = httpx.post(f"{server.url}/v1/charges/batch", json={"charges": edges}, headers=bearer(keys["admin"]))
-    assert answer.json()["recorded"] == 3
-    sign_in(page, keys["admin"])
-    page.goto("/dashboard/accounts/edge")
-    assert page.get_by_label("Last 30 days", exact=True).is_checked()
-    assert page.get_by_text(f"Period: {first.isoformat()} to {today.isoformat()}").is_visible()
-    assert shown_totals(page)["charges"] == 2  # the first day's and today's; the day before is outside
-    screenshot(page, "account-default-period", store_of(server))

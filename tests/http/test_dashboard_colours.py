@@ -12,7 +12,7 @@ import pytest
 from http_helpers import bearer, server  # noqa: F401 - fixture
 from ledger_service.dashboard.charts import stacked_bars, ticks
 from ledger_service.dashboard.styles import SLOTS, home_style, probes, styles
-from test_dashboard import browser, screenshot, sign_in, store_of  # noqa: F401 - fixture
+from dashboard_helpers import browser, screenshot, sign_in, store_of  # noqa: F401 - fixture
 
 QUERY = "period=custom&from=2026-11-20&to=2026-11-26"
 MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-haiku-3.5"),

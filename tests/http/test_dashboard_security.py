@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from http_helpers import bearer, server  # noqa: F401 - fixture
-from test_dashboard import browser, choose_period, screenshot, sign_in, store_of  # noqa: F401 - fixture
+from dashboard_helpers import browser, choose_period, screenshot, sign_in, store_of  # noqa: F401 - fixture
 from test_sessions import sessions_in
 
 pytestmark = pytest.mark.browser

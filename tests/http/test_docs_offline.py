@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from http_helpers import server  # noqa: F401 - fixture
-from test_dashboard import browser, screenshot, store_of  # noqa: F401 - fixture
+from dashboard_helpers import browser, screenshot, store_of  # noqa: F401 - fixture
 
 PAGES = ("/docs", "/redoc", "/docs/oauth2-redirect")
 #: ReDoc always tries its maker's logo from their CDN and hides it when it cannot load: the policy
