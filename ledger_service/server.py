@@ -47,7 +47,8 @@ def served_app() -> FastAPI:
 
     if _installed is None:
         raise RuntimeError("no settings installed: start the server with run_server(ServerConfig(...))")
-    return create_app(Ledger(_installed.ledger), _installed.http, owns_ledger=True)
+    return create_app(Ledger(_installed.ledger), _installed.http, dashboard=_installed.dashboard,
+                      owns_ledger=True)
 
 
 def run_server(config: ServerConfig) -> None:
