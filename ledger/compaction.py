@@ -90,9 +90,6 @@ __getattr__ = moved(__name__, {
     "HELD_RAW_BEFORE_ROLLUP": "ledger.compaction_rules:HELD_RAW_BEFORE_ROLLUP",
     "HELD_GRACE_PERIOD": "ledger.compaction_rules:HELD_GRACE_PERIOD",
     "HELD_NOT_PROJECTED": "ledger.compaction_rules:HELD_NOT_PROJECTED",
-    "_Rules": "ledger.compaction_rules:Rules",
-    "_Day": "ledger.rollup_day:RollupDay",
-    "_Plan": "ledger.compaction_plan:Plan",
 })
 
 COMPACTION_TOPICS = RAW_TOPICS + (DAY_ROLLED_UP_TOPIC,)

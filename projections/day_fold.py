@@ -14,7 +14,7 @@ from datetime import date
 from operator import add
 from typing import Any
 
-from ledger.billing_keys import DayKey, GroupKey
+from ledger.billing_keys import DayKey, GroupKey, group_key
 from ledger.domain import (
     CHARGE_RECORDED_TOPIC,
     CHARGE_REVERSED_TOPIC,
@@ -34,14 +34,11 @@ SIGNS = {CHARGE_RECORDED_TOPIC: 1, CHARGE_REVERSED_TOPIC: -1}
 class DayFold:
     """Pending per-group deltas of one batch, and the days its rollups reset.
 
-    Groups are keyed as :func:`ledger.billing_keys.group_key` keys them
-    (:attr:`unspecified`, None, for an unspecified provider or model).
+    Groups are keyed as :func:`ledger.billing_keys.group_key` keys them (None
+    for an unspecified provider or model).
     """
 
     __slots__ = ("_date_of", "days", "resets", "zone_name")
-
-    #: What an unspecified provider or model is in a group key.
-    unspecified: str | None = None
 
     def __init__(self, zone_name: str, date_of: Callable[[str], date]) -> None:
         self.days: dict[DayKey, dict[GroupKey, RunningFigures]] = {}
@@ -59,7 +56,6 @@ class DayFold:
         date_of = self._date_of
         sign_of = SIGNS.get
         values_of = charge_figures  # ledger.measures: the one mapping of state to figures
-        unspecified = self.unspecified
         for topic, state in rows:
             sign = sign_of(topic)
             if sign is None:
@@ -72,7 +68,7 @@ class DayFold:
             if groups is None:
                 groups = days[day] = {}
             # the group key, inlined: a call per event costs more than the key itself
-            key = (e["user_id"], e["charge_type"], e["provider"] or unspecified, e["model"] or unspecified)
+            key = (e["user_id"], e["charge_type"], e["provider"] or None, e["model"] or None)
             values = values_of(e)
             figures = groups.get(key)
             if sign < 0:
@@ -91,10 +87,9 @@ class DayFold:
             )
         day = (e["account_id"], date.fromisoformat(e["billing_date"]))
         self.resets.add(day)
-        unspecified = self.unspecified
         groups: dict[GroupKey, RunningFigures] = {}
         for g in e["groups"]:
-            key = (g["user_id"], g["charge_type"], g["provider"] or unspecified, g["model"] or unspecified)
+            key = group_key(g)
             figures = groups.get(key)
             if figures is None:
                 groups[key] = list(group_figures(g))
@@ -111,22 +106,3 @@ def fold_rows(
     fold.add_rows(rows, decode)
     return fold
 
-
-class StoredKeyDayFold(DayFold):
-    """Deprecated (``projections.projector.DayFold``): a fold keyed as the store keys its rows.
-
-    An unspecified provider or model is ``''`` here, and :meth:`rows` gives
-    the upsert rows. The projector uses :class:`DayFold`; the store converts.
-    """
-
-    __slots__ = ()
-
-    unspecified = ""
-
-    def rows(self, billing_date: Callable[[date], Any], updated_at: Any) -> list[tuple[Any, ...]]:
-        """One upsert row per touched key, in ``ledger.store.read_model.ROW_COLUMNS`` order."""
-        return [
-            (account_id, billing_date(day), *key, *figures, updated_at)
-            for (account_id, day), groups in self.days.items()
-            for key, figures in groups.items()
-        ]

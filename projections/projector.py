@@ -50,7 +50,6 @@ __getattr__ = moved(__name__, {
     "Figures": "projections.day_fold:RunningFigures",
     "GroupKey": "ledger.billing_keys:GroupKey",
     "DayKey": "ledger.billing_keys:DayKey",
-    "DayFold": "projections.day_fold:StoredKeyDayFold",
     "ROW_COLUMNS": "ledger.store.read_model:ROW_COLUMNS",
     "STAGING_TABLE": "ledger.store.read_model:STAGING_TABLE",
     "sqlite_upsert_sql": "ledger.store.read_model:sqlite_upsert_sql",
