@@ -6,12 +6,12 @@ UTC-aware (SQLite returns naive ones).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 import sqlalchemy as sa
 
-from ledger.store.schema import audit_runs
+from ledger.store.schema import audit_runs, stored_utc
 
 if TYPE_CHECKING:
     from ledger.store.base import Store
@@ -41,6 +41,6 @@ def last_run(store: Store) -> AuditRunRow | None:
         connection.rollback()
     if row is None:
         return None
-    finished = row.finished_at if row.finished_at.tzinfo else row.finished_at.replace(tzinfo=UTC)
+    finished = stored_utc(row.finished_at)
     return AuditRunRow(finished, bool(row.clean), int(row.position), int(row.events),
                        int(row.differences))

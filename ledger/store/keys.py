@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import sqlalchemy as sa
 
 from ledger.store.engine import PoolSettings
-from ledger.store.schema import api_keys
+from ledger.store.schema import api_keys, stored_utc
 
 if TYPE_CHECKING:
     from ledger.store.base import Store
@@ -119,10 +119,6 @@ def key_row(row: Mapping[str, Any]) -> KeyRow:
     """A selected ``api_keys`` row as a :class:`KeyRow`."""
     revoked = row["revoked_at"]
     return KeyRow(id=row["id"], digest=row["digest"], role=row["role"], account_id=row["account_id"],
-                  name=row["name"] or "", created_at=utc(row["created_at"]),
-                  revoked_at=utc(revoked) if revoked else None)
+                  name=row["name"] or "", created_at=stored_utc(row["created_at"]),
+                  revoked_at=stored_utc(revoked) if revoked else None)
 
-
-def utc(value: datetime) -> datetime:
-    """A stored time as UTC-aware: SQLite gives naive datetimes back, and every stored time is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

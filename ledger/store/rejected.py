@@ -9,13 +9,13 @@ logic around them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ledger.store.schema import rejected_charges
+from ledger.store.schema import rejected_charges, stored_utc
 
 if TYPE_CHECKING:
     from ledger.store.base import Store
@@ -77,21 +77,13 @@ def resolve(store: Store, rejected_id: int, resolution: str, at: datetime) -> No
         )
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)  # SQLite drops the zone
-    return moment
-
-
 def _row(row: sa.Row[Any]) -> RejectedRow:
-    received_at = _aware(row.received_at)
-    assert received_at is not None
     return RejectedRow(
         id=int(row.id),
-        received_at=received_at,
+        received_at=stored_utc(row.received_at),
         task_id=row.task_id,
         payload=dict(row.payload),
         errors=dict(row.errors),
-        resubmitted_at=_aware(row.resubmitted_at),
+        resubmitted_at=stored_utc(row.resubmitted_at) if row.resubmitted_at else None,
         resolution=row.resolution,
     )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
@@ -157,6 +158,11 @@ rejected_charges = sa.Table(
     sa.Column("resolution", sa.Text, nullable=True),
     sqlite_autoincrement=True,
 )
+
+
+def stored_utc(value: datetime) -> datetime:
+    """A stored time as UTC-aware: SQLite gives naive datetimes back, and every stored time is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 # -- creating them -------------------------------------------------------------------

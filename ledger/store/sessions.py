@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import sqlalchemy as sa
 
-from ledger.store.keys import KeyRow, key_row, reader_of, utc
-from ledger.store.schema import api_keys, dashboard_sessions
+from ledger.store.keys import KeyRow, key_row, reader_of
+from ledger.store.schema import api_keys, dashboard_sessions, stored_utc
 
 if TYPE_CHECKING:
     from ledger.store.base import Store
@@ -49,4 +49,4 @@ def find_session(store: Store, digest: str) -> SessionRow | None:
         row = connection.execute(query).first()
     if row is None:
         return None
-    return SessionRow(key_row(row._mapping), utc(row.expires_at))
+    return SessionRow(key_row(row._mapping), stored_utc(row.expires_at))
