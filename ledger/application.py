@@ -15,8 +15,10 @@ events through the library (:mod:`ledger.reversals`,
 from __future__ import annotations
 
 import atexit
+import logging
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Self
 from uuid import UUID
@@ -24,7 +26,13 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.persistence import IntegrityError
 
-from ledger import price_setting, reversals
+from ledger import alerts, budgets, credits, price_setting, reservations, reversals, webhooks
+from ledger.alerts import BudgetAlert
+from ledger.budget_rules import BudgetStatus
+from ledger.budgets import BudgetSet
+from ledger.credits import Balance, CreditGrant
+from ledger.reservations import Capture, Reservation, ReservationScope
+from ledger.webhooks import WebhookEndpoint
 from ledger.appender import Appended, Appender
 from ledger.backoff import backoff
 from ledger.charges import Charge, ChargeValidator, ProfileResolver
@@ -53,6 +61,8 @@ from ledger.store.factory import POOL_MAX_OVERFLOW, POOL_RECYCLE_SECONDS, POOL_S
 from ledger.store.recorder import APPLICATION_NAME, LedgerRecorder
 
 __all__ = ["Ledger", "Outcome", "Receipt", "Reversal"]
+
+_log = logging.getLogger(__name__)
 
 
 class Ledger(Application):
@@ -85,6 +95,7 @@ class Ledger(Application):
         super().__init__(base_env)
         type(self).snapshotting_intervals = {Account: self.settings.snapshot_interval}
         assert self.snapshots is not None
+        self.store.spend_zone = self.settings.zone
         self.store.open(
             self.snapshots.recorder,
             LogTopics(CHARGE_RECORDED_TOPIC, ACCOUNT_OPENED_TOPIC, CATALOGUE_ID),
@@ -286,6 +297,112 @@ class Ledger(Application):
         accounts used the id (each is its own charge).
         """
         return reversals.account_of_charge(self.store, charge_id)
+
+    # -- budgets, reservations and credits ------------------------------------
+
+    def set_budget(
+        self,
+        budget_id: str,
+        *,
+        account_id: str,
+        user_id: str | None = None,
+        limit_micros: int | None = None,
+        limit_tokens: int | None = None,
+        limit: str | None = None,
+        period: str = "month",
+        mode: str = "hard",
+        thresholds: Iterable[int] = (50, 80, 100),
+    ) -> BudgetSet:
+        """Create or change a budget (an event); ``limit="credits"`` bounds by the prepaid balance.
+
+        Raises :class:`InvalidBudget` naming each bad field. Setting the same
+        definition again stores nothing (``created`` and ``changed`` False).
+        """
+        return budgets.set_budget(self, {
+            "budget_id": budget_id, "account_id": account_id, "user_id": user_id, "limit_micros": limit_micros,
+            "limit_tokens": limit_tokens, "limit": limit, "period": period, "mode": mode, "thresholds": thresholds,
+        })
+
+    def remove_budget(self, budget_id: str) -> None:
+        """Remove a budget (an event). Raises :class:`UnknownBudget`."""
+        budgets.remove_budget(self, budget_id)
+
+    def budget_status(self, budget_id: str) -> BudgetStatus:
+        """A budget's limit, spent, held and remaining now. Raises :class:`UnknownBudget`."""
+        return budgets.budget_status(self, budget_id)
+
+    def budgets(self, account_id: str | None = None) -> list[BudgetStatus]:
+        """Every budget's status (of one account, when given)."""
+        return budgets.budget_statuses(self, account_id)
+
+    def reserve(self, account_id: str, **terms: Any) -> Reservation:
+        """Hold an estimate against the account's budgets before a model call.
+
+        Terms: ``user_id``, ``estimate_micros``, ``estimate_tokens``,
+        ``ttl_seconds`` (default 600, at most a day) and ``reservation_id``
+        (idempotency). Raises :class:`BudgetExceeded` when a hard budget in
+        scope cannot hold the estimate, :class:`InvalidReservation` for bad terms.
+        """
+        return reservations.reserve(self, account_id, **terms)
+
+    def capture(self, reservation_id: str, **charge_fields: Any) -> Capture:
+        """Record the reserved call's charge and settle its hold (see :mod:`ledger.reservations`)."""
+        return reservations.capture(self, reservation_id, charge_fields)
+
+    def release(self, reservation_id: str) -> None:
+        """Release an uncaptured hold. Raises :class:`UnknownReservation`, :class:`ReservationConflict`."""
+        reservations.release(self, reservation_id)
+
+    def reservation(self, account_id: str, **terms: Any) -> AbstractContextManager[ReservationScope]:
+        """``reserve`` as a context manager: capture inside; the hold is released if the block raises or never captures."""
+        return reservations.reservation_scope(self, account_id, **terms)
+
+    def reservation_state(self, reservation_id: str) -> str:
+        """"held", "captured", "released" or "expired"."""
+        return reservations.hold_state(self, reservation_id)
+
+    def grant_credits(
+        self, account_id: str, amount_micros: int, *, expires_at: datetime | None = None, grant_id: str | None = None
+    ) -> CreditGrant:
+        """Grant prepaid credit (an event), idempotent by ``grant_id``. Raises :class:`InvalidCredit`."""
+        return credits.grant_credits(self, account_id, amount_micros, expires_at, grant_id)
+
+    def balance(self, account_id: str) -> Balance:
+        """The account's unexpired credit left after the spend it covered (earliest expiry first)."""
+        return credits.balance(self, account_id)
+
+    def check_budget_alerts(self, account_id: str | None = None) -> list[BudgetAlert]:
+        """Fire thresholds crossed and not yet fired this period; the alerts fired now."""
+        return alerts.check(self, account_id)
+
+    def budget_alerts(
+        self, *, account_id: str | None = None, budget_id: str | None = None, limit: int = 100
+    ) -> list[BudgetAlert]:
+        """Alerts fired so far, newest first."""
+        return alerts.alerts(self, account_id=account_id, budget_id=budget_id, limit=limit)
+
+    def after_capture(self, account_id: str) -> None:
+        """Fire the thresholds a capture crossed; a failure here never undoes the recorded charge."""
+        try:
+            alerts.check(self, account_id)
+        except Exception:  # noqa: BLE001 - the worker's periodic check fires it later
+            _log.warning("budget alert check after a capture failed for account %r", account_id, exc_info=True)
+
+    def fold_spend(self, account_id: str | None = None) -> int:
+        """Fold acknowledged charges into budget spend sums (keeps budget reads short); how many rows moved."""
+        return budgets.fold_spend(self, account_id)
+
+    def add_webhook(self, url: str, *, secret: str | None = None, account_id: str | None = None) -> WebhookEndpoint:
+        """Register an endpoint for threshold alerts (all accounts', or one account's)."""
+        return webhooks.add_webhook(self, url, secret=secret, account_id=account_id)
+
+    def webhooks(self) -> list[WebhookEndpoint]:
+        """Registered webhook endpoints."""
+        return webhooks.webhooks(self)
+
+    def remove_webhook(self, endpoint_id: str) -> None:
+        """Stop posting alerts to an endpoint. Raises :class:`UnknownWebhook`."""
+        webhooks.remove_webhook(self, endpoint_id)
 
     # -- reading -------------------------------------------------------------
 

@@ -107,3 +107,75 @@ class BusyAccount(LedgerError):
 
     Transient: the same call may be retried (it is idempotent by charge id).
     """
+
+
+class InvalidBudget(InvalidInput):
+    """A budget failed validation: nothing was set."""
+
+    what = "budget"
+
+
+class InvalidReservation(InvalidInput):
+    """A reservation, capture or release was refused for its input: nothing was held or recorded."""
+
+    what = "reservation"
+
+
+class InvalidCredit(InvalidInput):
+    """A credit grant failed validation: nothing was granted."""
+
+    what = "credit grant"
+
+
+class InvalidWebhook(InvalidInput):
+    """A webhook endpoint failed validation: nothing was registered."""
+
+    what = "webhook"
+
+
+class UnknownBudget(LedgerError, LookupError):
+    """No budget with this id is set."""
+
+    def __init__(self, budget_id: str) -> None:
+        self.budget_id = budget_id
+        super().__init__(f"unknown budget {budget_id!r}: no budget with this id is set")
+
+
+class UnknownReservation(LedgerError, LookupError):
+    """No reservation with this id was made."""
+
+    def __init__(self, reservation_id: str) -> None:
+        self.reservation_id = reservation_id
+        super().__init__(f"unknown reservation {reservation_id!r}: no reservation with this id was made")
+
+
+class UnknownWebhook(LedgerError, LookupError):
+    """No webhook endpoint with this id is registered."""
+
+    def __init__(self, endpoint_id: str) -> None:
+        self.endpoint_id = endpoint_id
+        super().__init__(f"unknown webhook {endpoint_id!r}: no endpoint with this id is registered")
+
+
+class ReservationConflict(LedgerError):
+    """A reservation cannot do what was asked: released, captured by another charge, or reused with other terms."""
+
+    def __init__(self, reservation_id: str, reason: str) -> None:
+        self.reservation_id = reservation_id
+        self.reason = reason
+        super().__init__(f"reservation {reservation_id!r} {reason}")
+
+
+class BudgetExceeded(LedgerError):
+    """A hard budget cannot hold the estimate: nothing was reserved.
+
+    ``figures`` names the budget's limit, spent, held and remaining in its
+    unit (``limit_micros`` … or ``limit_tokens`` …), as a status does.
+    """
+
+    def __init__(self, budget_id: str, figures: dict[str, int], estimate: int) -> None:
+        self.budget_id = budget_id
+        self.figures = dict(figures)
+        self.estimate = estimate
+        listed = ", ".join(f"{name} {value}" for name, value in self.figures.items())
+        super().__init__(f"budget {budget_id!r} cannot hold an estimate of {estimate}: {listed}")

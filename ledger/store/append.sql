@@ -47,8 +47,12 @@ BEGIN
                     VALUES (p_originators[1], 1, p_opened_topic, p_opened_states[1]);
                 v := 1;
             END IF;
-            INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at)
-                VALUES (p_account_ids[1], p_charge_ids[1], p_hashes[1], p_payloads[1], p_recorded_at);
+            INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at,
+                                             user_id, occurred_at, cost_micros, total_tokens)
+                SELECT p_account_ids[1], p_charge_ids[1], p_hashes[1], p_payloads[1], p_recorded_at,
+                       j->>'user_id', (j->>'occurred_at')::timestamptz, (j->>'cost_micros')::bigint,
+                       (j->>'total_tokens')::bigint
+                FROM (SELECT p_payloads[1]::jsonb AS j) facts;
             INSERT INTO ledger_events (originator_id, originator_version, topic, state)
                 VALUES (p_originators[1], v + 1, p_topic, p_states[1])
                 RETURNING ledger_events.id INTO notification_id;
@@ -82,8 +86,12 @@ BEGIN
         SELECT s.first_i, 0, s.originator, p_opened_topic, p_opened_states[s.account_first], 1
         FROM streams s WHERE s.base = 0
     ), indexed AS (
-        INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at)
-        SELECT f.account_id, f.charge_id, f.hash, f.payload, p_recorded_at FROM fresh f ORDER BY f.i
+        INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at,
+                                         user_id, occurred_at, cost_micros, total_tokens)
+        SELECT f.account_id, f.charge_id, f.hash, f.payload, p_recorded_at,
+               j->>'user_id', (j->>'occurred_at')::timestamptz, (j->>'cost_micros')::bigint,
+               (j->>'total_tokens')::bigint
+        FROM fresh f CROSS JOIN LATERAL (SELECT f.payload::jsonb AS j) facts ORDER BY f.i
     ), stored AS (
         INSERT INTO ledger_events (originator_id, originator_version, topic, state)
         SELECT r.originator, r.version, r.topic, r.state

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from eventsourcing.persistence import AggregateRecorder
@@ -99,6 +100,9 @@ class Store(Protocol):
     library's own writes inside it join (SQLite begins writing transactions
     with BEGIN IMMEDIATE).
     """
+
+    #: The billing time zone: the dates budget spend is folded into (set by the ledger before ``open``).
+    spend_zone: ZoneInfo | None
 
     @property
     def engine(self) -> sa.engine.Engine:

@@ -55,8 +55,12 @@ BEGIN
     END IF;
     IF cardinality(p_charge_ids) = 1 THEN
         idx := 1;
-        INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at)
-            VALUES (p_account_ids[1], p_charge_ids[1], p_hashes[1], p_payloads[1], p_recorded_at)
+        INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at,
+                                         user_id, occurred_at, cost_micros, total_tokens)
+            SELECT p_account_ids[1], p_charge_ids[1], p_hashes[1], p_payloads[1], p_recorded_at,
+                   j->>'user_id', (j->>'occurred_at')::timestamptz, (j->>'cost_micros')::bigint,
+                   (j->>'total_tokens')::bigint
+            FROM (SELECT p_payloads[1]::jsonb AS j) facts
             ON CONFLICT (account_id, charge_id) DO NOTHING;
         IF FOUND THEN
             INSERT INTO ledger_intake (originator_id, state, opened_state)
@@ -81,9 +85,12 @@ BEGIN
         FROM unnest(p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states, p_opened_states)
              WITH ORDINALITY AS t(charge_id, account_id, originator, hash, payload, state, opened, i)
     ), indexed AS (
-        INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at)
-        SELECT n.account_id, n.charge_id, n.hash, n.payload, p_recorded_at
-        FROM input n WHERE n.i = n.first ORDER BY n.account_id, n.charge_id
+        INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at,
+                                         user_id, occurred_at, cost_micros, total_tokens)
+        SELECT n.account_id, n.charge_id, n.hash, n.payload, p_recorded_at,
+               j->>'user_id', (j->>'occurred_at')::timestamptz, (j->>'cost_micros')::bigint,
+               (j->>'total_tokens')::bigint
+        FROM input n CROSS JOIN LATERAL (SELECT n.payload::jsonb AS j) facts WHERE n.i = n.first ORDER BY n.account_id, n.charge_id
         ON CONFLICT (account_id, charge_id) DO NOTHING
         RETURNING ledger_charge_index.account_id, ledger_charge_index.charge_id
     ), queued AS (

@@ -21,6 +21,8 @@ class LockKey(IntEnum):
     PRICES = 7_243_002
     #: One sequencer at a time moves the intake into the log.
     SEQUENCER = 7_243_003
+    #: One fold of budget spend per account at a time (with the account's hash as second key).
+    SPEND_FOLD = 7_243_004
 
 
 def check_unique() -> None:

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from eventsourcing.persistence import AggregateRecorder, Notification, StoredEvent
@@ -28,6 +29,7 @@ from ledger.errors import AlreadyReversed
 from ledger.store.base import Appended, ChargeBatch, LogTopics, Tuning
 from ledger.store.engine import datastore_engine
 from ledger.store.schema import charge_index, ensure_schema
+from ledger.store.spend import mark_reversed
 
 #: An index earlier versions made on the retired charge-id table.
 RETIRED_INDEX = "ix_ledger_charge_ids_account_id"
@@ -42,6 +44,8 @@ class LedgerRecorder(SQLAlchemyApplicationRecorder):
     _snapshots_table: sa.Table | None = None
     topics: LogTopics
     tuning: Tuning = Tuning()
+    #: The billing time zone: the dates budget spend is folded into (see :mod:`ledger.store.spend`).
+    spend_zone: ZoneInfo | None = None
 
     @property
     def engine(self) -> sa.engine.Engine:
@@ -116,16 +120,8 @@ class LedgerRecorder(SQLAlchemyApplicationRecorder):
     ) -> None:
         """The events, and each reversed (account, charge id) marked in the index, in one transaction."""
         for account_id, charge_id in reversed_charges:
-            result = session.execute(
-                charge_index.update()
-                .where(
-                    charge_index.c.account_id == account_id,
-                    charge_index.c.charge_id == charge_id,
-                    charge_index.c.reversed_at.is_(None),
-                )
-                .values(reversed_at=reversed_at)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            assert reversed_at is not None
+            if not mark_reversed(session, self.dialect, self.spend_zone, account_id, charge_id, reversed_at):
                 raise AlreadyReversed(charge_id)
         super()._insert_events(session, stored_events, **kwargs)
 

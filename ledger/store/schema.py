@@ -47,6 +47,128 @@ charge_index = sa.Table(
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("reversed_at", sa.DateTime(timezone=True), nullable=True),
+    # What budgets count, typed (the store fills them from the payload as it
+    # inserts the row): whose spend, when, how much. ``folded`` marks a row
+    # whose figures were added to ledger_spend (see ledger.store.spend).
+    sa.Column("user_id", sa.String(256), nullable=True),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("cost_micros", sa.BigInteger, nullable=True),
+    sa.Column("total_tokens", sa.BigInteger, nullable=True),
+    sa.Column("folded", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+)
+#: The rows not yet folded into ledger_spend, by account and time: what a
+#: budget's spent adds to the folded sums. Folding takes rows out of it.
+UNFOLDED_INDEX = sa.Index(
+    "ledger_charge_index_unfolded",
+    charge_index.c.account_id,
+    charge_index.c.occurred_at,
+    postgresql_where=sa.not_(charge_index.c.folded),
+    sqlite_where=sa.not_(charge_index.c.folded),
+)
+
+# -- budgets, reservations, credits and alerts ---------------------------------------
+
+#: Folded spend: per account, billing date and user, the cost and tokens of
+#: the charges folded so far (net of reversals).
+spend = sa.Table(
+    "ledger_spend",
+    metadata,
+    sa.Column("account_id", sa.String(256), primary_key=True),
+    sa.Column("billing_date", sa.Date, primary_key=True),
+    sa.Column("user_id", sa.String(256), primary_key=True),
+    sa.Column("charges", sa.BigInteger, nullable=False, default=0),
+    sa.Column("cost_micros", sa.BigInteger, nullable=False, default=0),
+    sa.Column("total_tokens", sa.BigInteger, nullable=False, default=0),
+)
+
+#: Each budget's current definition (the Budget aggregate's events are the
+#: history; this row is written in the same transaction as each of them).
+budgets = sa.Table(
+    "ledger_budgets",
+    metadata,
+    sa.Column("budget_id", sa.String(256), primary_key=True),
+    sa.Column("account_id", sa.String(256), nullable=False, index=True),
+    sa.Column("user_id", sa.String(256), nullable=True),
+    #: "micros", "tokens" or "credits" (the limit is the prepaid balance).
+    sa.Column("unit", sa.String(16), nullable=False),
+    sa.Column("limit_value", sa.BigInteger, nullable=True),
+    sa.Column("period", sa.String(16), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("thresholds", sa.String(256), nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: Reservations: a hold on budgets until captured, released or expired.
+holds = sa.Table(
+    "ledger_holds",
+    metadata,
+    sa.Column("reservation_id", sa.String(256), primary_key=True),
+    sa.Column("account_id", sa.String(256), nullable=False),
+    sa.Column("user_id", sa.String(256), nullable=True),
+    sa.Column("estimate_micros", sa.BigInteger, nullable=True),
+    sa.Column("estimate_tokens", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    #: "held", "captured" or "released".
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("charge_id", sa.String(256), nullable=True),
+    sa.Column("settled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ledger_holds_active", "account_id", "state", "expires_at"),
+)
+
+#: Prepaid credit grants (the CreditLine aggregate's events are the history).
+credit_grants = sa.Table(
+    "ledger_credit_grants",
+    metadata,
+    sa.Column("grant_id", sa.String(256), primary_key=True),
+    sa.Column("account_id", sa.String(256), nullable=False, index=True),
+    sa.Column("amount_micros", sa.BigInteger, nullable=False),
+    sa.Column("granted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+#: Threshold alerts: one row per budget, period and threshold, ever.
+budget_alerts = sa.Table(
+    "ledger_budget_alerts",
+    metadata,
+    sa.Column("alert_id", sa.String(64), primary_key=True),
+    sa.Column("budget_id", sa.String(256), nullable=False),
+    #: The period's first billing date as ISO text, "" for a ``total`` budget.
+    sa.Column("period_key", sa.String(16), nullable=False),
+    sa.Column("threshold", sa.Integer, nullable=False),
+    sa.Column("account_id", sa.String(256), nullable=False, index=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("budget_id", "period_key", "threshold", name="ledger_budget_alerts_once"),
+)
+
+#: Where alerts are posted; ``account_id`` None: every account's alerts.
+webhook_endpoints = sa.Table(
+    "ledger_webhook_endpoints",
+    metadata,
+    sa.Column("endpoint_id", sa.String(32), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("secret", sa.String(256), nullable=False),
+    sa.Column("account_id", sa.String(256), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+#: The outbox and delivery log: one row per alert and endpoint.
+webhook_deliveries = sa.Table(
+    "ledger_webhook_deliveries",
+    metadata,
+    sa.Column("alert_id", sa.String(64), primary_key=True),
+    sa.Column("endpoint_id", sa.String(32), primary_key=True),
+    #: "pending", "delivered" or "failed" (gave up after the last attempt).
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ledger_webhook_deliveries_due", "state", "next_attempt_at"),
 )
 
 # -- the read model --------------------------------------------------------------

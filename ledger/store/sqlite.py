@@ -3,7 +3,8 @@
 An append's transaction begins with BEGIN IMMEDIATE (the write lock, see
 :mod:`ledger.store.engine`): it checks the price catalogue is still the one
 the batch was costed with, answers ids the index knows, numbers each new
-charge after its account's stream, and inserts the index row and the event.
+charge after its account's stream, and inserts the index row (with the
+typed columns budgets sum, see :mod:`ledger.store.spend`) and the event.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from ledger.store.base import Appended, ChargeBatch, StaleCatalogue
 from ledger.store.recorder import LedgerRecorder
+from ledger.store.spend import sqlite_facts
 
 #: How SQLite numbers an account's stream: its next event follows the highest
 #: version in its events or its snapshots (an account whose events compaction
@@ -28,8 +30,8 @@ _CATALOGUE_VERSION = "SELECT coalesce(max(originator_version), 0) FROM ledger_ev
 _KNOWN = "SELECT payload, recorded_at FROM ledger_charge_index WHERE account_id = ? AND charge_id = ?"
 _INSERT_EVENT = "INSERT INTO ledger_events (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)"
 _INSERT_INDEX_ROW = (
-    "INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at) "
-    "VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at, "
+    "user_id, occurred_at, cost_micros, total_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -59,7 +61,9 @@ class SQLiteStore(LedgerRecorder):
                 if version == 0:
                     cursor.execute(_INSERT_EVENT, (key, 1, topics.account_opened, opened[account_id]))
                     version = 1
-                cursor.execute(_INSERT_INDEX_ROW, (account_id, charge_id, digest, payload, stamp))
+                cursor.execute(
+                    _INSERT_INDEX_ROW, (account_id, charge_id, digest, payload, stamp, *sqlite_facts(payload))
+                )
                 cursor.execute(_INSERT_EVENT, (key, version + 1, topics.charge_recorded, state))
                 results.append(Appended(position=cursor.lastrowid))
         return results

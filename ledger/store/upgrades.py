@@ -5,7 +5,9 @@ transaction. Billing tables made before costs existed get ``cost_micros``
 and ``unpriced_charges``; their rows predate prices, so every charge they
 count was unpriced (a rebuild from the log gives the same figures).
 Tracking made before zones were kept gets ``time_zone``, left empty: the
-next batch records its zone.
+next batch records its zone. A charge index made before budgets gets the
+typed columns budgets sum, filled from each row's payload
+(:func:`ledger.store.spend.backfill`), and the index of rows not yet folded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ledger.store.schema import (
+    UNFOLDED_INDEX,
+    charge_index,
     daily_billing_records,
     daily_billing_records_rebuild,
     projection_tracking,
@@ -48,3 +52,14 @@ def upgrade(connection: sa.engine.Connection) -> None:
             connection.execute(table.update().values(unpriced_charges=table.c.charges))
     if "time_zone" not in {c["name"] for c in inspector.get_columns(projection_tracking.name)}:
         add(projection_tracking, sa.Column("time_zone", sa.String(64), nullable=True))
+    if "folded" not in {c["name"] for c in inspector.get_columns(charge_index.name)}:
+        add(charge_index, *(
+            sa.Column(column.name, column.type, nullable=True)
+            for column in charge_index.columns
+            if column.name in ("user_id", "occurred_at", "cost_micros", "total_tokens")
+        ))
+        add(charge_index, sa.Column("folded", sa.Boolean, nullable=False, server_default=sa.false()))
+        from ledger.store.spend import backfill
+
+        backfill(connection)
+    UNFOLDED_INDEX.create(connection, checkfirst=True)

@@ -1,0 +1,291 @@
+"""Reservations: hold budget before a model call, then capture the real charge or release the hold.
+
+``reserve`` locks the hard budgets in the reservation's scope (their rows,
+in id order), reads spent and held in one statement, and inserts the hold
+only if every hard budget can take the estimate: spent + held + estimate ≤
+limit. Reservations on the same budgets wait for each other for that one
+short transaction, never across a model call; recording takes no such lock.
+
+A hold names the charge that settles it (the reservation id unless a
+capture names another). Once that charge is in the index the hold stops
+counting and the charge counts as spent, both read in the same snapshot, so
+a capture is never counted twice nor missed. An expired hold stops counting
+at ``expires_at`` by itself: no sweeper is needed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ledger.budget_rules import identifier, positive_amount, refusal, utc_now
+from ledger.budgets import statuses_of
+from ledger.errors import (
+    BudgetExceeded,
+    InvalidCharge,
+    InvalidReservation,
+    ReservationConflict,
+    UnknownReservation,
+)
+from ledger.receipts import Receipt
+from ledger.store import budgets as rows
+from ledger.store.schema import charge_index, holds
+
+if TYPE_CHECKING:
+    from ledger.application import Ledger
+
+#: The longest a hold may live: a model call that takes longer is not a reservation's business.
+MAX_TTL_SECONDS = 86_400
+DEFAULT_TTL_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A granted hold: until ``expires_at``, its estimate counts against the budgets in its scope."""
+
+    reservation_id: str
+    account_id: str
+    user_id: str | None
+    estimate_micros: int | None
+    estimate_tokens: int | None
+    expires_at: datetime
+    duplicate: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reservation_id": self.reservation_id,
+            "account_id": self.account_id,
+            "user_id": self.user_id,
+            "estimate_micros": self.estimate_micros,
+            "estimate_tokens": self.estimate_tokens,
+            "expires_at": self.expires_at.isoformat(),
+            "duplicate": self.duplicate,
+        }
+
+
+@dataclass(frozen=True)
+class Capture(Receipt):
+    """A capture's receipt: the charge's, plus the reservation it settled and whether its hold had expired."""
+
+    reservation_id: str = ""
+    hold_expired: bool = False
+
+
+def _terms(
+    account_id: Any, user_id: Any, estimate_micros: Any, estimate_tokens: Any, ttl_seconds: Any, reservation_id: Any
+) -> tuple[str, str | None, int | None, int | None, int, str]:
+    errors: dict[str, str] = {}
+    account = identifier(errors, "account_id", account_id)
+    user = identifier(errors, "user_id", user_id, required=False)
+    micros = positive_amount(errors, "estimate_micros", estimate_micros)
+    tokens = positive_amount(errors, "estimate_tokens", estimate_tokens)
+    if estimate_micros is None and estimate_tokens is None:
+        errors["estimate_micros"] = "give estimate_micros or estimate_tokens (or both)"
+    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int):
+        errors["ttl_seconds"] = "must be an integer number of seconds"
+    elif not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
+        errors["ttl_seconds"] = f"must be from 1 to {MAX_TTL_SECONDS} seconds (a day)"
+    rid = identifier(errors, "reservation_id", reservation_id, required=False) or f"rsv_{uuid.uuid4().hex}"
+    if errors:
+        raise InvalidReservation(errors)
+    assert account is not None
+    return account, user, micros, tokens, ttl_seconds, rid
+
+
+def reserve(
+    ledger: Ledger,
+    account_id: Any,
+    *,
+    user_id: Any = None,
+    estimate_micros: Any = None,
+    estimate_tokens: Any = None,
+    ttl_seconds: Any = DEFAULT_TTL_SECONDS,
+    reservation_id: Any = None,
+) -> Reservation:
+    """Hold ``estimate_*`` against the budgets of the account (and user); :class:`BudgetExceeded` if a hard one cannot."""
+    account, user, micros, tokens, ttl, rid = _terms(
+        account_id, user_id, estimate_micros, estimate_tokens, ttl_seconds, reservation_id
+    )
+    with ledger.store.transaction(commit=True) as session:
+        known = rows.find_hold(session, rid)
+        if known is not None:
+            return _repeat(known, account, user, micros, tokens)
+        budgets = [row for row in rows.budgets_in_scope(session, account, user, lock=True) if row["mode"] == "hard"]
+        now = utc_now()
+        for status in statuses_of(ledger, session, budgets, now):
+            estimate = tokens if status.unit == "tokens" else micros
+            if estimate is None:
+                name = "estimate_tokens" if status.unit == "tokens" else "estimate_micros"
+                raise InvalidReservation({name: (
+                    f"budget {status.budget_id!r} is limited in {status.suffix}: give {name}"
+                )})
+            if refusal(status, estimate):
+                raise BudgetExceeded(status.budget_id, status.figures(), estimate)
+        expires_at = now + timedelta(seconds=ttl)
+        rows.insert_hold(session, {
+            "reservation_id": rid, "account_id": account, "user_id": user, "estimate_micros": micros,
+            "estimate_tokens": tokens, "created_at": now, "expires_at": expires_at, "state": "held",
+            "charge_id": rid,
+        })
+    return Reservation(rid, account, user, micros, tokens, expires_at)
+
+
+def _repeat(known: dict[str, Any], account: str, user: str | None, micros: int | None, tokens: int | None) -> Reservation:
+    """The reservation already made under this id; other terms under the same id are a conflict."""
+    if (known["account_id"], known["user_id"], known["estimate_micros"], known["estimate_tokens"]) != (
+        account, user, micros, tokens
+    ):
+        raise ReservationConflict(known["reservation_id"], "was made with other terms: use a new reservation id")
+    return Reservation(known["reservation_id"], account, user, micros, tokens, known["expires_at"], duplicate=True)
+
+
+def capture(ledger: Ledger, reservation_id: Any, fields: dict[str, Any]) -> Capture:
+    """Record the reserved call's charge (account and user from the reservation) and settle its hold.
+
+    The charge id defaults to the reservation id. A cost above the estimate
+    is recorded and counted all the same; a capture after expiry records
+    the charge too (the call happened) and says the hold had expired.
+    """
+    rid = _reservation_id(reservation_id)
+    with ledger.store.transaction(commit=False) as session:
+        hold = rows.find_hold(session, rid)
+    if hold is None:
+        raise UnknownReservation(rid)
+    if hold["state"] == "released":
+        raise ReservationConflict(rid, "was released: nothing was recorded; reserve again for a new call")
+    charge = _charge_fields(hold, fields)
+    if charge["charge_id"] != hold["charge_id"]:
+        _claim(ledger, hold, charge["charge_id"])
+    receipt = ledger.record_charge(**charge)
+    ledger.after_capture(hold["account_id"])
+    return Capture(**{**receipt.__dict__, "reservation_id": rid, "hold_expired": hold["expires_at"] <= utc_now()})
+
+
+def _charge_fields(hold: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    charge = dict(fields)
+    for name in ("account_id", "user_id"):
+        if name in charge and charge[name] is not None and hold[name] is not None and charge[name] != hold[name]:
+            raise InvalidReservation({name: (
+                f"the reservation was made for {name} {hold[name]!r}; a capture records its charge there"
+            )})
+    charge["account_id"] = hold["account_id"]
+    if hold["user_id"] is not None:
+        charge["user_id"] = hold["user_id"]
+    if charge.get("charge_id") is None:
+        charge["charge_id"] = hold["charge_id"]
+    return charge
+
+
+def _claim(ledger: Ledger, hold: dict[str, Any], charge_id: str) -> None:
+    """Bind the hold to another charge id, unless a charge already settled it."""
+    if not isinstance(charge_id, str):
+        raise InvalidCharge({"charge_id": "must be a string"})
+    settled = sa.exists().where(
+        charge_index.c.account_id == holds.c.account_id, charge_index.c.charge_id == holds.c.charge_id
+    )
+    with ledger.store.transaction(commit=True) as session:
+        result = session.execute(
+            holds.update()
+            .where(
+                holds.c.reservation_id == hold["reservation_id"],
+                holds.c.state == "held",
+                sa.or_(holds.c.charge_id == charge_id, sa.not_(settled)),
+            )
+            .values(charge_id=charge_id)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            return
+        now = rows.find_hold(session, hold["reservation_id"])
+    assert now is not None
+    if now["state"] == "released":
+        raise ReservationConflict(hold["reservation_id"], "was released: nothing was recorded; reserve again")
+    raise ReservationConflict(
+        hold["reservation_id"], f"was already captured by charge {now['charge_id']!r}: nothing was recorded"
+    )
+
+
+def release(ledger: Ledger, reservation_id: Any) -> None:
+    """Release a hold that was not captured; releasing twice is harmless. Refused once its charge is recorded."""
+    rid = _reservation_id(reservation_id)
+    settled = sa.exists().where(
+        charge_index.c.account_id == holds.c.account_id, charge_index.c.charge_id == holds.c.charge_id
+    )
+    with ledger.store.transaction(commit=True) as session:
+        result = session.execute(
+            holds.update()
+            .where(holds.c.reservation_id == rid, holds.c.state == "held", sa.not_(settled))
+            .values(state="released", settled_at=utc_now())
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            return
+        hold = rows.find_hold(session, rid)
+    if hold is None:
+        raise UnknownReservation(rid)
+    if hold["state"] == "released":
+        return
+    raise ReservationConflict(rid, f"was captured by charge {hold['charge_id']!r}: there is no hold to release")
+
+
+def hold_state(ledger: Ledger, reservation_id: str) -> str:
+    """"held", "captured", "released" or "expired": what a reservation is now."""
+    with ledger.store.transaction(commit=False) as session:
+        hold = rows.find_hold(session, reservation_id)
+        if hold is None:
+            raise UnknownReservation(reservation_id)
+        if hold["state"] == "released":
+            return "released"
+        found = session.execute(
+            sa.select(charge_index.c.charge_id).where(
+                charge_index.c.account_id == hold["account_id"], charge_index.c.charge_id == hold["charge_id"]
+            )
+        ).first()
+    if found is not None:
+        return "captured"
+    return "expired" if hold["expires_at"] <= utc_now() else "held"
+
+
+def _reservation_id(value: Any) -> str:
+    errors: dict[str, str] = {}
+    rid = identifier(errors, "reservation_id", value)
+    if errors:
+        raise InvalidReservation(errors)
+    assert rid is not None
+    return rid
+
+
+class ReservationScope:
+    """What ``Ledger.reservation`` yields: the reservation, and ``capture`` for the call's real charge."""
+
+    def __init__(self, ledger: Ledger, reservation: Reservation) -> None:
+        self.ledger = ledger
+        self.reservation = reservation
+        self.receipt: Capture | None = None
+
+    @property
+    def reservation_id(self) -> str:
+        return self.reservation.reservation_id
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.reservation.expires_at
+
+    def capture(self, **charge_fields: Any) -> Capture:
+        self.receipt = capture(self.ledger, self.reservation_id, charge_fields)
+        return self.receipt
+
+
+@contextmanager
+def reservation_scope(ledger: Ledger, account_id: Any, **terms: Any) -> Iterator[ReservationScope]:
+    """Reserve; yield; release the hold if the block raised or ended without a capture."""
+    scope = ReservationScope(ledger, reserve(ledger, account_id, **terms))
+    try:
+        yield scope
+    finally:
+        if scope.receipt is None:
+            release(ledger, scope.reservation_id)
