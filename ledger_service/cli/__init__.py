@@ -12,6 +12,8 @@ from ledger_service.cli import read as _read  # noqa: F401
 from ledger_service.cli import prices as _prices  # noqa: F401
 from ledger_service.cli import ops as _ops  # noqa: F401
 from ledger_service.cli import keys as _keys  # noqa: F401
+from ledger_service.cli import budgets as _budgets  # noqa: F401
+from ledger_service.cli import webhooks as _webhooks  # noqa: F401
 from ledger_service.cli import serve as _serve  # noqa: F401
 
 
