@@ -309,11 +309,13 @@ class Ledger(Application):
         limit_micros: int | None = None,
         limit_tokens: int | None = None,
         limit: str | None = None,
-        period: str = "month",
+        period: str | None = None,
         mode: str = "hard",
         thresholds: Iterable[int] = (50, 80, 100),
     ) -> BudgetSet:
         """Create or change a budget (an event); ``limit="credits"`` bounds by the prepaid balance.
+
+        ``period`` is ``day``, ``month`` (the default) or ``total`` (a credits budget's only one).
 
         Raises :class:`InvalidBudget` naming each bad field. Setting the same
         definition again stores nothing (``created`` and ``changed`` False).

@@ -107,13 +107,15 @@ def validate_budget(fields: Mapping[str, Any]) -> BudgetSpec:
         unit, value = "tokens", tokens
     elif given[0] == "limit":
         unit, value = "credits", None
-    period = fields.get("period", "month")
+    period = fields.get("period")
+    if period is None:
+        period = "total" if unit == "credits" else "month"
     if period not in PERIODS:
         errors["period"] = f"must be one of {', '.join(PERIODS)}"
-    if unit == "credits" and period != "total" and "period" not in errors:
-        if fields.get("period") is not None and period != "total":
-            errors["period"] = 'a credits budget spans the grants\' lives: use "total" (or leave it out)'
-        period = "total"
+    elif unit == "credits" and period != "total":
+        errors["period"] = 'a credits budget spans the grants\' lives: use "total" (or leave it out)'
+    if unit == "credits" and user_id is not None:
+        errors["user_id"] = "a credits budget bounds the whole account's prepaid balance: leave user_id out"
     mode = fields.get("mode", "hard")
     if mode not in MODES:
         errors["mode"] = f"must be one of {', '.join(MODES)}"
@@ -203,6 +205,8 @@ class BudgetStatus:
     held: int
     version: int = 1
     credits: bool = field(default=False)
+    #: Charges in scope not yet folded into the spend sums (how long a read of spent is); not shown.
+    unfolded: int = field(default=0, compare=False, repr=False)
 
     @property
     def remaining(self) -> int:

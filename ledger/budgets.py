@@ -192,6 +192,7 @@ def statuses_of(
             held=int(held),
             version=int(row["version"]),
             credits=unit == "credits",
+            unfolded=usage.unfolded,
         ))
     return result
 
@@ -202,7 +203,16 @@ def thresholds_of(row: dict[str, Any]) -> tuple[int, ...]:
 
 
 def fold_spend(ledger: Ledger, account_id: str | None = None) -> int:
-    """Fold every unfolded charge (of one account, when given) into ``ledger_spend``, batch by batch."""
+    """Fold unfolded charges into ``ledger_spend``, batch by batch; how many rows moved.
+
+    Without ``account_id``: every account that has a budget or a credit
+    grant, one at a time (an account's folds never run two at once, so two
+    folders never lock the same rows in different orders).
+    """
+    if account_id is None:
+        with ledger.store.transaction(commit=False) as session:
+            accounts = rows.accounts_with_limits(session)
+        return sum(fold_spend(ledger, account) for account in accounts)
     total = 0
     while True:
         with ledger.store.transaction(commit=True) as session:

@@ -137,7 +137,7 @@ LedgerSettings = Settings
 
 
 class JobsSettings(BaseSettings):
-    """The ``jobs`` section: the queue, retries, leases and the daily schedule."""
+    """The ``jobs`` section: the queue, retries, leases, the daily schedule and webhook delivery."""
 
     model_config = SettingsConfigDict(env_prefix="LEDGER_", frozen=True, extra="ignore")
 
@@ -157,11 +157,28 @@ class JobsSettings(BaseSettings):
     #: Most tasks one worker thread takes from the queue at once; its
     #: create_charge tasks among them are recorded in one transaction.
     task_batch_size: int = Field(default=500, ge=1)
+    #: Budget alerts: how often the worker checks every budget's thresholds
+    #: and delivers the webhooks that are due (see ``jobs.webhooks``).
+    budget_check_seconds: float = Field(default=10.0, ge=1, le=86_400)
+    #: Webhook deliveries: the first retry's delay (doubling after each failed
+    #: attempt, capped, with jitter), the attempts before one is given up as
+    #: failed, and how long one POST may wait on each connect or read.
+    webhook_retry_first_seconds: float = Field(default=2.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=600.0, gt=0)
+    webhook_max_attempts: int = Field(default=12, ge=1)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
     @property
     def heartbeat_seconds(self) -> float:
         """Renew well inside the lease, so a busy process never lets it lapse."""
         return self.task_lease_seconds / 5
+
+    @property
+    def webhook_claim_seconds(self) -> float:
+        """How long a claimed delivery is not due again: past it, an attempt whose outcome was
+        never recorded (its process died) is made again. Twice the timeout, so a live attempt
+        has always finished first."""
+        return 2 * self.webhook_timeout_seconds + 5
 
 
 class HttpSettings(BaseSettings):

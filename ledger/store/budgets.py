@@ -78,6 +78,12 @@ def budgets_in_scope(
     return [_row(row) for row in session.execute(query)]
 
 
+def accounts_with_limits(session: Session) -> list[str]:
+    """Accounts that have a budget or a credit grant: those whose spend is read."""
+    query = sa.union(sa.select(budgets.c.account_id), sa.select(credit_grants.c.account_id))
+    return sorted(account for (account,) in session.execute(query))
+
+
 # -- holds ------------------------------------------------------------------------------------
 
 

@@ -171,25 +171,26 @@ def daily_spend(session: Session, account_id: str, since: date, since_at: dateti
 # -- folding ----------------------------------------------------------------------------------
 
 
-def fold(session: Session, dialect: str, zone: ZoneInfo, account_id: str | None = None, limit: int = FOLD_BATCH) -> int:
-    """Fold up to ``limit`` rows (of one account, or any) into ``ledger_spend``; how many were folded.
+def fold(session: Session, dialect: str, zone: ZoneInfo, account_id: str, limit: int = FOLD_BATCH) -> int:
+    """Fold up to ``limit`` of an account's rows into ``ledger_spend``; how many were folded.
 
     On PostgreSQL one folder per account at a time (a try-lock: a second one
     returns 0 at once); the rows it marks are row-locked, so a reversal of
     one of them waits and then takes its figures back out of the bucket.
     """
     if dialect == "postgresql":
-        key = account_id or ""
         got = session.execute(
-            sa.text("SELECT pg_try_advisory_xact_lock(:k, hashtext(:a))"), {"k": int(LockKey.SPEND_FOLD), "a": key}
+            sa.text("SELECT pg_try_advisory_xact_lock(:k, hashtext(:a))"),
+            {"k": int(LockKey.SPEND_FOLD), "a": account_id},
         ).scalar()
         if not got:
             return 0
     _check_zone(session, dialect, zone)
-    pick = sa.select(charge_index.c.account_id, charge_index.c.charge_id).where(sa.not_(charge_index.c.folded))
-    if account_id is not None:
-        pick = pick.where(charge_index.c.account_id == account_id)
-    pick = pick.limit(limit)
+    pick = (
+        sa.select(charge_index.c.account_id, charge_index.c.charge_id)
+        .where(sa.not_(charge_index.c.folded), charge_index.c.account_id == account_id)
+        .limit(limit)
+    )
     statement = (
         charge_index.update()
         .where(
