@@ -26,16 +26,22 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.persistence import IntegrityError
 
-from ledger import alerts, budgets, credits, price_setting, reservations, reversals, webhooks
+from ledger import (
+    alerts,
+    budgets,
+    credits,
+    price_setting,
+    reservations,
+    reversals,
+    webhooks,
+)
 from ledger.alerts import BudgetAlert
-from ledger.budget_rules import BudgetStatus
-from ledger.budgets import BudgetSet
-from ledger.credits import Balance, CreditGrant
-from ledger.reservations import Capture, Reservation, ReservationScope
-from ledger.webhooks import WebhookEndpoint
 from ledger.appender import Appended, Appender
 from ledger.backoff import backoff
+from ledger.budget_rules import BudgetStatus
+from ledger.budgets import BudgetSet
 from ledger.charges import Charge, ChargeValidator, ProfileResolver
+from ledger.credits import Balance, CreditGrant
 from ledger.domain import (
     ACCOUNT_OPENED_TOPIC,
     CHARGE_RECORDED_TOPIC,
@@ -54,11 +60,13 @@ from ledger.group_commit import GroupCommit
 from ledger.pricing import CATALOGUE_ID, Price, PriceTable, validate_price
 from ledger.receipts import Outcome, Receipt, Reversal, known_charge
 from ledger.repository import CompactedRepository
+from ledger.reservations import Capture, Reservation, ReservationScope
 from ledger.settings import Settings
 from ledger.store.base import LogTopics, Store, Tuning
 from ledger.store.engine import DROPPED_CONNECTION_ERRORS
 from ledger.store.factory import POOL_MAX_OVERFLOW, POOL_RECYCLE_SECONDS, POOL_SIZE
 from ledger.store.recorder import APPLICATION_NAME, LedgerRecorder
+from ledger.webhooks import WebhookEndpoint
 
 __all__ = ["Ledger", "Outcome", "Receipt", "Reversal"]
 

@@ -23,7 +23,13 @@ from sqlalchemy.orm import Session
 
 from ledger import credits
 from ledger.backoff import backoff
-from ledger.budget_rules import BudgetSpec, BudgetStatus, current_period, utc_now, validate_budget
+from ledger.budget_rules import (
+    BudgetSpec,
+    BudgetStatus,
+    current_period,
+    utc_now,
+    validate_budget,
+)
 from ledger.errors import BusyAccount, InvalidBudget, UnknownBudget
 from ledger.store import budgets as rows
 from ledger.store.spend import FOLD_BATCH, Scope, fold, read_usage

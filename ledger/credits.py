@@ -131,7 +131,7 @@ def _expiry(errors: dict[str, str], value: Any, now: datetime) -> datetime | Non
         return None
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = datetime.fromisoformat(value)
         except ValueError:
             errors["expires_at"] = "must be an ISO 8601 time with its offset, e.g. 2027-01-01T00:00:00Z"
             return None

@@ -16,6 +16,10 @@ Three independent checks, at one well-defined log position (the live one):
    recomputed from them in :mod:`ledger.rollup_digest`'s format
    (:mod:`projections.rollup_check`).
 
+4. **Budgets and credits** - each budget's spent and each credit balance,
+   as reservations read them, recomputed from the log in one snapshot
+   (:mod:`projections.budget_audit`).
+
 The log is read in short transactions while writers keep recording. Only
 compaction removes events; if it ran during the audit the rows it pruned may
 have been seen by one pass and not by another, so the audit reports
@@ -31,6 +35,8 @@ from uuid import UUID
 from ledger.measures import MEASURES
 from ledger.store import event_log
 from ledger.store._moved import moved
+from projections import budget_audit
+from projections.budget_audit import BalanceProof, BudgetProof
 from projections.log_tally import LogTally, figures_dict
 from projections.projector import Projector
 from projections.rebuild import Difference, rebuild
@@ -97,6 +103,9 @@ class AuditResult:
     rollups_verified: int = 0
     rollup_issues: list[RollupIssue] = field(default_factory=list)
     log_changed: bool = False
+    #: Each budget's spent and each credit balance, proved from the log (see :mod:`projections.budget_audit`).
+    budgets: list[BudgetProof] = field(default_factory=list)
+    balances: list[BalanceProof] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -105,6 +114,8 @@ class AuditResult:
             and self.conservation.balanced
             and not self.rollup_issues
             and not self.log_changed
+            and all(proof.ok for proof in self.budgets)
+            and all(proof.ok for proof in self.balances)
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +131,8 @@ class AuditResult:
             "rollups_verified": self.rollups_verified,
             "rollup_issues": [issue.to_dict() for issue in self.rollup_issues],
             "log_changed": self.log_changed,
+            "budgets": [proof.to_dict() for proof in self.budgets],
+            "balances": [proof.to_dict() for proof in self.balances],
         }
 
 
@@ -167,6 +180,7 @@ def audit(
         rollup_events=tally.rollup_events,
     )
     ledger.sequence()
+    budgets, balances = budget_audit.prove(ledger)
     return AuditResult(
         position=rebuilt.position,
         log_position=event_log.max_position(store),
@@ -178,6 +192,8 @@ def audit(
         rollups_verified=sum(1 for r in tally.to_verify if r.verified),
         rollup_issues=issues,
         log_changed=event_log.count_up_to(store, head) != rows_before,
+        budgets=budgets,
+        balances=balances,
     )
 
 

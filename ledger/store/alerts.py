@@ -16,7 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ledger.store.schema import budget_alerts, stored_utc, webhook_deliveries, webhook_endpoints
+from ledger.store.schema import (
+    budget_alerts,
+    stored_utc,
+    webhook_deliveries,
+    webhook_endpoints,
+)
 
 
 def _row(row: Any) -> dict[str, Any]:

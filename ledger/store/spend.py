@@ -22,10 +22,11 @@ refused rather than mixing dates of two zones.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -35,7 +36,16 @@ from sqlalchemy.orm import Session
 from ledger.billing_keys import billing_date
 from ledger.errors import LedgerError
 from ledger.store.locks import LockKey
-from ledger.store.schema import charge_index, holds, projection_tracking, spend, stored_utc
+from ledger.store.schema import (
+    charge_index,
+    holds,
+    projection_tracking,
+    spend,
+    stored_utc,
+)
+
+if TYPE_CHECKING:
+    from ledger.store.base import Store
 
 #: The tracking row that remembers the zone of ``ledger_spend``'s dates.
 SPEND_TRACKING = "ledger_spend"
@@ -354,3 +364,30 @@ def _as_datetime(value: Any) -> datetime:
 
 def _as_date(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+# -- audits ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def snapshot(store: Store) -> Iterator[sa.engine.Connection]:
+    """A read-only transaction that sees one snapshot of every table (REPEATABLE READ on PostgreSQL).
+
+    An audit reads the index, the spend sums, the log and the intake in it,
+    so writers recording meanwhile never make the two sides disagree.
+    """
+    with store.engine.connect() as connection:
+        if store.is_postgres:
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            yield connection
+
+
+def pending_states(connection: sa.engine.Connection, store: Store, originator_id: Any) -> list[bytes]:
+    """ChargeRecorded states acknowledged into PostgreSQL's intake and not yet in the log (none on SQLite)."""
+    if not store.is_postgres:
+        return []
+    rows = connection.execute(
+        sa.text("SELECT state FROM ledger_intake WHERE originator_id = :o ORDER BY seq"), {"o": originator_id}
+    )
+    return [bytes(state) for (state,) in rows]

@@ -163,6 +163,21 @@ def print_audit(result: AuditResult, limit: int | None = None) -> None:
     for issue in result.rollup_issues:
         out.print(f"    rollup at {issue.position} ({issue.account_id} {issue.billing_date}): "
                   f"{issue.problem}", markup=False)
+    if result.budgets or result.balances:
+        wrong = [p for p in [*result.budgets, *result.balances] if not p.ok]
+        out.print(f"  budgets and credits: {plural(len(result.budgets), 'budget')} and "
+                  f"{plural(len(result.balances), 'balance')} proved from the log, "
+                  f"{plural(len(wrong), 'mismatch', 'mismatches')}", markup=False)
+        for proof in result.budgets:
+            if not proof.ok:
+                out.print(f"    budget {proof.budget_id} ({proof.account_id}): spent {proof.spent:,} {proof.unit}, "
+                          f"the log says {proof.spent_log:,}"
+                          + ("" if proof.definition_matches else "; its row differs from its last event"),
+                          markup=False)
+        for proof in result.balances:
+            if not proof.ok:
+                out.print(f"    credit balance of {proof.account_id}: {proof.balance:,} micros, "
+                          f"the log says {proof.balance_log:,}", markup=False)
     if result.log_changed:
         out.print("  the log changed during the audit (a compaction ran): run it again", markup=False)
     _print_differences(result.differences, result.difference_count, limit)

@@ -182,10 +182,10 @@ def test_a_capture_may_not_move_the_charge_to_another_account_or_user(priced):
 
 def test_holds_expire_by_themselves_and_a_late_capture_still_records(priced):
     priced.set_budget("b", account_id="acme", limit_micros=100)
-    r = priced.reserve("acme", estimate_micros=100, ttl_seconds=1)
+    r = priced.reserve("acme", estimate_micros=100, ttl_seconds=3)
     with pytest.raises(BudgetExceeded):
         priced.reserve("acme", estimate_micros=1)
-    time.sleep(1.05)
+    time.sleep(max(0.0, (r.expires_at - utc_now()).total_seconds()) + 0.05)
     assert priced.budget_status("b").held_micros == 0
     assert priced.reservation_state(r.reservation_id) == "expired"
     late = priced.capture(r.reservation_id, **call(60))
@@ -285,3 +285,32 @@ def test_each_threshold_fires_once_per_period(priced):
     assert (body["spent_micros"], body["limit_micros"], body["budget_id"]) == (1050, 1000, "b")
     assert body["period_start"] == current_period("month", priced.settings.zone, utc_now()).start.isoformat()
     assert isinstance(date.fromisoformat(body["period_start"]), date)
+
+
+def test_the_audit_proves_every_budgets_spent_and_every_balance_from_the_log(priced):
+    from ledger.store.schema import spend
+    from projections.audit import audit
+
+    priced.set_budget("b", account_id="acme", limit_micros=10**6)
+    priced.set_budget("ann", account_id="acme", user_id="ann", limit_tokens=10**6, period="day")
+    priced.set_budget("prepaid", account_id="acme", limit="credits")
+    priced.grant_credits("acme", 500, expires_at=utc_now() + timedelta(days=1))
+    priced.grant_credits("acme", 5000)
+    for i in range(4):
+        priced.record_charge(account_id="acme", charge_id=f"c{i}", **call(100 + i, user_id=["ann", "bob"][i % 2]))
+    priced.fold_spend()
+    priced.reverse_charge("c1", account_id="acme")
+    priced.record_charge(account_id="acme", charge_id="late", **call(9))
+    result = audit(priced, catch_up=True)
+    assert result.clean, result.to_dict()
+    assert {p.budget_id: (p.spent, p.spent_log) for p in result.budgets} == {
+        "b": (100 + 102 + 103 + 9, 100 + 102 + 103 + 9), "ann": (100 + 102 + 9, 100 + 102 + 9),
+        "prepaid": (314, 314)}
+    assert [(p.account_id, p.balance, p.balance_log) for p in result.balances] == [("acme", 5186, 5186)]
+    # a fold that counted a charge twice is caught
+    with priced.store.transaction(commit=True) as session:
+        session.execute(spend.update().where(spend.c.user_id == "ann").values(cost_micros=spend.c.cost_micros + 1))
+    broken = audit(priced)
+    assert not broken.clean
+    assert {p.budget_id for p in broken.budgets if not p.ok} == {"b"}
+    assert not all(p.ok for p in broken.balances)
