@@ -7,7 +7,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ledger.budget_rules import BudgetStatus, crossed, current_period, refusal, validate_budget
+from ledger.budget_rules import (
+    BudgetStatus,
+    crossed,
+    current_period,
+    refusal,
+    validate_budget,
+)
 from ledger.credits import allocate
 from ledger.errors import InvalidBudget
 
