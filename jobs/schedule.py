@@ -18,10 +18,16 @@ never doubles it.
 :class:`ConfiguredCrontab` is the same schedule with its crontab and zone
 read on first use (from a process's settings), so defining the periodic task
 reads no settings at import.
+
+:class:`ConfiguredInterval` is a schedule of every N seconds (the budget
+check's), N read on first use. Huey asks only once a minute, so a shorter
+interval is met by the periodic run scheduling its followers within the
+minute (:meth:`ConfiguredInterval.follow_ups`).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -127,3 +133,45 @@ class ConfiguredCrontab(ZonedCrontab):
         if "expression" not in self.__dict__:
             return "ConfiguredCrontab(<not read yet>)"
         return super().__repr__()
+
+
+class ConfiguredInterval:
+    """Due every ``read()`` seconds: a Huey ``validate_datetime`` plus the runs between two checks.
+
+    Huey's scheduler asks once a minute. An interval of a minute or more is
+    due when that many minutes (rounded up) passed since it was last due; a
+    shorter one is due at every check, and that run schedules
+    :meth:`follow_ups` so the work runs every interval within the minute.
+    """
+
+    def __init__(self, read: Callable[[], float]) -> None:
+        self._read = read
+        self._seconds: float | None = None
+        self._last: datetime | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "ConfiguredInterval(<not read yet>)" if self._seconds is None else f"ConfiguredInterval({self._seconds}s)"
+
+    @property
+    def seconds(self) -> float:
+        """The interval, read on first use."""
+        if self._seconds is None:
+            self._seconds = float(self._read())
+        return self._seconds
+
+    def __call__(self, timestamp: datetime) -> bool:
+        """Huey's periodic check: due once per ``seconds`` (at least once per minute asked)."""
+        minute = utc_minute(timestamp)
+        step = max(1, math.ceil(self.seconds / 60)) * MINUTE
+        with self._lock:
+            if self._last is not None and self._last <= minute < self._last + step:
+                return False
+            self._last = minute
+            return True
+
+    def follow_ups(self) -> list[float]:
+        """Delays in seconds of the runs a due run schedules before the next minute's check."""
+        if self.seconds >= 60:
+            return []
+        return [k * self.seconds for k in range(1, math.ceil(60 / self.seconds))]

@@ -15,6 +15,10 @@ takes several ``create_charge`` tasks at once records them in one
 (:mod:`jobs.aggregation`); ``aggregate_charges`` is the periodic task that
 does the same on a crontab in the billing time zone.
 
+``check_budgets`` is the periodic budget check (every
+``budget_check_seconds``): it fires crossed thresholds and delivers their
+webhooks; ``deliver_webhooks`` delivers what is due (:mod:`jobs.webhooks`).
+
 A task's retry budget is ``task_retries`` of the settings of the process
 that makes it (:mod:`jobs.runtime`), read then, not at import. Huey names
 the tasks by this module (``jobs.tasks.create_charge``), so they stay here.
@@ -46,6 +50,7 @@ from jobs.process_ledger import close_ledger, get_ledger
 from jobs.queue import huey
 from jobs.rejected import errors_of, reject
 from jobs.retries import is_transient, retry_later
+from jobs.webhooks import BUDGET_CHECK_SCHEDULE, check_and_deliver
 from ledger.application import Receipt
 from ledger.charge_fields import INPUT_FIELDS
 from ledger.errors import ChargeConflict, InvalidCharge
@@ -58,8 +63,10 @@ __all__ = [
     "aggregate_charges",
     "aggregate_daily_billing_records",
     "aggregation_lock",
+    "check_budgets",
     "close_ledger",
     "create_charge",
+    "deliver_webhooks",
     "get_ledger",
     "is_transient",
     "record_batch",
@@ -216,6 +223,51 @@ def aggregate_charges(task: Task | None = None) -> dict[str, Any]:
     here.
     """
     return run_aggregation(task)
+
+
+# -- budget alerts and their webhooks ----------------------------------------------
+
+
+@huey.task(context=True)
+def deliver_webhooks(check: bool = False, task: Task | None = None) -> dict[str, Any]:
+    """Deliver the budget alerts' webhooks that are due (firing crossed thresholds first when ``check``).
+
+    Idempotent and safe beside other runs (deliveries are claimed, see
+    :mod:`jobs.webhooks`); a run whose failed deliveries are due again
+    before the next budget check schedules one more run for then.
+    """
+    return _check_and_deliver(check)
+
+
+class ScheduledBudgetCheck(PeriodicTask):
+    """The periodic budget check: due every ``budget_check_seconds`` (:data:`~jobs.webhooks.BUDGET_CHECK_SCHEDULE`)."""
+
+    def validate_datetime(self, timestamp: datetime) -> bool:
+        return BUDGET_CHECK_SCHEDULE(timestamp)
+
+
+@huey.task(context=True, task_base=ScheduledBudgetCheck)
+def check_budgets(task: Task | None = None) -> dict[str, Any]:
+    """The periodic job: fire crossed thresholds, deliver due webhooks.
+
+    Huey asks its periodic tasks once a minute; for an interval under a
+    minute this run first schedules the runs that follow it within the
+    minute (first, so a run that fails keeps the cadence).
+    """
+    if task is not None:
+        for delay in BUDGET_CHECK_SCHEDULE.follow_ups():
+            deliver_webhooks.schedule(kwargs={"check": True}, delay=delay)
+    return _check_and_deliver(True)
+
+
+def _check_and_deliver(check: bool) -> dict[str, Any]:
+    summary = check_and_deliver(get_ledger(), check=check)
+    wait = summary.retry_in()
+    if wait is not None and wait < BUDGET_CHECK_SCHEDULE.seconds:  # sooner than the next check
+        deliver_webhooks.schedule(delay=wait)
+    if summary.fired or summary.results:
+        log.info("budget check: %s", summary.to_dict())
+    return summary.to_dict()
 
 
 # -- graceful shutdown ------------------------------------------------------------
