@@ -22,7 +22,7 @@ from markupsafe import Markup
 
 from ledger.measures import MEASURES
 from ledger_service.csvsafe import write_csv
-from ledger_service.dashboard import charts, csrf, session
+from ledger_service.dashboard import budget_panels, charts, csrf, session
 from ledger_service.dashboard.display import Display, summed
 from ledger_service.dashboard.figures import Figures, figures
 from ledger_service.dashboard.money import pricing
@@ -184,8 +184,10 @@ async def account(request: Request, account_id: str) -> Response:
                                                      "total_tokens", _tokens))
     drawn["by_charge_type"] = Markup(charts.horizontal_bars("by-type", "Tokens by charge type", found.by_charge_type,
                                                             "charge_type", "total_tokens", _tokens))
+    panels = await run_in_threadpool(budget_panels.panels, request.app.state.ledger, account_id, display_of(request))
     return page(request, "account.html", title=f"Account {account_id}", viewer=viewer, period=period,
-                figures=found, charts=drawn, account_id=account_id)
+                figures=found, charts=drawn, account_id=account_id, panels=panels,
+                budget_legend=budget_panels.legend(), alerts_shown=budget_panels.ALERTS_SHOWN)
 
 
 @router.get("/overview/usage.csv")
