@@ -5,21 +5,25 @@ threshold crossed and not yet fired in the current period; the alert row is
 unique per (budget, period, threshold), so processes checking at once fire
 it once. Recording an alert queues its webhook deliveries in the same
 transaction (:mod:`ledger.store.alerts`); delivering them is the jobs'
-business (:mod:`jobs.webhooks`). Checks run after each capture and
-periodically in the worker, so a threshold crossed by plain charges is
-noticed within the worker's check interval.
+business (:mod:`jobs.webhooks`). Checks run in every reservation's and
+every capture's transaction (for the budgets of the account), and
+periodically in the worker, so a threshold crossed by plain charges alone is
+noticed at the account's next reservation or within the worker's check
+interval, whichever comes first.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from sqlalchemy.orm import Session
 
-from ledger.budget_rules import BudgetStatus, crossed, utc_now
+from ledger.budget_rules import BudgetStatus, crossed, current_period, utc_now
 from ledger.budgets import statuses_of
 from ledger.store import alerts as alert_store
 from ledger.store import budgets as rows
@@ -66,28 +70,66 @@ def alert_body(status: BudgetStatus, threshold: int, alert_id: str, now: datetim
 def check(ledger: Ledger, account_id: str | None = None) -> list[BudgetAlert]:
     """Fire every threshold crossed and not yet fired this period (of one account's budgets, when given)."""
     now = utc_now()
-    fired: list[BudgetAlert] = []
     with ledger.store.transaction(commit=True) as session:
-        budget_rows = [r for r in rows.budget_rows(session, account_id) if r["thresholds"]]
-        if not budget_rows:
-            return []
-        for status in statuses_of(ledger, session, budget_rows, now):
-            reached = crossed(status)
-            if not reached:
+        return check_in(ledger, session, rows.budget_rows(session, account_id), now)
+
+
+def check_in(
+    ledger: Ledger, session: Session, budget_rows: Sequence[dict[str, Any]], now: datetime,
+    statuses: Sequence[BudgetStatus] | None = None,
+) -> list[BudgetAlert]:
+    """In the caller's transaction: fire what ``budget_rows`` (or their ``statuses``, when read already) crossed.
+
+    A budget whose every threshold fired in its current period is skipped
+    without reading its spent (remembered per process: alerts are never
+    withdrawn, so that stays true until the period ends).
+    """
+    if statuses is None:
+        wanted = [r for r in budget_rows if r["thresholds"] and not _all_fired(ledger, r, now)]
+        statuses = statuses_of(ledger, session, wanted, now) if wanted else []
+    fired: list[BudgetAlert] = []
+    for status in statuses:
+        reached = crossed(status)
+        if not reached:
+            continue
+        key = "" if status.period_start is None else status.period_start.isoformat()
+        if (status.budget_id, key, status.version) in _fully_fired(ledger):
+            continue
+        done = alert_store.fired(session, status.budget_id, key)
+        for threshold in reached:
+            if threshold in done:
                 continue
-            key = "" if status.period_start is None else status.period_start.isoformat()
-            done = alert_store.fired(session, status.budget_id, key)
-            for threshold in reached:
-                if threshold in done:
-                    continue
-                alert_id = f"alrt_{uuid.uuid4().hex}"
-                body = alert_body(status, threshold, alert_id, now)
-                values = {"alert_id": alert_id, "budget_id": status.budget_id, "period_key": key,
-                          "threshold": threshold, "account_id": status.account_id,
-                          "body": orjson.dumps(body).decode(), "occurred_at": now}
-                if alert_store.insert_alert(session, ledger.store.dialect, values, now):
-                    fired.append(BudgetAlert(alert_id, status.budget_id, status.account_id, threshold, key, now, body))
+            alert_id = f"alrt_{uuid.uuid4().hex}"
+            body = alert_body(status, threshold, alert_id, now)
+            values = {"alert_id": alert_id, "budget_id": status.budget_id, "period_key": key,
+                      "threshold": threshold, "account_id": status.account_id,
+                      "body": orjson.dumps(body).decode(), "occurred_at": now}
+            if alert_store.insert_alert(session, ledger.store.dialect, values, now):
+                fired.append(BudgetAlert(alert_id, status.budget_id, status.account_id, threshold, key, now, body))
+        if len(reached) == len(status.thresholds):
+            _remember_fully_fired(ledger, (status.budget_id, key, status.version))
     return fired
+
+
+#: The most fully fired (budget, period, version) keys a ledger remembers.
+_FULLY_FIRED_LIMIT = 100_000
+
+
+def _fully_fired(ledger: Ledger) -> set[tuple[str, str, int]]:
+    """(budget id, period key, budget version) whose every threshold has fired, for this ledger's store."""
+    return ledger.fully_fired_alerts
+
+
+def _remember_fully_fired(ledger: Ledger, key: tuple[str, str, int]) -> None:
+    known = _fully_fired(ledger)
+    if len(known) >= _FULLY_FIRED_LIMIT:
+        known.clear()
+    known.add(key)
+
+
+def _all_fired(ledger: Ledger, row: dict[str, Any], now: datetime) -> bool:
+    period = current_period(row["period"], ledger.settings.zone, now)
+    return (row["budget_id"], period.key, int(row["version"])) in _fully_fired(ledger)
 
 
 def alerts(

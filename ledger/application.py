@@ -15,11 +15,10 @@ events through the library (:mod:`ledger.reversals`,
 from __future__ import annotations
 
 import atexit
-import logging
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Self
 from uuid import UUID
 
@@ -70,8 +69,6 @@ from ledger.webhooks import WebhookEndpoint
 
 __all__ = ["Ledger", "Outcome", "Receipt", "Reversal"]
 
-_log = logging.getLogger(__name__)
-
 
 class Ledger(Application):
     """The write side of the usage ledger."""
@@ -121,6 +118,8 @@ class Ledger(Application):
             self.settings.group_commit_max,
             self.settings.group_commit_window_ms / 1000,
         )
+        #: Budgets (id, period, version) whose every threshold has fired: alerts skip them (ledger.alerts).
+        self.fully_fired_alerts: set[tuple[str, str, int]] = set()
         self._closed = False
         self._close_at_exit = _closer(self)
         atexit.register(self._close_at_exit)
@@ -206,6 +205,31 @@ class Ledger(Application):
         share transactions (see :mod:`ledger.group_commit`).
         """
         appended, recorded_at = self._append_with_retry(charges)
+        results = self._receipts(charges, appended, recorded_at)
+        if not tolerate:
+            for result in results:
+                if isinstance(result, LedgerError):
+                    raise result
+        return results
+
+    def record_in_transaction(self, fields: Mapping[str, Any]) -> Receipt:
+        """Record one charge inside the caller's open store transaction (it commits or rolls back with it).
+
+        For writes that must commit together with the charge (a capture
+        settles its hold in the same transaction). Raises as ``record_charge``.
+        """
+        charge = self._priced_or_refused(self.validate(fields))
+        recorded_at = datetime.now(UTC)
+        (result,) = self._receipts([charge], self.appender.append([charge], recorded_at), recorded_at)
+        if isinstance(result, LedgerError):
+            raise result
+        return result
+
+    @staticmethod
+    def _receipts(
+        charges: Sequence[Charge], appended: Sequence[Appended], recorded_at: datetime
+    ) -> list[Receipt | LedgerError]:
+        """Per charge: a receipt (new or duplicate), or the conflict its id met."""
         results: list[Receipt | LedgerError] = []
         for charge, outcome in zip(charges, appended):
             if outcome.known:
@@ -214,10 +238,6 @@ class Ledger(Application):
                 results.append(
                     Receipt(charge.charge_id, charge.account_id, False, recorded_at, *outcome.cost)
                 )
-        if not tolerate:
-            for result in results:
-                if isinstance(result, LedgerError):
-                    raise result
         return results
 
     def _append_with_retry(self, charges: Sequence[Charge]) -> tuple[list[Appended], datetime]:
@@ -390,13 +410,6 @@ class Ledger(Application):
     ) -> list[BudgetAlert]:
         """Alerts fired so far, newest first."""
         return alerts.alerts(self, account_id=account_id, budget_id=budget_id, limit=limit)
-
-    def after_capture(self, account_id: str) -> None:
-        """Fire the thresholds a capture crossed; a failure here never undoes the recorded charge."""
-        try:
-            alerts.check(self, account_id)
-        except Exception:  # noqa: BLE001 - the worker's periodic check fires it later
-            _log.warning("budget alert check after a capture failed for account %r", account_id, exc_info=True)
 
     def fold_spend(self, account_id: str | None = None) -> int:
         """Fold acknowledged charges into budget spend sums (keeps budget reads short); how many rows moved."""

@@ -6,10 +6,10 @@ only if every hard budget can take the estimate: spent + held + estimate ≤
 limit. Reservations on the same budgets wait for each other for that one
 short transaction, never across a model call; recording takes no such lock.
 
-A hold names the charge that settles it (the reservation id unless a
-capture names another). Once that charge is in the index the hold stops
-counting and the charge counts as spent, both read in the same snapshot, so
-a capture is never counted twice nor missed. An expired hold stops counting
+A capture records its charge and marks the hold captured in one
+transaction, so the estimate stops counting exactly when the charge starts
+to (spent and held are read in one statement): a capture is never counted
+twice nor missed. An expired hold stops counting
 at ``expires_at`` by itself: no sweeper is needed.
 """
 
@@ -22,27 +22,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
+from ledger import alerts
 from ledger.budget_rules import identifier, positive_amount, refusal, utc_now
 from ledger.budgets import fold_spend, statuses_of
 from ledger.errors import (
     BudgetExceeded,
-    InvalidCharge,
     InvalidReservation,
     ReservationConflict,
     UnknownReservation,
 )
 from ledger.receipts import Receipt
 from ledger.store import budgets as rows
-from ledger.store.schema import charge_index, holds
+from ledger.store.schema import holds
 
 if TYPE_CHECKING:
     from ledger.application import Ledger
 
 #: Unfolded charges in a reservation's scope above which the reservation folds its account's
 #: spend afterwards, so reads of spent stay short on a busy account.
-FOLD_AFTER = 2_000
+FOLD_AFTER = 500
 #: The longest a hold may live: a model call that takes longer is not a reservation's business.
 MAX_TTL_SECONDS = 86_400
 DEFAULT_TTL_SECONDS = 600
@@ -119,10 +117,11 @@ def reserve(
         known = rows.find_hold(session, rid)
         if known is not None:
             return _repeat(known, account, user, micros, tokens)
-        budgets = [row for row in rows.budgets_in_scope(session, account, user, lock=True) if row["mode"] == "hard"]
+        in_scope = rows.budgets_in_scope(session, account, user, lock=True)
         now = utc_now()
-        statuses = statuses_of(ledger, session, budgets, now)
-        for status in statuses:
+        statuses = statuses_of(ledger, session, in_scope, now)
+        alerts.check_in(ledger, session, in_scope, now, statuses)
+        for status in (s for s in statuses if s.mode == "hard"):
             estimate = tokens if status.unit == "tokens" else micros
             if estimate is None:
                 name = "estimate_tokens" if status.unit == "tokens" else "estimate_micros"
@@ -154,23 +153,32 @@ def _repeat(known: dict[str, Any], account: str, user: str | None, micros: int |
 def capture(ledger: Ledger, reservation_id: Any, fields: dict[str, Any]) -> Capture:
     """Record the reserved call's charge (account and user from the reservation) and settle its hold.
 
-    The charge id defaults to the reservation id. A cost above the estimate
-    is recorded and counted all the same; a capture after expiry records
-    the charge too (the call happened) and says the hold had expired.
+    One transaction: the hold's row is locked, the charge recorded and the
+    hold marked captured, so the estimate stops counting exactly when the
+    charge starts to. The charge id defaults to the reservation id. A cost
+    above the estimate is recorded and counted all the same; a capture after
+    expiry records the charge too (the call happened) and says the hold had
+    expired. Capturing again with the same facts answers the same receipt
+    (``duplicate``); other facts, or another charge id, are a conflict.
     """
     rid = _reservation_id(reservation_id)
-    with ledger.store.transaction(commit=False) as session:
-        hold = rows.find_hold(session, rid)
-    if hold is None:
-        raise UnknownReservation(rid)
-    if hold["state"] == "released":
-        raise ReservationConflict(rid, "was released: nothing was recorded; reserve again for a new call")
-    charge = _charge_fields(hold, fields)
-    if charge["charge_id"] != hold["charge_id"]:
-        _claim(ledger, hold, charge["charge_id"])
-    receipt = ledger.record_charge(**charge)
-    ledger.after_capture(hold["account_id"])
-    return Capture(**{**receipt.__dict__, "reservation_id": rid, "hold_expired": hold["expires_at"] <= utc_now()})
+    now = utc_now()
+    with ledger.store.transaction(commit=True) as session:
+        hold = rows.find_hold(session, rid, lock=True)
+        if hold is None:
+            raise UnknownReservation(rid)
+        if hold["state"] == "released":
+            raise ReservationConflict(rid, "was released: nothing was recorded; reserve again for a new call")
+        charge = _charge_fields(hold, fields)
+        if hold["state"] == "captured" and charge["charge_id"] != hold["charge_id"]:
+            raise ReservationConflict(
+                rid, f"was already captured by charge {hold['charge_id']!r}: nothing was recorded"
+            )
+        receipt = ledger.record_in_transaction(charge)
+        if hold["state"] == "held":
+            rows.settle_hold(session, rid, "captured", receipt.charge_id, now)
+        alerts.check_in(ledger, session, rows.budget_rows(session, hold["account_id"]), now)
+    return Capture(**{**receipt.__dict__, "reservation_id": rid, "hold_expired": hold["expires_at"] <= now})
 
 
 def _charge_fields(hold: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
@@ -188,44 +196,13 @@ def _charge_fields(hold: dict[str, Any], fields: dict[str, Any]) -> dict[str, An
     return charge
 
 
-def _claim(ledger: Ledger, hold: dict[str, Any], charge_id: str) -> None:
-    """Bind the hold to another charge id, unless a charge already settled it."""
-    if not isinstance(charge_id, str):
-        raise InvalidCharge({"charge_id": "must be a string"})
-    settled = sa.exists().where(
-        charge_index.c.account_id == holds.c.account_id, charge_index.c.charge_id == holds.c.charge_id
-    )
-    with ledger.store.transaction(commit=True) as session:
-        result = session.execute(
-            holds.update()
-            .where(
-                holds.c.reservation_id == hold["reservation_id"],
-                holds.c.state == "held",
-                sa.or_(holds.c.charge_id == charge_id, sa.not_(settled)),
-            )
-            .values(charge_id=charge_id)
-        )
-        if result.rowcount:  # type: ignore[attr-defined]
-            return
-        now = rows.find_hold(session, hold["reservation_id"])
-    assert now is not None
-    if now["state"] == "released":
-        raise ReservationConflict(hold["reservation_id"], "was released: nothing was recorded; reserve again")
-    raise ReservationConflict(
-        hold["reservation_id"], f"was already captured by charge {now['charge_id']!r}: nothing was recorded"
-    )
-
-
 def release(ledger: Ledger, reservation_id: Any) -> None:
-    """Release a hold that was not captured; releasing twice is harmless. Refused once its charge is recorded."""
+    """Release a hold that was not captured; releasing twice is harmless. Refused once it was captured."""
     rid = _reservation_id(reservation_id)
-    settled = sa.exists().where(
-        charge_index.c.account_id == holds.c.account_id, charge_index.c.charge_id == holds.c.charge_id
-    )
     with ledger.store.transaction(commit=True) as session:
         result = session.execute(
             holds.update()
-            .where(holds.c.reservation_id == rid, holds.c.state == "held", sa.not_(settled))
+            .where(holds.c.reservation_id == rid, holds.c.state == "held")
             .values(state="released", settled_at=utc_now())
         )
         if result.rowcount:  # type: ignore[attr-defined]
@@ -242,18 +219,11 @@ def hold_state(ledger: Ledger, reservation_id: str) -> str:
     """"held", "captured", "released" or "expired": what a reservation is now."""
     with ledger.store.transaction(commit=False) as session:
         hold = rows.find_hold(session, reservation_id)
-        if hold is None:
-            raise UnknownReservation(reservation_id)
-        if hold["state"] == "released":
-            return "released"
-        found = session.execute(
-            sa.select(charge_index.c.charge_id).where(
-                charge_index.c.account_id == hold["account_id"], charge_index.c.charge_id == hold["charge_id"]
-            )
-        ).first()
-    if found is not None:
-        return "captured"
-    return "expired" if hold["expires_at"] <= utc_now() else "held"
+    if hold is None:
+        raise UnknownReservation(reservation_id)
+    if hold["state"] == "held" and hold["expires_at"] <= utc_now():
+        return "expired"
+    return str(hold["state"])
 
 
 def _reservation_id(value: Any) -> str:

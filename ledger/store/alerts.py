@@ -69,7 +69,11 @@ def alert_rows(
     session: Session, *, account_id: str | None = None, budget_id: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     """Alerts, newest first."""
-    query = sa.select(budget_alerts).order_by(budget_alerts.c.occurred_at.desc(), budget_alerts.c.alert_id).limit(limit)
+    query = (
+        sa.select(budget_alerts)
+        .order_by(budget_alerts.c.occurred_at.desc(), budget_alerts.c.threshold.desc(), budget_alerts.c.alert_id)
+        .limit(limit)
+    )
     if account_id is not None:
         query = query.where(budget_alerts.c.account_id == account_id)
     if budget_id is not None:

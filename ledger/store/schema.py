@@ -26,7 +26,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -284,7 +284,7 @@ rejected_charges = sa.Table(
 
 def stored_utc(value: datetime) -> datetime:
     """A stored time as UTC-aware: SQLite gives naive datetimes back, and every stored time is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # -- creating them -------------------------------------------------------------------

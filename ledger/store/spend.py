@@ -26,6 +26,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -38,7 +40,6 @@ from ledger.errors import LedgerError
 from ledger.store.locks import LockKey
 from ledger.store.schema import (
     charge_index,
-    holds,
     projection_tracking,
     spend,
     stored_utc,
@@ -85,15 +86,39 @@ class Usage:
     unfolded: int
 
 
-def _folded(scope: Scope, column: sa.Column[Any]) -> sa.ScalarSelect[Any]:
-    conditions = [spend.c.account_id == scope.account_id]
-    if scope.user_id is not None:
-        conditions.append(spend.c.user_id == scope.user_id)
-    if scope.start is not None:
-        conditions.append(spend.c.billing_date >= scope.start)
-    if scope.end is not None:
-        conditions.append(spend.c.billing_date < scope.end)
-    return sa.select(sa.func.coalesce(sa.func.sum(column), 0)).where(*conditions).scalar_subquery()
+_USAGE_SQL = "\n".join(
+    line for line in (Path(__file__).parent / "usage.sql").read_text().splitlines() if not line.startswith("--")
+)
+_DATES = ("d0", "d1")
+_TIMES = ("t0", "t1", "now")
+
+
+@lru_cache(maxsize=64)
+def _usage_statement(count: int) -> sa.TextClause:
+    """``usage.sql`` once per scope, as one statement (built once per number of scopes)."""
+    parts = [_USAGE_SQL.replace("_N", f"_{n}") for n in range(count)]
+    statement = sa.text("\nUNION ALL\n".join(parts))
+    binds = [sa.bindparam("now", type_=sa.DateTime(timezone=True))]
+    for n in range(count):
+        binds += [sa.bindparam(f"{name}_{n}", type_=sa.Date) for name in _DATES]
+        binds += [sa.bindparam(f"{name}_{n}", type_=sa.DateTime(timezone=True)) for name in ("t0", "t1")]
+        binds += [sa.bindparam(f"u_{n}", type_=sa.String), sa.bindparam(f"a_{n}", type_=sa.String),
+                  sa.bindparam(f"n_{n}", type_=sa.Integer)]
+    return statement.bindparams(*binds)
+
+
+def read_usage(session: Session, scopes: Sequence[Scope], now: datetime) -> list[Usage]:
+    """Each scope's usage, read in one statement (one snapshot) inside ``session``'s transaction."""
+    if not scopes:
+        return []
+    params: dict[str, Any] = {"now": now.astimezone(UTC)}
+    for n, scope in enumerate(scopes):
+        params.update({
+            f"n_{n}": n, f"a_{n}": scope.account_id, f"u_{n}": scope.user_id,
+            f"d0_{n}": scope.start, f"d1_{n}": scope.end, f"t0_{n}": scope.start_at, f"t1_{n}": scope.end_at,
+        })
+    found = {row[0]: row[1:] for row in session.execute(_usage_statement(len(scopes)), params)}
+    return [Usage(*(int(value) for value in found[n])) for n in range(len(scopes))]
 
 
 def _unfolded_conditions(scope: Scope) -> list[sa.ColumnElement[bool]]:
@@ -109,53 +134,6 @@ def _unfolded_conditions(scope: Scope) -> list[sa.ColumnElement[bool]]:
     if scope.end_at is not None:
         conditions.append(charge_index.c.occurred_at < scope.end_at)
     return conditions
-
-
-def _unfolded(scope: Scope, column: Any) -> sa.ScalarSelect[Any]:
-    return sa.select(sa.func.coalesce(sa.func.sum(column), 0)).where(*_unfolded_conditions(scope)).scalar_subquery()
-
-
-def captured() -> sa.Exists:
-    """Whether a hold's charge is in the index: then the charge counts as spent, and the hold no more."""
-    return sa.exists().where(
-        charge_index.c.account_id == holds.c.account_id, charge_index.c.charge_id == holds.c.charge_id
-    )
-
-
-def _held(scope: Scope, column: sa.Column[Any], now: datetime) -> sa.ScalarSelect[Any]:
-    """Active holds: not released, not expired, and their charge not recorded (read in the same snapshot as spent)."""
-    conditions = [
-        holds.c.account_id == scope.account_id,
-        holds.c.state == "held",
-        holds.c.expires_at > now,
-        sa.not_(captured()),
-    ]
-    if scope.user_id is not None:
-        conditions.append(holds.c.user_id == scope.user_id)
-    return sa.select(sa.func.coalesce(sa.func.sum(column), 0)).where(*conditions).scalar_subquery()
-
-
-def usage_query(scopes: Sequence[Scope], now: datetime) -> sa.Select[Any]:
-    """One statement reading every scope's :class:`Usage` (five columns per scope), so all share one snapshot."""
-    now = now.astimezone(UTC)
-    columns: list[Any] = []
-    for scope in scopes:
-        columns += [
-            _folded(scope, spend.c.cost_micros) + _unfolded(scope, charge_index.c.cost_micros),
-            _folded(scope, spend.c.total_tokens) + _unfolded(scope, charge_index.c.total_tokens),
-            _held(scope, holds.c.estimate_micros, now),
-            _held(scope, holds.c.estimate_tokens, now),
-            sa.select(sa.func.count()).where(*_unfolded_conditions(scope)).scalar_subquery(),
-        ]
-    return sa.select(*columns)
-
-
-def read_usage(session: Session, scopes: Sequence[Scope], now: datetime) -> list[Usage]:
-    """Each scope's usage, read in one statement inside ``session``'s transaction."""
-    if not scopes:
-        return []
-    row = session.execute(usage_query(scopes, now)).one()
-    return [Usage(*(int(value) for value in row[i : i + 5])) for i in range(0, len(row), 5)]
 
 
 def daily_spend(session: Session, account_id: str, since: date, since_at: datetime, zone: ZoneInfo) -> dict[date, int]:
