@@ -1,10 +1,11 @@
 """Prepaid credits: grants (events), and the balance they leave after the spend they covered.
 
 A grant adds ``amount_micros`` of credit to an account, optionally until
-``expires_at``. Spend is covered day by day in billing-date order: each
-day's cost is taken from the grants that cover that day (granted on or
-before it, and not expired at its start), the earliest-expiring first (a
-grant that never expires last; ties by grant time). The balance is what the
+``expires_at``. Credit is counted per billing day: spend is covered day by
+day in billing-date order, each day's cost taken from the grants that cover
+that day (granted on or before it, and expiring on a later billing date),
+the earliest-expiring first (a grant that never expires last; ties by grant
+time). The balance is what the
 unexpired grants have left. Spend no grant covers is not owed to any grant:
 it shows as overage, and a credits budget then refuses reservations.
 """
@@ -65,9 +66,8 @@ class CreditGrant:
     remaining_micros: int | None = None
     duplicate: bool = False
 
-    @property
-    def expired(self) -> bool:
-        return self.expires_at is not None and self.expires_at <= utc_now()
+    #: Whether the grant no longer counts (its expiry date has begun), as of the balance that listed it.
+    expired: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,7 +114,7 @@ def grant_credits(
         errors["amount_micros"] = "is required"
     gid = identifier(errors, "grant_id", grant_id, required=False) or f"grant_{uuid.uuid4().hex}"
     now = utc_now()
-    expiry = _expiry(errors, expires_at, now)
+    expiry = _expiry(errors, expires_at, now, ledger.settings.zone)
     if errors:
         raise InvalidCredit(errors)
     assert account is not None and amount is not None
@@ -126,7 +126,7 @@ def grant_credits(
     raise BusyAccount(f"could not grant credits to {account!r}: concurrent grants kept conflicting")
 
 
-def _expiry(errors: dict[str, str], value: Any, now: datetime) -> datetime | None:
+def _expiry(errors: dict[str, str], value: Any, now: datetime, zone: ZoneInfo) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -138,8 +138,11 @@ def _expiry(errors: dict[str, str], value: Any, now: datetime) -> datetime | Non
     if not isinstance(value, datetime) or value.tzinfo is None:
         errors["expires_at"] = "must be a time with its offset (timezone-aware)"
         return None
-    if value <= now:
-        errors["expires_at"] = "must be in the future"
+    if billing_date(value, zone) <= billing_date(now, zone):
+        errors["expires_at"] = (
+            "must fall on a later billing date than today: credit is counted per billing day, and a grant "
+            "stops covering spend at the start of its expiry date"
+        )
         return None
     return value.astimezone(UTC)
 
@@ -170,9 +173,11 @@ def _grant(
     return _grant_of(values)
 
 
-def _grant_of(row: dict[str, Any], *, remaining: int | None = None, duplicate: bool = False) -> CreditGrant:
+def _grant_of(
+    row: dict[str, Any], *, remaining: int | None = None, duplicate: bool = False, expired: bool = False
+) -> CreditGrant:
     return CreditGrant(row["grant_id"], row["account_id"], int(row["amount_micros"]), row["granted_at"],
-                       row["expires_at"], remaining, duplicate)
+                       row["expires_at"], remaining, duplicate, expired)
 
 
 def credit_line(ledger: Ledger, session: Session, account_id: str, now: datetime) -> Balance:
@@ -190,29 +195,35 @@ def credit_line(ledger: Ledger, session: Session, account_id: str, now: datetime
 def allocate(
     account_id: str, grants: list[dict[str, Any]], spent: dict[date, int], zone: ZoneInfo, now: datetime
 ) -> Balance:
-    """Cover each day's spend from the grants covering it, earliest expiry first; the balance left at ``now``."""
+    """Cover each day's spend from the grants covering it, earliest expiry first; the balance left at ``now``.
+
+    Credit is counted per billing day: a grant covers the billing dates from
+    the one it was granted on up to, not including, the billing date of its
+    ``expires_at``, and counts in the balance over the same days. So spend is
+    never taken from a grant the balance no longer shows, nor the reverse.
+    """
     left = {g["grant_id"]: int(g["amount_micros"]) for g in grants}
-    never = datetime.max.replace(tzinfo=UTC)
-    order = sorted(grants, key=lambda g: (g["expires_at"] or never, g["granted_at"], g["grant_id"]))
+    never = date.max
+    first = {g["grant_id"]: billing_date(g["granted_at"], zone) for g in grants}
+    last = {g["grant_id"]: never if g["expires_at"] is None else billing_date(g["expires_at"], zone) for g in grants}
+    order = sorted(grants, key=lambda g: (last[g["grant_id"]], g["granted_at"], g["grant_id"]))
     overage = 0
     for day in sorted(spent):
         cost = spent[day]
-        day_start = datetime.combine(day, time(0), tzinfo=zone)
         for g in order:
             if cost <= 0:
                 break
-            if billing_date(g["granted_at"], zone) > day:
-                continue
-            if g["expires_at"] is not None and g["expires_at"] <= day_start:
+            if not first[g["grant_id"]] <= day < last[g["grant_id"]]:
                 continue
             take = min(left[g["grant_id"]], cost)
             left[g["grant_id"]] -= take
             cost -= take
         overage += max(cost, 0)
-    live = [g for g in grants if g["expires_at"] is None or g["expires_at"] > now]
+    today = billing_date(now, zone)
+    live = [g for g in grants if today < last[g["grant_id"]]]
     granted = sum(int(g["amount_micros"]) for g in live)
     balance = sum(left[g["grant_id"]] for g in live)
-    listed = [_grant_of(g, remaining=left[g["grant_id"]]) for g in grants]
+    listed = [_grant_of(g, remaining=left[g["grant_id"]], expired=today >= last[g["grant_id"]]) for g in grants]
     return Balance(account_id, balance, granted, granted - balance, overage, listed)
 
 

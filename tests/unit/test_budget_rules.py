@@ -116,3 +116,14 @@ def test_spend_no_grant_covers_is_overage():
     balance = allocate("a", [grant("g", 100, d1)], {date(2026, 12, 1): 70, date(2026, 12, 3): 150}, zone,
                        datetime(2026, 12, 4, tzinfo=UTC))
     assert (balance.balance_micros, balance.used_micros, balance.overage_micros) == (0, 100, 120)
+
+
+def test_a_grant_stops_covering_and_counting_at_the_start_of_its_expiry_date():
+    zone = ZoneInfo("UTC")
+    granted = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    grants = [grant("short", 100, granted, datetime(2026, 12, 3, 12, tzinfo=UTC)), grant("forever", 100, granted)]
+    spent = {date(2026, 12, 3): 50}  # on the expiry date, before and after 12:00 alike
+    on_the_day = allocate("a", grants, spent, zone, datetime(2026, 12, 3, 8, tzinfo=UTC))
+    left = {g.grant_id: (g.remaining_micros, g.expired) for g in on_the_day.grants}
+    assert left == {"short": (100, True), "forever": (50, False)}
+    assert (on_the_day.balance_micros, on_the_day.granted_micros) == (50, 100)
