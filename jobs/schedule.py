@@ -136,7 +136,7 @@ class ConfiguredCrontab(ZonedCrontab):
 
 
 class ConfiguredInterval:
-    """Due every ``read()`` seconds: a Huey ``validate_datetime`` plus the runs between two checks.
+    """Due every ``read()`` seconds (0: never): a Huey ``validate_datetime`` plus the runs between two checks.
 
     Huey's scheduler asks once a minute. An interval of a minute or more is
     due when that many minutes (rounded up) passed since it was last due; a
@@ -161,7 +161,9 @@ class ConfiguredInterval:
         return self._seconds
 
     def __call__(self, timestamp: datetime) -> bool:
-        """Huey's periodic check: due once per ``seconds`` (at least once per minute asked)."""
+        """Huey's periodic check: due once per ``seconds`` (at least once per minute asked); never when 0."""
+        if not self.seconds:
+            return False
         minute = utc_minute(timestamp)
         step = max(1, math.ceil(self.seconds / 60)) * MINUTE
         with self._lock:
@@ -172,6 +174,6 @@ class ConfiguredInterval:
 
     def follow_ups(self) -> list[float]:
         """Delays in seconds of the runs a due run schedules before the next minute's check."""
-        if self.seconds >= 60:
+        if not self.seconds or self.seconds >= 60:
             return []
         return [k * self.seconds for k in range(1, math.ceil(60 / self.seconds))]

@@ -50,7 +50,7 @@ from jobs.process_ledger import close_ledger, get_ledger
 from jobs.queue import huey
 from jobs.rejected import errors_of, reject
 from jobs.retries import is_transient, retry_later
-from jobs.webhooks import BUDGET_CHECK_SCHEDULE, check_and_deliver
+from jobs.webhooks import BUDGET_CHECK_SCHEDULE, check_and_deliver, watching
 from ledger.application import Receipt
 from ledger.charge_fields import INPUT_FIELDS
 from ledger.errors import ChargeConflict, InvalidCharge
@@ -252,9 +252,10 @@ def check_budgets(task: Task | None = None) -> dict[str, Any]:
 
     Huey asks its periodic tasks once a minute; for an interval under a
     minute this run first schedules the runs that follow it within the
-    minute (first, so a run that fails keeps the cadence).
+    minute (first, so a run that fails keeps the cadence), when some budget
+    has thresholds to fire.
     """
-    if task is not None:
+    if task is not None and watching(get_ledger()):
         for delay in BUDGET_CHECK_SCHEDULE.follow_ups():
             deliver_webhooks.schedule(kwargs={"check": True}, delay=delay)
     return _check_and_deliver(True)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from jobs import runtime
 from jobs.schedule import ConfiguredInterval
 from ledger.budget_rules import utc_now
+from ledger.store import budgets as budget_store
 from ledger.store import webhook_deliveries as store
 from ledger.webhooks import SIGNATURE_HEADER, sign
 
@@ -172,6 +173,9 @@ def deliver_due(
     jobs = settings or runtime.settings().jobs
     cutoff = now if now is not None else utc_now()
     results: list[DeliveryResult] = []
+    with ledger.store.transaction(commit=False) as session:
+        if not store.any_due(session, cutoff):
+            return results  # the usual case, found without SQLite's write lock
     while len(results) < limit:
         clock = now if now is not None else utc_now()
         with ledger.store.transaction(commit=True) as session:
@@ -258,11 +262,26 @@ class CheckSummary:
         return {"fired": self.fired, "attempts": len(self.results), **counts}
 
 
+def watching(ledger: Ledger) -> bool:
+    """Whether any budget has thresholds to fire: the check's runs between two minutes are worth it.
+
+    A ledger without such budgets gets the periodic check once a minute
+    only, and leaves nothing on the schedule.
+    """
+    with ledger.store.transaction(commit=False) as session:
+        return any(row["thresholds"] for row in budget_store.budget_rows(session))
+
+
 def check_and_deliver(
     ledger: Ledger, *, check: bool = True, settings: JobsSettings | None = None, limit: int = 100
 ) -> CheckSummary:
-    """Fire the thresholds every budget crossed (when ``check``), then deliver what is due."""
-    fired = ledger.check_budget_alerts() if check else []
+    """Fire the thresholds every budget crossed (when ``check``), then deliver what is due.
+
+    Both steps first look (reading only) whether there is anything to do, so
+    a ledger without budgets or due deliveries never waits for SQLite's
+    write lock here.
+    """
+    fired = ledger.check_budget_alerts() if check and watching(ledger) else []
     return CheckSummary(len(fired), deliver_due(ledger, limit=limit, settings=settings))
 
 

@@ -158,8 +158,9 @@ class JobsSettings(BaseSettings):
     #: create_charge tasks among them are recorded in one transaction.
     task_batch_size: int = Field(default=500, ge=1)
     #: Budget alerts: how often the worker checks every budget's thresholds
-    #: and delivers the webhooks that are due (see ``jobs.webhooks``).
-    budget_check_seconds: float = Field(default=10.0, ge=1, le=86_400)
+    #: and delivers the webhooks that are due (see ``jobs.webhooks``); 0 turns
+    #: the periodic check off (``ledger webhooks deliver`` run from cron instead).
+    budget_check_seconds: float = Field(default=10.0, ge=0, le=86_400)
     #: Webhook deliveries: the first retry's delay (doubling after each failed
     #: attempt, capped, with jitter), the attempts before one is given up as
     #: failed, and how long one POST may wait on each connect or read.
@@ -167,6 +168,13 @@ class JobsSettings(BaseSettings):
     webhook_retry_max_seconds: float = Field(default=600.0, gt=0)
     webhook_max_attempts: int = Field(default=12, ge=1)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("budget_check_seconds")
+    @classmethod
+    def _off_or_a_second(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("must be 0 (off) or at least 1 second")
+        return value
 
     @property
     def heartbeat_seconds(self) -> float:

@@ -50,6 +50,13 @@ class Claim:
     body: bytes
 
 
+def any_due(session: Session, now: datetime) -> bool:
+    """Whether some pending delivery is due at ``now`` (a read: no write lock is taken to find nothing)."""
+    d = webhook_deliveries
+    query = sa.select(d.c.alert_id).where(d.c.state == PENDING, d.c.next_attempt_at <= now).limit(1)
+    return session.execute(query).first() is not None
+
+
 def claim_due(session: Session, dialect: str, now: datetime, lease_until: datetime, limit: int) -> list[Claim]:
     """Claim up to ``limit`` pending deliveries due at ``now``; each is not due again before ``lease_until``."""
     d = webhook_deliveries

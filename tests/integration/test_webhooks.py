@@ -442,6 +442,18 @@ def test_the_budget_check_interval_under_a_minute_runs_its_followers_within_the_
     assert every_three_minutes.follow_ups() == []
     due = [every_three_minutes(datetime(2026, 6, 1, 0, minute, 2)) for minute in range(7)]
     assert due == [True, False, False, True, False, False, True]
+    off = ConfiguredInterval(lambda: 0)
+    assert not any(off(datetime(2026, 6, 1, 0, minute)) for minute in range(5)) and off.follow_ups() == []
+
+
+def test_the_budget_check_interval_is_off_or_at_least_a_second():
+    from pydantic import ValidationError
+
+    assert JobsSettings().budget_check_seconds == 10
+    assert JobsSettings(budget_check_seconds=0).budget_check_seconds == 0
+    for bad in (0.5, -1, 86_401):
+        with pytest.raises(ValidationError, match="budget_check_seconds"):
+            JobsSettings(budget_check_seconds=bad)
 
 
 # -- through the real Huey worker ------------------------------------------------------------------------
