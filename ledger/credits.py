@@ -138,6 +138,9 @@ def _expiry(errors: dict[str, str], value: Any, now: datetime, zone: ZoneInfo) -
     if not isinstance(value, datetime) or value.tzinfo is None:
         errors["expires_at"] = "must be a time with its offset (timezone-aware)"
         return None
+    if value <= now:
+        errors["expires_at"] = "must be in the future"
+        return None
     if billing_date(value, zone) <= billing_date(now, zone):
         errors["expires_at"] = (
             "must fall on a later billing date than today: credit is counted per billing day, and a grant "
