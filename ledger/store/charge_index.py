@@ -78,6 +78,9 @@ def _fold_into_index(connection: sa.engine.Connection, postgres: bool) -> None:
         connection.exec_driver_sql(
             f"INSERT OR IGNORE INTO ledger_charge_index ({columns}) SELECT {columns} FROM {RETIRED_TABLE}"
         )
+    from ledger.store.spend import backfill
+
+    backfill(connection)  # the moved rows' typed columns, from their payloads
 
 
 def _create_guard(connection: sa.engine.Connection, postgres: bool) -> None:

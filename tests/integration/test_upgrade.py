@@ -197,8 +197,12 @@ def test_a_ledger_of_an_earlier_release_upgrades_in_place(store_url, previous_re
         for account, figures in totals.items():
             assert ledger.account_totals(account) == figures, account
         assert index_rows(ledger) == 460
+        # Charges of the earlier release count in budgets: their index rows got the typed columns at upgrade.
+        ledger.set_budget("big-total", account_id="big", limit_tokens=10**9, period="total")
+        assert ledger.budget_status("big-total").spent_tokens == totals["big"].total_tokens > 0
         result = audit(ledger, catch_up=True)
         assert result.clean, result.to_dict()
+        assert [p.spent_log for p in result.budgets] == [totals["big"].total_tokens]
         assert result.conservation.records["charges"] == 460
         reversal = ledger.reverse_charge("c-5", "refund", account_id="other")  # an id kept from before, per account
         assert reversal.account_id == "other"
