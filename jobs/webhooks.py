@@ -275,13 +275,16 @@ def watching(ledger: Ledger) -> bool:
 def check_and_deliver(
     ledger: Ledger, *, check: bool = True, settings: JobsSettings | None = None, limit: int = 100
 ) -> CheckSummary:
-    """Fire the thresholds every budget crossed (when ``check``), then deliver what is due.
+    """Fold budget spend and fire the thresholds every budget crossed (when ``check``), then deliver what is due.
 
     Both steps first look (reading only) whether there is anything to do, so
     a ledger without budgets or due deliveries never waits for SQLite's
     write lock here.
     """
-    fired = ledger.check_budget_alerts() if check and watching(ledger) else []
+    fired = []
+    if check and watching(ledger):
+        ledger.fold_spend()  # keeps budget reads short on accounts that record without reserving
+        fired = ledger.check_budget_alerts()
     return CheckSummary(len(fired), deliver_due(ledger, limit=limit, settings=settings))
 
 

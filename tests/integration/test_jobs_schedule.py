@@ -107,7 +107,7 @@ out = []
 for text in sys.argv[1:]:
     AGGREGATE_SCHEDULE._last = None  # each probe is its own scheduler tick
     tasks = huey.read_periodic(datetime.fromisoformat(text))
-    out.append(sorted(type(t).__name__ for t in tasks))
+    out.append(sorted(type(t).__name__ for t in tasks if type(t).__name__ == "aggregate_charges"))
 print(json.dumps(out))
 """
     probes = [
