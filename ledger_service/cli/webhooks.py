@@ -18,6 +18,7 @@ from ledger_service.cli.app import (
     print_table,
     state_of,
 )
+from ledger_service.wording import plural
 
 webhooks_app = typer.Typer(
     help="Webhook endpoints for budget threshold alerts (signed POSTs, retried), and their delivery log.",
@@ -114,7 +115,7 @@ def webhooks_deliver(
     else:
         for result in summary.results:
             out.print(_attempt_line(result), markup=False)
-        note(f"{summary.fired} alert(s) fired, {len(summary.results)} delivery attempt(s)")
+        note(f"{plural(summary.fired, 'alert')} fired, {plural(len(summary.results), 'delivery attempt')}")
     if any(not r.delivered and r.recorded for r in summary.results):
         raise typer.Exit(EXIT["partial"])
 
