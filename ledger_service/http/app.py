@@ -23,9 +23,14 @@ from ledger.errors import BusyAccount, InvalidInput, LedgerError
 from ledger.settings import DashboardSettings, HttpSettings, Settings
 from ledger.store.engine import SQLALCHEMY_UNAVAILABLE
 from ledger_service import dashboard as dashboard_pages
-from ledger_service.http import charges, docs, events, health, index, reading
+from ledger_service.http import budgets, charges, docs, events, health, index, reading
 from ledger_service.http.auth import check_caller
-from ledger_service.http.problems import Problem, handle_problem, problem_response
+from ledger_service.http.problems import (
+    Problem,
+    budget_problem,
+    handle_problem,
+    problem_response,
+)
 from ledger_service.http.security_headers import STRICT_CSP, secure_send
 from ledger_service.http.slashes import RelativeSlashRedirect
 from ledger_service.keys import KeyCache, close_reader, open_reader
@@ -106,8 +111,8 @@ def create_app(ledger: Ledger, http: HttpSettings | None = None, *, dashboard: D
     open_reader(ledger, app.state.http)
     app.state.keys = KeyCache(app.state.http.key_cache_seconds)
     app.state.secret_key = load_secret_key(app.state.http).value
-    for router in (index.router, charges.router, reading.router, events.router, health.router, docs.router,
-                   dashboard_pages.router):
+    for router in (index.router, charges.router, reading.router, budgets.router, events.router, health.router,
+                   docs.router, dashboard_pages.router):
         app.include_router(router)
     app.router.default = RelativeSlashRedirect(app.router)
     app.mount("/dashboard/static", StaticFiles(directory=dashboard_pages.STATIC), name="dashboard-static")
@@ -152,10 +157,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _ledger_error(request: Request, exc: Exception) -> JSONResponse:
-    """What a handler did not map: input refused (422), or the store busy (503, retry)."""
+    """What a handler did not map: input refused (422), a budget's refusal (402), an unknown budget or
+    reservation (404), a reservation conflict (409), or the store busy (503, retry)."""
     if isinstance(exc, InvalidInput):
         return problem_response(Problem(422, str(exc), errors=[{"field": k, "detail": v}
                                                                for k, v in sorted(exc.errors.items())]), request)
+    mapped = budget_problem(exc)
+    if mapped is not None:
+        return problem_response(mapped, request)
     if isinstance(exc, BusyAccount):
         return problem_response(Problem(503, str(exc), headers={"Retry-After": "1"}), request)
     log.warning("ledger error on %s: %s", request.url.path, exc)

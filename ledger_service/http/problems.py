@@ -13,6 +13,14 @@ from typing import Any
 
 from fastapi import Request
 
+from ledger.errors import (
+    BudgetExceeded,
+    LedgerError,
+    ReservationConflict,
+    UnknownBudget,
+    UnknownReservation,
+    UnknownWebhook,
+)
 from ledger.text import printable
 from ledger_service.http.encoding import JsonAnswer
 
@@ -21,6 +29,7 @@ MEDIA_TYPE = "application/problem+json"
 TITLES = {
     400: "Bad request",
     401: "Unauthorized",
+    402: "Budget exceeded",
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
@@ -92,3 +101,28 @@ def problem_response(problem: Problem, request: Request | None = None) -> JsonAn
 async def handle_problem(request: Request, exc: Exception) -> JsonAnswer:
     assert isinstance(exc, Problem)
     return problem_response(exc, request)
+
+
+#: What each unknown-thing error names: the field and what it is.
+UNKNOWN = {UnknownBudget: ("budget_id", "unknown budget"), UnknownReservation: ("reservation_id", "unknown reservation"),
+           UnknownWebhook: ("endpoint_id", "unknown webhook")}
+
+
+def budget_problem(exc: LedgerError) -> Problem | None:
+    """The problem for a budget, reservation or webhook error (None for any other error).
+
+    402 names the budget, its figures as its status names them
+    (``limit_micros``… or ``limit_tokens``…) and the estimate; the estimate
+    field is the one named in ``errors``.
+    """
+    if isinstance(exc, BudgetExceeded):
+        unit = "tokens" if any(name.endswith("_tokens") for name in exc.figures) else "micros"
+        return Problem(402, str(exc), errors=[{"field": f"estimate_{unit}", "detail": (
+            f"budget {printable(exc.budget_id)} has {exc.figures.get(f'remaining_{unit}', 0)} {unit} remaining")}],
+            budget_id=exc.budget_id, **exc.figures, estimate=exc.estimate)
+    if isinstance(exc, ReservationConflict):
+        return Problem(409, str(exc), errors=[{"field": "reservation_id", "detail": exc.reason}])
+    for kind, (field, what) in UNKNOWN.items():
+        if isinstance(exc, kind):
+            return Problem(404, str(exc), errors=[{"field": field, "detail": what}])
+    return None

@@ -176,3 +176,162 @@ AUTH_PROBLEMS = {401: problem("No key, or an unknown or revoked one (whatever th
 BODY_PROBLEMS = {400: problem("The body is not valid JSON."),
                  413: problem("The body or the batch is too large."),
                  415: problem("Wrong content type.")}
+
+
+# -- budgets, reservations and credits ----------------------------------------------------
+
+
+class BudgetIn(BaseModel):
+    """A budget's definition (``PUT`` replaces it whole): exactly one of limit_micros, limit_tokens or
+    ``"limit": "credits"`` (the account's prepaid balance). A field left out or null takes its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: str = Field(max_length=MAX_TEXT, description="The account whose spend it bounds.")
+    user_id: str | None = Field(None, max_length=MAX_TEXT, description="Only this user's spend [default: the whole account].")
+    limit_micros: int | None = Field(None, ge=1, lt=10**15, description="The limit in cost micro-units.")
+    limit_tokens: int | None = Field(None, ge=1, lt=10**15, description="The limit in tokens.")
+    limit: Literal["credits"] | None = Field(None, description='"credits": the account\'s prepaid balance is the limit.')
+    period: Literal["day", "month", "total"] | None = Field(
+        None, description="Billing day, billing month or all time [default: month; total for credits].")
+    mode: Literal["hard", "soft"] | None = Field(
+        None, description="hard refuses reservations beyond the limit; soft only alerts [default: hard].")
+    thresholds: list[int] | None = Field(
+        None, max_length=20, description="Integer percents (1 to 1000) at which an alert fires once per period "
+        "[default: 50, 80, 100].")
+
+
+class BudgetOut(BaseModel):
+    """A budget now: its definition and, in its unit (the ``_micros`` or the ``_tokens`` figures), the limit,
+    spent, held and remaining (limit - spent - held, never below 0)."""
+
+    budget_id: str
+    account_id: str
+    user_id: str | None
+    period: Literal["day", "month", "total"]
+    period_start: date | None = Field(description="First billing date of the current period; null for total.")
+    mode: Literal["hard", "soft"]
+    thresholds: list[int]
+    limit: Literal["credits"] | None = Field(description='"credits" when the limit is the prepaid balance.')
+    unit: Literal["micros", "tokens"]
+    limit_micros: int | None = None
+    spent_micros: int | None = None
+    held_micros: int | None = None
+    remaining_micros: int | None = None
+    limit_tokens: int | None = None
+    spent_tokens: int | None = None
+    held_tokens: int | None = None
+    remaining_tokens: int | None = None
+
+
+class BudgetList(BaseModel):
+    data: list[BudgetOut]
+
+
+class ReservationIn(BaseModel):
+    """What ``reserve`` takes: an estimate in the unit of the budgets in scope (either or both)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: str | None = Field(None, max_length=MAX_TEXT, description="Defaults to an ingest key's account.")
+    user_id: str | None = Field(None, max_length=MAX_TEXT)
+    estimate_micros: int | None = Field(None, ge=1, lt=10**15)
+    estimate_tokens: int | None = Field(None, ge=1, lt=10**15)
+    ttl_seconds: int | None = Field(None, ge=1, le=86_400, description="How long the hold lasts [default: 600].")
+    reservation_id: str | None = Field(
+        None, max_length=MAX_TEXT, description="Makes the call idempotent [default: a new id].")
+
+
+class ReservationOut(BaseModel):
+    """A granted hold: its estimate counts against the budgets in scope until captured, released or expired."""
+
+    reservation_id: str
+    account_id: str
+    user_id: str | None
+    estimate_micros: int | None
+    estimate_tokens: int | None
+    expires_at: datetime
+    duplicate: bool
+
+
+#: A capture's body: a charge's fields, its account (and user) taken from the reservation.
+CaptureIn: type[BaseModel] = create_model(
+    "CaptureIn",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="""The reserved call's charge: the fields of ``record_charge``. The account (and user) come from
+    the reservation; if given they must match it. The charge id defaults to the reservation id.""",
+    **{name: _charge_field(spec) for name, spec in SPECS.items()},
+)
+
+
+class CaptureOut(ReceiptOut):
+    """The charge's receipt, the reservation it settled, and whether its hold had expired (recorded all the same)."""
+
+    reservation_id: str
+    hold_expired: bool
+
+
+class ReleaseOut(BaseModel):
+    reservation_id: str
+    state: Literal["held", "captured", "released", "expired"]
+
+
+class CreditIn(BaseModel):
+    """A grant of prepaid credit; the same grant_id again answers the first grant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount_micros: int = Field(ge=1, lt=10**15)
+    expires_at: datetime | None = Field(None, description="When the grant lapses (ISO 8601 with its offset, in "
+                                        "the future) [default: never].")
+    grant_id: str | None = Field(None, max_length=MAX_TEXT, description="Makes the call idempotent [default: a new id].")
+
+
+class CreditGrantRow(BaseModel):
+    """A grant as stored; in a balance, ``remaining_micros`` is what it has left now."""
+
+    grant_id: str
+    account_id: str
+    amount_micros: int
+    granted_at: datetime
+    expires_at: datetime | None
+    remaining_micros: int | None
+    expired: bool
+
+
+class CreditGrantOut(CreditGrantRow):
+    """A grant just made, or (duplicate true) the one made before under this grant_id."""
+
+    duplicate: bool
+
+
+class BalanceOut(BaseModel):
+    """Unexpired grants, the spend they covered (earliest expiry first), what is left, and spend no grant covered."""
+
+    account_id: str
+    balance_micros: int
+    granted_micros: int
+    used_micros: int
+    overage_micros: int
+    grants: list[CreditGrantRow]
+
+
+class BudgetExceededBody(ProblemBody):
+    """402: a hard budget cannot hold the estimate; its figures named as in its status."""
+
+    budget_id: str
+    estimate: int
+    limit_micros: int | None = None
+    spent_micros: int | None = None
+    held_micros: int | None = None
+    remaining_micros: int | None = None
+    limit_tokens: int | None = None
+    spent_tokens: int | None = None
+    held_tokens: int | None = None
+    remaining_tokens: int | None = None
+
+
+def budget_exceeded(description: str) -> dict[str, Any]:
+    """The OpenAPI response entry for a 402 problem."""
+    return {"description": description, "model": BudgetExceededBody,
+            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/BudgetExceededBody"}}}}
