@@ -162,7 +162,7 @@ class Ledger(Application):
 
     # -- recording -----------------------------------------------------------
 
-    def record_charge(self, **fields: Any) -> Receipt:
+    def record_charge(self, /, **fields: Any) -> Receipt:
         """Record one charge; durable when this returns.
 
         Raises :class:`InvalidCharge` (nothing stored) or :class:`ChargeConflict`
@@ -375,7 +375,7 @@ class Ledger(Application):
         """
         return reservations.reserve(self, account_id, **terms)
 
-    def capture(self, reservation_id: str, **charge_fields: Any) -> Capture:
+    def capture(self, reservation_id: str, /, **charge_fields: Any) -> Capture:
         """Record the reserved call's charge and settle its hold (see :mod:`ledger.reservations`)."""
         return reservations.capture(self, reservation_id, charge_fields)
 
@@ -390,6 +390,10 @@ class Ledger(Application):
     def reservation_state(self, reservation_id: str) -> str:
         """"held", "captured", "released" or "expired"."""
         return reservations.hold_state(self, reservation_id)
+
+    def get_reservation(self, reservation_id: str) -> Reservation:
+        """A reservation as made (its account, user, estimates, expiry). Raises :class:`UnknownReservation`."""
+        return reservations.get_reservation(self, reservation_id)
 
     def grant_credits(
         self, account_id: str, amount_micros: int, *, expires_at: datetime | None = None, grant_id: str | None = None

@@ -215,6 +215,16 @@ def release(ledger: Ledger, reservation_id: Any) -> None:
     raise ReservationConflict(rid, f"was captured by charge {hold['charge_id']!r}: there is no hold to release")
 
 
+def get_reservation(ledger: Ledger, reservation_id: str) -> Reservation:
+    """The reservation as made. Raises :class:`UnknownReservation`."""
+    with ledger.store.transaction(commit=False) as session:
+        hold = rows.find_hold(session, reservation_id)
+    if hold is None:
+        raise UnknownReservation(reservation_id)
+    return Reservation(hold["reservation_id"], hold["account_id"], hold["user_id"], hold["estimate_micros"],
+                       hold["estimate_tokens"], hold["expires_at"])
+
+
 def hold_state(ledger: Ledger, reservation_id: str) -> str:
     """"held", "captured", "released" or "expired": what a reservation is now."""
     with ledger.store.transaction(commit=False) as session:

@@ -33,7 +33,6 @@ from ledger.errors import (
     UnknownBudget,
     UnknownReservation,
 )
-from ledger.store import budgets as stored
 from ledger_service.http.auth import (
     Caller,
     ReadCaller,
@@ -297,9 +296,11 @@ def _own_hold(ledger: Ledger, key: ApiKey, reservation_id: str) -> None:
     if not key.scoped:
         return
     _checked_id("reservation_id", reservation_id, InvalidReservation)
-    with ledger.store.transaction(commit=False) as session:
-        hold = stored.find_hold(session, reservation_id)
-    if hold is None or not key.may_act_for(hold["account_id"]):
+    try:
+        account_id = ledger.get_reservation(reservation_id).account_id
+    except UnknownReservation:
+        account_id = None
+    if account_id is None or not key.may_act_for(account_id):
         raise _outside(key, "reservation", reservation_id, "reservation_id")
 
 

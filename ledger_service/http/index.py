@@ -26,6 +26,9 @@ LINKS = {
     "usage": ("/v1/usage", "GET daily billing records"),
     "account_totals": ("/v1/accounts/{account_id}/totals", "GET an account's running totals"),
     "events": ("/api/v1/events", "POST CloudEvents (OpenMeter's API)"),
+    "budgets": ("/v1/budgets", "GET budgets' status; PUT /v1/budgets/{budget_id} sets one"),
+    "reservations": ("/v1/reservations", "POST a reservation; then .../{id}/capture or .../{id}/release"),
+    "balance": ("/v1/accounts/{account_id}/balance", "GET an account's prepaid credit balance"),
 }
 _HTML = ("text/html", "application/xhtml+xml")
 

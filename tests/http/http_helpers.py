@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from fastapi.testclient import TestClient
 
 from ledger_service.http import create_app
 from ledger_service.keys import create_key
+
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
@@ -96,24 +98,28 @@ def serving(store_url: str) -> Iterator[Server]:
     """``ledger serve`` on a free loopback port for the ``with`` block, up when /healthz answers."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ledger_service.cli", "--database-url", store_url, "serve",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if not wait_healthy(url, process):
-            if process.poll() is not None:
-                raise RuntimeError(f"ledger serve exited: {process.stdout.read()}")
-            raise RuntimeError("ledger serve did not come up")
-        yield Server(url, store_url, process)
-    finally:
-        process.terminate()
+    # The server's output goes to a file, never an unread pipe: a burst of logged
+    # tracebacks would fill the pipe and block the server mid-test.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ledger_service.cli", "--database-url", store_url, "serve",
+             "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            if not wait_healthy(url, process):
+                log.seek(0)
+                if process.poll() is not None:
+                    raise RuntimeError(f"ledger serve exited: {log.read()}")
+                raise RuntimeError(f"ledger serve did not come up: {log.read()}")
+            yield Server(url, store_url, process)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture
