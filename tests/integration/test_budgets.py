@@ -314,3 +314,16 @@ def test_the_audit_proves_every_budgets_spent_and_every_balance_from_the_log(pri
     assert not broken.clean
     assert {p.budget_id for p in broken.budgets if not p.ok} == {"b"}
     assert not all(p.ok for p in broken.balances)
+
+
+def test_fields_named_like_parameters_are_refused_as_unknown_fields(priced):
+    from ledger.errors import InvalidCharge
+
+    with pytest.raises(InvalidCharge) as caught:
+        priced.record_charge(account_id="acme", self=1, **call(5))
+    assert "self" in caught.value.errors
+    r = priced.reserve("acme", estimate_micros=10)
+    with pytest.raises(InvalidCharge) as caught:
+        priced.capture(r.reservation_id, reservation_id="other", **call(5))
+    assert "reservation_id" in caught.value.errors
+    assert priced.reservation_state(r.reservation_id) == "held"
