@@ -56,8 +56,9 @@ ACCOUNT = "acct-hot"
 BUDGET = "day-tokens"
 #: Seconds each random phase runs (reservations only, then mixed): short by default, long in the long profile.
 SECONDS = float(os.environ.get("REL_BUDGET_SECONDS") or (15 if os.environ.get("LEDGER_TEST_PROFILE") == "long" else 2.5))
-LIMIT_A = 2_500
-ROOM_B = 3_000
+#: Limits grow with the trial, so a longer one still spends a while below them before refusals take over.
+LIMIT_A = int(600 * SECONDS)
+ROOM_B = int(1_200 * SECONDS)
 FORK = mp.get_context("fork")
 INF = float("inf")
 
