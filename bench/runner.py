@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from rich.console import Console
 
 from bench import (
+    budgets,
     endtoend,
     http,
     intake_sql,
@@ -47,6 +48,7 @@ SCENARIOS: dict[str, Scenario] = {
     "hot": recording.hot_account,
     "concurrent": recording.concurrent,
     "scaling": scaling.scaling,
+    "budgets": budgets.budgets,
     "e2e": endtoend.end_to_end,
     "projection": readside.projection_and_rebuild,
     "compaction": readside.compaction,
