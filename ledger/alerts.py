@@ -24,7 +24,7 @@ import orjson
 from sqlalchemy.orm import Session
 
 from ledger.budget_rules import BudgetStatus, crossed, current_period, utc_now
-from ledger.budgets import statuses_of
+from ledger.budgets import statuses_of, thresholds_of
 from ledger.store import alerts as alert_store
 from ledger.store import budgets as rows
 
@@ -80,9 +80,10 @@ def check_in(
 ) -> list[BudgetAlert]:
     """In the caller's transaction: fire what ``budget_rows`` (or their ``statuses``, when read already) crossed.
 
-    A budget whose every threshold fired in its current period is skipped
-    without reading its spent (remembered per process: alerts are never
-    withdrawn, so that stays true until the period ends).
+    Thresholds this process already saw fired in the current period are not
+    read again (alerts are never withdrawn, so that stays true until the
+    period ends or the budget changes): a budget whose every threshold fired
+    is skipped without reading its spent.
     """
     if statuses is None:
         wanted = [r for r in budget_rows if r["thresholds"] and not _all_fired(ledger, r, now)]
@@ -90,46 +91,53 @@ def check_in(
     fired: list[BudgetAlert] = []
     for status in statuses:
         reached = crossed(status)
-        if not reached:
+        known = ledger.fired_thresholds.get(_key(status), set())
+        if set(reached) <= known:
             continue
-        key = "" if status.period_start is None else status.period_start.isoformat()
-        if (status.budget_id, key, status.version) in _fully_fired(ledger):
-            continue
-        done = alert_store.fired(session, status.budget_id, key)
+        done = alert_store.fired(session, status.budget_id, _period_key(status))
         for threshold in reached:
             if threshold in done:
                 continue
             alert_id = f"alrt_{uuid.uuid4().hex}"
             body = alert_body(status, threshold, alert_id, now)
-            values = {"alert_id": alert_id, "budget_id": status.budget_id, "period_key": key,
+            values = {"alert_id": alert_id, "budget_id": status.budget_id, "period_key": _period_key(status),
                       "threshold": threshold, "account_id": status.account_id,
                       "body": orjson.dumps(body).decode(), "occurred_at": now}
             if alert_store.insert_alert(session, ledger.store.dialect, values, now):
-                fired.append(BudgetAlert(alert_id, status.budget_id, status.account_id, threshold, key, now, body))
-        if len(reached) == len(status.thresholds):
-            _remember_fully_fired(ledger, (status.budget_id, key, status.version))
+                fired.append(BudgetAlert(alert_id, status.budget_id, status.account_id, threshold,
+                                         _period_key(status), now, body))
+        _remember(ledger, _key(status), done | set(reached))
     return fired
 
 
-#: The most fully fired (budget, period, version) keys a ledger remembers.
-_FULLY_FIRED_LIMIT = 100_000
+def may_fire(ledger: Ledger, statuses: Sequence[BudgetStatus]) -> bool:
+    """Whether some status crossed a threshold this process has not seen fired (then :func:`check_in` it)."""
+    return any(not set(crossed(s)) <= ledger.fired_thresholds.get(_key(s), set()) for s in statuses)
 
 
-def _fully_fired(ledger: Ledger) -> set[tuple[str, str, int]]:
-    """(budget id, period key, budget version) whose every threshold has fired, for this ledger's store."""
-    return ledger.fully_fired_alerts
+#: The most (budget, period, version) keys a ledger remembers fired thresholds of.
+_REMEMBERED_LIMIT = 100_000
 
 
-def _remember_fully_fired(ledger: Ledger, key: tuple[str, str, int]) -> None:
-    known = _fully_fired(ledger)
-    if len(known) >= _FULLY_FIRED_LIMIT:
+def _period_key(status: BudgetStatus) -> str:
+    return "" if status.period_start is None else status.period_start.isoformat()
+
+
+def _key(status: BudgetStatus) -> tuple[str, str, int]:
+    return (status.budget_id, _period_key(status), status.version)
+
+
+def _remember(ledger: Ledger, key: tuple[str, str, int], thresholds: set[int]) -> None:
+    known = ledger.fired_thresholds
+    if len(known) >= _REMEMBERED_LIMIT:
         known.clear()
-    known.add(key)
+    known[key] = thresholds
 
 
 def _all_fired(ledger: Ledger, row: dict[str, Any], now: datetime) -> bool:
     period = current_period(row["period"], ledger.settings.zone, now)
-    return (row["budget_id"], period.key, int(row["version"])) in _fully_fired(ledger)
+    known = ledger.fired_thresholds.get((row["budget_id"], period.key, int(row["version"])), set())
+    return known >= set(thresholds_of(row))
 
 
 def alerts(

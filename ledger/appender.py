@@ -123,6 +123,18 @@ class Appender:
     def _append_costed(
         self, charges: Sequence[Charge], prices: PriceTable, recorded_at: datetime
     ) -> list[Appended]:
+        batch, costs = self.batch_of(charges, prices, recorded_at)
+        return self.costed(self.store.append(batch), costs)
+
+    @staticmethod
+    def costed(results: Sequence[Appended], costs: Sequence[Cost]) -> list[Appended]:
+        """The store's answers, each new charge with the cost it was stored with."""
+        return [r if r.known else Appended(r.position, cost=k) for r, k in zip(results, costs)]
+
+    def batch_of(
+        self, charges: Sequence[Charge], prices: PriceTable, recorded_at: datetime
+    ) -> tuple[ChargeBatch, list[Cost]]:
+        """The store's batch for ``charges`` costed with ``prices``, and each one's cost."""
         originators = [self.originator(c.account_id) for c in charges]
         costs = [prices.cost(c) for c in charges]
         entries = [c.index_entry({"cost_micros": k[0], "price_version": k[1]}) for c, k in zip(charges, costs)]
@@ -137,8 +149,7 @@ class Appender:
             recorded_at=recorded_at,
             catalogue_version=prices.version,
         )
-        results = self.store.append(batch)
-        return [r if r.known else Appended(r.position, cost=k) for r, k in zip(results, costs)]
+        return batch, costs
 
     def _opened_states(self, charges: Sequence[Charge]) -> list[bytes]:
         """Each account's Opened state at its first charge of the batch, ``b""`` at the others."""

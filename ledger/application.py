@@ -118,8 +118,10 @@ class Ledger(Application):
             self.settings.group_commit_max,
             self.settings.group_commit_window_ms / 1000,
         )
-        #: Budgets (id, period, version) whose every threshold has fired: alerts skip them (ledger.alerts).
-        self.fully_fired_alerts: set[tuple[str, str, int]] = set()
+        #: Per budget (id, period, version), the thresholds seen fired: alerts skip them (ledger.alerts).
+        self.fired_thresholds: dict[tuple[str, str, int], set[int]] = {}
+        #: Reservations this ledger made, by id (see ledger.reservations): a capture here needs no read first.
+        self.made_here: dict[str, dict[str, Any]] = {}
         self._closed = False
         self._close_at_exit = _closer(self)
         atexit.register(self._close_at_exit)
@@ -205,7 +207,7 @@ class Ledger(Application):
         share transactions (see :mod:`ledger.group_commit`).
         """
         appended, recorded_at = self._append_with_retry(charges)
-        results = self._receipts(charges, appended, recorded_at)
+        results = self.receipts_of(charges, appended, recorded_at)
         if not tolerate:
             for result in results:
                 if isinstance(result, LedgerError):
@@ -220,13 +222,17 @@ class Ledger(Application):
         """
         charge = self._priced_or_refused(self.validate(fields))
         recorded_at = datetime.now(UTC)
-        (result,) = self._receipts([charge], self.appender.append([charge], recorded_at), recorded_at)
+        (result,) = self.receipts_of([charge], self.appender.append([charge], recorded_at), recorded_at)
         if isinstance(result, LedgerError):
             raise result
         return result
 
+    def validated(self, fields: Mapping[str, Any]) -> Charge:
+        """A charge validated (and, with ``unpriced="reject"``, priced) for recording; raises :class:`InvalidCharge`."""
+        return self._priced_or_refused(self.validate(fields))
+
     @staticmethod
-    def _receipts(
+    def receipts_of(
         charges: Sequence[Charge], appended: Sequence[Appended], recorded_at: datetime
     ) -> list[Receipt | LedgerError]:
         """Per charge: a receipt (new or duplicate), or the conflict its id met."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -32,10 +32,11 @@ from ledger.budget_rules import (
 )
 from ledger.errors import BusyAccount, InvalidBudget, UnknownBudget
 from ledger.store import budgets as rows
-from ledger.store.spend import FOLD_BATCH, Scope, fold, read_usage
+from ledger.store.spend import FOLD_BATCH, Scope, Usage, fold, read_usage
 
 if TYPE_CHECKING:
     from ledger.application import Ledger
+    from ledger.credits import Balance
 
 BUDGET_NAMESPACE = uuid5(NAMESPACE_URL, "urn:llm-usage-ledger:budget")
 
@@ -176,31 +177,45 @@ def statuses_of(
     usages = read_usage(session, [scope for scope, _ in scoped], now)
     result = []
     for row, (_, period), usage in zip(budget_rows, scoped, usages):
-        unit = row["unit"]
-        if unit == "credits":
+        line = None
+        if row["unit"] == "credits":
             line = credits.credit_line(ledger, session, row["account_id"], now)
-            limit, spent, held = line.granted_micros, line.used_micros, usage.held_micros
-        elif unit == "tokens":
-            limit, spent, held = row["limit_value"], usage.spent_tokens, usage.held_tokens
-        else:
-            limit, spent, held = row["limit_value"], usage.spent_micros, usage.held_micros
-        result.append(BudgetStatus(
-            budget_id=row["budget_id"],
-            account_id=row["account_id"],
-            user_id=row["user_id"],
-            period=row["period"],
-            period_start=period.start,
-            mode=row["mode"],
-            thresholds=thresholds_of(row),
-            unit="micros" if unit == "credits" else unit,
-            limit=int(limit),
-            spent=int(spent),
-            held=int(held),
-            version=int(row["version"]),
-            credits=unit == "credits",
-            unfolded=usage.unfolded,
-        ))
+        result.append(status_of(row, period.start, usage, line))
     return result
+
+
+def status_of(row: dict[str, Any], period_start: date | None, usage: Usage, line: Balance | None = None) -> BudgetStatus:
+    """A budget's status from its row and its usage (and, for a credits budget, the account's credit line)."""
+    unit = row["unit"]
+    if unit == "credits":
+        assert line is not None
+        limit, spent, held = line.granted_micros, line.used_micros, usage.held_micros
+    elif unit == "tokens":
+        limit, spent, held = row["limit_value"], usage.spent_tokens, usage.held_tokens
+    else:
+        limit, spent, held = row["limit_value"], usage.spent_micros, usage.held_micros
+    return BudgetStatus(
+        budget_id=row["budget_id"],
+        account_id=row["account_id"],
+        user_id=row["user_id"],
+        period=row["period"],
+        period_start=period_start,
+        mode=row["mode"],
+        thresholds=thresholds_of(row),
+        unit="micros" if unit == "credits" else unit,
+        limit=int(limit),
+        spent=int(spent),
+        held=int(held),
+        version=int(row["version"]),
+        credits=unit == "credits",
+        unfolded=usage.unfolded,
+    )
+
+
+def usage_of(row: dict[str, Any]) -> Usage:
+    """The usage columns of a budget row answered with them (see :mod:`ledger.store.reservations_pg`)."""
+    return Usage(*(int(row[name]) for name in ("spent_micros", "spent_tokens", "held_micros", "held_tokens",
+                                                "unfolded")))
 
 
 def thresholds_of(row: dict[str, Any]) -> tuple[int, ...]:

@@ -23,16 +23,28 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ledger import alerts
-from ledger.budget_rules import identifier, positive_amount, refusal, utc_now
-from ledger.budgets import fold_spend, statuses_of
+from ledger.appender import STALE_CATALOGUE_RETRIES
+from ledger.budget_rules import (
+    BudgetStatus,
+    Period,
+    current_period,
+    identifier,
+    positive_amount,
+    refusal,
+    utc_now,
+)
+from ledger.budgets import fold_spend, status_of, statuses_of, usage_of
 from ledger.errors import (
     BudgetExceeded,
+    BusyAccount,
     InvalidReservation,
+    LedgerError,
     ReservationConflict,
     UnknownReservation,
 )
 from ledger.receipts import Receipt
 from ledger.store import budgets as rows
+from ledger.store import reservations_pg as calls
 from ledger.store.schema import holds
 
 if TYPE_CHECKING:
@@ -40,7 +52,7 @@ if TYPE_CHECKING:
 
 #: Unfolded charges in a reservation's scope above which the reservation folds its account's
 #: spend afterwards, so reads of spent stay short on a busy account.
-FOLD_AFTER = 500
+FOLD_AFTER = 100
 #: The longest a hold may live: a model call that takes longer is not a reservation's business.
 MAX_TTL_SECONDS = 86_400
 DEFAULT_TTL_SECONDS = 600
@@ -113,6 +125,10 @@ def reserve(
     account, user, micros, tokens, ttl, rid = _terms(
         account_id, user_id, estimate_micros, estimate_tokens, ttl_seconds, reservation_id
     )
+    if ledger.store.is_postgres:
+        granted = _reserve_in_one_call(ledger, rid, account, user, micros, tokens, ttl)
+        if granted is not None:
+            return granted
     with ledger.store.transaction(commit=True) as session:
         known = rows.find_hold(session, rid)
         if known is not None:
@@ -136,9 +152,58 @@ def reserve(
             "estimate_tokens": tokens, "created_at": now, "expires_at": expires_at, "state": "held",
             "charge_id": rid,
         })
+    _after(ledger, account, statuses)
+    return Reservation(rid, account, user, micros, tokens, expires_at)
+
+
+def _reserve_in_one_call(
+    ledger: Ledger, rid: str, account: str, user: str | None, micros: int | None, tokens: int | None, ttl: int
+) -> Reservation | None:
+    """PostgreSQL's one-call reservation (``reservations.sql``); None when the Python path must decide."""
+    now = utc_now()
+    expires_at = now + timedelta(seconds=ttl)
+    answer = calls.reserve(
+        ledger.store, reservation_id=rid, account_id=account, user_id=user, estimate_micros=micros,
+        estimate_tokens=tokens, now=now, expires_at=expires_at, **_periods(ledger, now),
+    )
+    if answer.outcome != "granted":
+        return None  # known, refused, a missing estimate or a credits budget: the Python path answers
+    statuses = _statuses(answer.budgets)
+    if alerts.may_fire(ledger, statuses):
+        with ledger.store.transaction(commit=True) as session:
+            alerts.check_in(ledger, session, [], now, statuses)
+    _after(ledger, account, statuses)
+    _remember(ledger, {"reservation_id": rid, "account_id": account, "user_id": user, "charge_id": rid,
+                       "state": "held", "expires_at": expires_at})
+    return Reservation(rid, account, user, micros, tokens, expires_at)
+
+
+#: Reservations a ledger remembers having made (their account, user and expiry never change), so the
+#: process that reserved captures without reading the hold first; the capture still checks its state.
+MADE_HERE_LIMIT = 10_000
+
+
+def _remember(ledger: Ledger, hold: dict[str, Any]) -> None:
+    made = ledger.made_here
+    if len(made) >= MADE_HERE_LIMIT:
+        made.pop(next(iter(made)))
+    made[hold["reservation_id"]] = hold
+
+
+def _periods(ledger: Ledger, now: datetime) -> dict[str, Period]:
+    zone = ledger.settings.zone
+    return {"day": current_period("day", zone, now), "month": current_period("month", zone, now)}
+
+
+def _statuses(budget_rows: list[dict[str, Any]]) -> list[BudgetStatus]:
+    """Statuses of budget rows answered with their usage (credits budgets left to the Python path's checks)."""
+    return [status_of(row, row["period_start"], usage_of(row)) for row in budget_rows if row["unit"] != "credits"]
+
+
+def _after(ledger: Ledger, account: str, statuses: list[BudgetStatus]) -> None:
+    """After a reservation: fold the account's spend when its reads have grown long."""
     if any(status.unfolded > FOLD_AFTER for status in statuses):
         fold_spend(ledger, account)
-    return Reservation(rid, account, user, micros, tokens, expires_at)
 
 
 def _repeat(known: dict[str, Any], account: str, user: str | None, micros: int | None, tokens: int | None) -> Reservation:
@@ -162,6 +227,10 @@ def capture(ledger: Ledger, reservation_id: Any, fields: dict[str, Any]) -> Capt
     (``duplicate``); other facts, or another charge id, are a conflict.
     """
     rid = _reservation_id(reservation_id)
+    if ledger.store.is_postgres:
+        captured = _capture_in_one_call(ledger, rid, fields)
+        if captured is not None:
+            return captured
     now = utc_now()
     with ledger.store.transaction(commit=True) as session:
         hold = rows.find_hold(session, rid, lock=True)
@@ -179,6 +248,50 @@ def capture(ledger: Ledger, reservation_id: Any, fields: dict[str, Any]) -> Capt
             rows.settle_hold(session, rid, "captured", receipt.charge_id, now)
         alerts.check_in(ledger, session, rows.budget_rows(session, hold["account_id"]), now)
     return Capture(**{**receipt.__dict__, "reservation_id": rid, "hold_expired": hold["expires_at"] <= now})
+
+
+def _capture_in_one_call(ledger: Ledger, rid: str, fields: dict[str, Any]) -> Capture | None:
+    """PostgreSQL's one-call capture (``reservations.sql``); None when the Python path must settle it."""
+    store = ledger.store
+    hold = ledger.made_here.get(rid) or calls.find_hold(store, rid)
+    _check_capturable(rid, hold)
+    assert hold is not None
+    charge_fields = _charge_fields(hold, fields)
+    if hold["state"] == "captured" and charge_fields["charge_id"] != hold["charge_id"]:
+        raise ReservationConflict(rid, f"was already captured by charge {hold['charge_id']!r}: nothing was recorded")
+    charge = ledger.validated(charge_fields)
+    for _ in range(STALE_CATALOGUE_RETRIES):
+        now = utc_now()
+        batch, costs = ledger.appender.batch_of([charge], ledger.price_table(), now)
+        answer = calls.capture(store, reservation_id=rid, now=now, batch=batch, **_periods(ledger, now))
+        if answer.outcome != "stale":
+            break
+        ledger.price_table(refresh=True)
+    else:
+        raise BusyAccount("prices kept changing while the charge was costed; nothing was stored, retry")
+    if answer.outcome == "decide":
+        return None
+    if answer.outcome != "recorded":  # the hold changed since it was read: answer as the Python path would
+        _check_capturable(rid, {**hold, "state": answer.outcome, "charge_id": answer.hold_charge_id})
+        raise ReservationConflict(rid, f"was already captured by charge {answer.hold_charge_id!r}: nothing was recorded")
+    store.took_in()  # type: ignore[attr-defined]
+    ledger.made_here.pop(rid, None)
+    assert answer.appended is not None
+    (result,) = ledger.receipts_of([charge], ledger.appender.costed([answer.appended], costs), now)
+    if isinstance(result, LedgerError):
+        raise result
+    statuses = _statuses(answer.budgets)
+    if alerts.may_fire(ledger, statuses):
+        with store.transaction(commit=True) as session:
+            alerts.check_in(ledger, session, [], now, statuses)
+    return Capture(**{**result.__dict__, "reservation_id": rid, "hold_expired": hold["expires_at"] <= now})
+
+
+def _check_capturable(rid: str, hold: dict[str, Any] | None) -> None:
+    if hold is None or hold["state"] == "unknown":
+        raise UnknownReservation(rid)
+    if hold["state"] == "released":
+        raise ReservationConflict(rid, "was released: nothing was recorded; reserve again for a new call")
 
 
 def _charge_fields(hold: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,7 @@ def _sql(name: str) -> str:
 
 
 #: The write path's SQL, in the order it is installed.
-WRITE_PATH_SQL = tuple(_sql(name) for name in ("versions.sql", "append.sql", "intake.sql"))
+WRITE_PATH_SQL = tuple(_sql(name) for name in ("versions.sql", "append.sql", "intake.sql", "reservations.sql"))
 
 #: An append function's overload that earlier versions created and this one
 #: no longer uses. The earlier releases' own functions, ``ledger_intake_charges``
@@ -118,6 +118,15 @@ class PostgresStore(LedgerRecorder):
                 else Appended(None, json.loads(known_payload), known_recorded_at)
             )
         return results
+
+    def call(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """One statement on the appends' own autocommit connection: its own transaction, one round trip."""
+        return self._call(sql, params)  # type: ignore[arg-type]
+
+    def took_in(self) -> None:
+        """Charges were taken into the intake by another call (a capture): sequence them soon."""
+        if self._sequencer is not None:
+            self._sequencer.poke()
 
     def _call(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """One round trip: the function call is its own (implicit) transaction.
