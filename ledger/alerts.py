@@ -5,11 +5,12 @@ threshold crossed and not yet fired in the current period; the alert row is
 unique per (budget, period, threshold), so processes checking at once fire
 it once. Recording an alert queues its webhook deliveries in the same
 transaction (:mod:`ledger.store.alerts`); delivering them is the jobs'
-business (:mod:`jobs.webhooks`). Checks run in every reservation's and
-every capture's transaction (for the budgets of the account), and
-periodically in the worker, so a threshold crossed by plain charges alone is
-noticed at the account's next reservation or within the worker's check
-interval, whichever comes first.
+business (:mod:`jobs.webhooks`). Checks run in every reservation (for the
+budgets of its scope, with the figures it reads anyway; a refusal keeps the
+alerts it fired) and periodically in the worker, so a threshold crossed by a
+capture or by plain charges is noticed at the scope's next reservation or
+within the worker's check interval, whichever comes first. Captures do not
+check: that would read every budget of the account on the busiest path.
 """
 
 from __future__ import annotations

@@ -137,23 +137,30 @@ def reserve(
         now = utc_now()
         statuses = statuses_of(ledger, session, in_scope, now)
         alerts.check_in(ledger, session, in_scope, now, statuses)
-        for status in (s for s in statuses if s.mode == "hard"):
-            estimate = tokens if status.unit == "tokens" else micros
-            if estimate is None:
-                name = "estimate_tokens" if status.unit == "tokens" else "estimate_micros"
-                raise InvalidReservation({name: (
-                    f"budget {status.budget_id!r} is limited in {status.suffix}: give {name}"
-                )})
-            if refusal(status, estimate):
-                raise BudgetExceeded(status.budget_id, status.figures(), estimate)
-        expires_at = now + timedelta(seconds=ttl)
-        rows.insert_hold(session, {
-            "reservation_id": rid, "account_id": account, "user_id": user, "estimate_micros": micros,
-            "estimate_tokens": tokens, "created_at": now, "expires_at": expires_at, "state": "held",
-            "charge_id": rid,
-        })
+        refused = _refusal(statuses, micros, tokens)
+        if refused is None:  # a refusal still commits the alerts its figures fired
+            expires_at = now + timedelta(seconds=ttl)
+            rows.insert_hold(session, {
+                "reservation_id": rid, "account_id": account, "user_id": user, "estimate_micros": micros,
+                "estimate_tokens": tokens, "created_at": now, "expires_at": expires_at, "state": "held",
+                "charge_id": rid,
+            })
+    if refused is not None:
+        raise refused
     _after(ledger, account, statuses)
     return Reservation(rid, account, user, micros, tokens, expires_at)
+
+
+def _refusal(statuses: list[BudgetStatus], micros: int | None, tokens: int | None) -> LedgerError | None:
+    """Why the hard budgets among ``statuses`` refuse the estimate, or None when each can take it."""
+    for status in (s for s in statuses if s.mode == "hard"):
+        estimate = tokens if status.unit == "tokens" else micros
+        if estimate is None:
+            name = "estimate_tokens" if status.unit == "tokens" else "estimate_micros"
+            return InvalidReservation({name: f"budget {status.budget_id!r} is limited in {status.suffix}: give {name}"})
+        if refusal(status, estimate):
+            return BudgetExceeded(status.budget_id, status.figures(), estimate)
+    return None
 
 
 def _reserve_in_one_call(
@@ -246,7 +253,6 @@ def capture(ledger: Ledger, reservation_id: Any, fields: dict[str, Any]) -> Capt
         receipt = ledger.record_in_transaction(charge)
         if hold["state"] == "held":
             rows.settle_hold(session, rid, "captured", receipt.charge_id, now)
-        alerts.check_in(ledger, session, rows.budget_rows(session, hold["account_id"]), now)
     return Capture(**{**receipt.__dict__, "reservation_id": rid, "hold_expired": hold["expires_at"] <= now})
 
 
@@ -263,7 +269,7 @@ def _capture_in_one_call(ledger: Ledger, rid: str, fields: dict[str, Any]) -> Ca
     for _ in range(STALE_CATALOGUE_RETRIES):
         now = utc_now()
         batch, costs = ledger.appender.batch_of([charge], ledger.price_table(), now)
-        answer = calls.capture(store, reservation_id=rid, now=now, batch=batch, **_periods(ledger, now))
+        answer = calls.capture(store, reservation_id=rid, now=now, batch=batch)
         if answer.outcome != "stale":
             break
         ledger.price_table(refresh=True)
@@ -280,10 +286,6 @@ def _capture_in_one_call(ledger: Ledger, rid: str, fields: dict[str, Any]) -> Ca
     (result,) = ledger.receipts_of([charge], ledger.appender.costed([answer.appended], costs), now)
     if isinstance(result, LedgerError):
         raise result
-    statuses = _statuses(answer.budgets)
-    if alerts.may_fire(ledger, statuses):
-        with store.transaction(commit=True) as session:
-            alerts.check_in(ledger, session, [], now, statuses)
     return Capture(**{**result.__dict__, "reservation_id": rid, "hold_expired": hold["expires_at"] <= now})
 
 

@@ -125,6 +125,14 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
+    -- The budgets' locks go at COMMIT; with a synchronous commit they would
+    -- be held through the WAL flush, so reservations on one budget would each
+    -- wait for the previous one's fsync. This commit does not wait for the
+    -- flush; the caller then flushes (ledger_flush) with the locks released,
+    -- sharing the fsync with every other writer, and returns only after it.
+    -- A later transaction that saw this hold commits after it in the WAL, so
+    -- its own durable commit makes this hold durable too.
+    PERFORM set_config('synchronous_commit', 'off', true);
     INSERT INTO ledger_holds (reservation_id, account_id, user_id, estimate_micros, estimate_tokens,
                               created_at, expires_at, state, charge_id)
         VALUES (p_reservation_id, p_account_id, p_user_id, p_estimate_micros, p_estimate_tokens,
@@ -135,31 +143,28 @@ END;
 $$;
 
 -- Capture: lock the hold, take the charge in through the intake and mark the
--- hold captured, in one transaction; then the usage of the account's budgets
--- that have thresholds, for the caller's alert check. Answers 'unknown',
+-- hold captured, in one transaction. Answers 'unknown',
 -- 'released', 'captured' (by another charge id: hold_charge_id names it),
 -- 'stale' (the price catalogue moved: nothing stored, re-cost and call
 -- again), 'decide' (the id was already in the index while the hold was still
 -- held: the caller's Python path settles it, checking the facts), or
--- 'recorded' (the intake's answer in idx..notification_id), then 'budget' rows.
+-- 'recorded' (the intake's answer in idx..notification_id).
+DROP FUNCTION IF EXISTS ledger_capture(
+    text, timestamptz, text[], text[], uuid[], text[], text[], bytea[], bytea[], timestamptz, text, text, uuid,
+    bigint, date, date, timestamptz, timestamptz, date, date, timestamptz, timestamptz);
 CREATE OR REPLACE FUNCTION ledger_capture(
     p_reservation_id text, p_now timestamptz,
     p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
     p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
-    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint,
-    p_day0 date, p_day1 date, p_day_t0 timestamptz, p_day_t1 timestamptz,
-    p_month0 date, p_month1 date, p_month_t0 timestamptz, p_month_t1 timestamptz
+    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
 ) RETURNS TABLE(
     outcome text, hold_charge_id text, idx integer, known_payload text, known_recorded_at timestamptz,
-    notification_id bigint, budget_id text, user_id text, unit text, limit_value bigint, period text,
-    mode text, thresholds text, version bigint, period_start date,
-    spent_micros bigint, spent_tokens bigint, held_micros bigint, held_tokens bigint, unfolded bigint
+    notification_id bigint
 )
 LANGUAGE plpgsql AS $$
 DECLARE
     h record;
     taken record;
-    r record;
 BEGIN
     SELECT x.* INTO h FROM ledger_holds x WHERE x.reservation_id = p_reservation_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -189,18 +194,12 @@ BEGIN
     END IF;
     outcome := 'recorded';
     RETURN NEXT;
-    idx := NULL; known_payload := NULL; known_recorded_at := NULL; notification_id := NULL;
-    FOR r IN SELECT * FROM ledger_budget_usage(
-        h.account_id, NULL, false, p_now, p_day0, p_day1, p_day_t0, p_day_t1,
-        p_month0, p_month1, p_month_t0, p_month_t1)
-    LOOP
-        CONTINUE WHEN r.thresholds = '';
-        outcome := 'budget'; budget_id := r.budget_id; user_id := r.user_id; unit := r.unit;
-        limit_value := r.limit_value; period := r.period; mode := r.mode; thresholds := r.thresholds;
-        version := r.version; period_start := r.period_start; spent_micros := r.spent_micros;
-        spent_tokens := r.spent_tokens; held_micros := r.held_micros; held_tokens := r.held_tokens;
-        unfolded := r.unfolded;
-        RETURN NEXT;
-    END LOOP;
 END;
 $$;
+
+-- Wait until the WAL is flushed past everything this session committed: a
+-- transactional message writes a record (an id and a bare commit alone do
+-- not), so this commit waits for the flush, and its record follows the
+-- earlier ones. It changes no table; logical decoders may skip the prefix.
+CREATE OR REPLACE FUNCTION ledger_flush() RETURNS void
+LANGUAGE sql AS 'SELECT pg_logical_emit_message(true, ''ledger_flush'', '''')::text::void';

@@ -35,13 +35,11 @@ _RESERVE = (
     f"SELECT {', '.join(_RESERVE_COLUMNS)} FROM ledger_reserve(%(rid)s, %(account)s, %(user)s, %(micros)s, "
     f"%(tokens)s, %(now)s, %(expires)s, {_PERIOD_ARGUMENTS})"
 )
-_CAPTURE_COLUMNS = (
-    "outcome", "hold_charge_id", "idx", "known_payload", "known_recorded_at", "notification_id", *BUDGET_COLUMNS
-)
+_CAPTURE_COLUMNS = ("outcome", "hold_charge_id", "idx", "known_payload", "known_recorded_at", "notification_id")
 _CAPTURE = (
     f"SELECT {', '.join(_CAPTURE_COLUMNS)} FROM ledger_capture(%(rid)s, %(now)s, %(charge_ids)s, %(account_ids)s, "
     "%(originators)s::uuid[], %(hashes)s, %(payloads)s, %(states)s, %(opened_states)s, %(recorded_at)s, "
-    f"%(topic)s, %(opened_topic)s, %(catalogue_id)s::uuid, %(catalogue_version)s, {_PERIOD_ARGUMENTS})"
+    "%(topic)s, %(opened_topic)s, %(catalogue_id)s::uuid, %(catalogue_version)s)"
 )
 _HOLD_COLUMNS = tuple(column.name for column in holds.columns)
 _HOLD = f"SELECT {', '.join(_HOLD_COLUMNS)} FROM ledger_holds WHERE reservation_id = %(rid)s"
@@ -80,12 +78,13 @@ def reserve(
     params = {"rid": reservation_id, "account": account_id, "user": user_id, "micros": estimate_micros,
               "tokens": estimate_tokens, "now": now, "expires": expires_at, **_periods(day, month)}
     rows = _rows(store, _RESERVE, params, _RESERVE_COLUMNS)
+    if rows[-1]["outcome"] == "granted":
+        store.call("SELECT ledger_flush()", {})  # type: ignore[attr-defined] # durable before the caller goes on
     return Answer(rows[-1]["outcome"], _budgets(rows, account_id))
 
 
-def capture(store: Store, *, reservation_id: str, now: datetime, batch: ChargeBatch, day: Period,
-            month: Period) -> Answer:
-    """``ledger_capture`` for a one-charge batch: the outcome, the intake's answer, the account's budgets."""
+def capture(store: Store, *, reservation_id: str, now: datetime, batch: ChargeBatch) -> Answer:
+    """``ledger_capture`` for a one-charge batch: the outcome and the intake's answer."""
     topics = store.topics  # type: ignore[attr-defined]
     params = {
         "rid": reservation_id, "now": now, "charge_ids": list(batch.charge_ids),
@@ -94,7 +93,6 @@ def capture(store: Store, *, reservation_id: str, now: datetime, batch: ChargeBa
         "opened_states": list(batch.opened_states), "recorded_at": batch.recorded_at,
         "topic": topics.charge_recorded, "opened_topic": topics.account_opened,
         "catalogue_id": str(topics.catalogue_id), "catalogue_version": batch.catalogue_version,
-        **_periods(day, month),
     }
     rows = _rows(store, _CAPTURE, params, _CAPTURE_COLUMNS)
     first = rows[0]
@@ -105,7 +103,7 @@ def capture(store: Store, *, reservation_id: str, now: datetime, batch: ChargeBa
             if first["known_payload"] is None
             else Appended(None, json.loads(first["known_payload"]), first["known_recorded_at"])
         )
-    return Answer(first["outcome"], _budgets(rows, batch.account_ids[0]), first["hold_charge_id"], appended)
+    return Answer(first["outcome"], [], first["hold_charge_id"], appended)
 
 
 def find_hold(store: Store, reservation_id: str) -> dict[str, Any] | None:

@@ -277,7 +277,9 @@ def test_each_threshold_fires_once_per_period(priced):
     assert [a.threshold for a in fired] == [50]
     assert priced.check_budget_alerts() == []
     r = priced.reserve("acme", user_id="ann", estimate_micros=10, reservation_id="r1")
-    priced.capture(r.reservation_id, **call(450))  # the capture checks by itself
+    priced.capture(r.reservation_id, **call(450))
+    with pytest.raises(BudgetExceeded):  # the next reservation checks, and its refusal keeps the alerts it fired
+        priced.reserve("acme", estimate_micros=1)
     sent = priced.budget_alerts(account_id="acme")
     assert sorted(a.threshold for a in sent) == [50, 80, 100]
     body = next(a.body for a in sent if a.threshold == 100)
