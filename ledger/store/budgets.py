@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ledger.store.locks import LockKey
 from ledger.store.schema import budgets, credit_grants, holds, stored_utc
 
 _TIMES = ("updated_at", "created_at", "expires_at", "settled_at", "granted_at")
@@ -64,7 +65,7 @@ def budget_rows(session: Session, account_id: str | None = None) -> list[dict[st
 def budgets_in_scope(
     session: Session, account_id: str, user_id: str | None, *, lock: bool
 ) -> list[dict[str, Any]]:
-    """The budgets a reservation of (account, user) must respect; locked (in id order) when ``lock``.
+    """The budgets a reservation of (account, user) must respect; each one's reservation lock taken when ``lock``.
 
     A budget narrowed to a user applies only to that user's reservations;
     an account-wide one to every reservation of the account.
@@ -74,7 +75,14 @@ def budgets_in_scope(
         scope = sa.or_(scope, budgets.c.user_id == user_id)
     query = sa.select(budgets).where(budgets.c.account_id == account_id, scope).order_by(budgets.c.budget_id)
     if lock and session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
+        # The locks reservations.sql takes, in the same order (of their keys, so two
+        # reservations never wait in a cycle): advisory, so no row is written.
+        keys = session.execute(
+            sa.select(sa.func.hashtext(budgets.c.budget_id)).where(budgets.c.account_id == account_id, scope)
+            .distinct().order_by(sa.func.hashtext(budgets.c.budget_id))
+        ).scalars().all()
+        for key in keys:
+            session.execute(sa.text("SELECT pg_advisory_xact_lock(:k, :h)"), {"k": int(LockKey.BUDGET), "h": key})
     return [_row(row) for row in session.execute(query)]
 
 

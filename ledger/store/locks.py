@@ -23,6 +23,8 @@ class LockKey(IntEnum):
     SEQUENCER = 7_243_003
     #: One fold of budget spend per account at a time (with the account's hash as second key).
     SPEND_FOLD = 7_243_004
+    #: Reservations on one budget take turns (with the budget id's hash as second key); no WAL is written.
+    BUDGET = 7_243_005
 
 
 def check_unique() -> None:

@@ -63,7 +63,7 @@ BEGIN
 END;
 $$;
 
--- Reserve: lock the budgets of the scope (in id order), read their usage,
+-- Reserve: lock the budgets of the scope, read their usage,
 -- and insert the hold when every hard cost or token budget can take the
 -- estimate. Answers one row per budget ('budget'), then 'granted', 'known'
 -- (the id was reserved before: the caller reads that reservation) or
@@ -82,6 +82,7 @@ CREATE OR REPLACE FUNCTION ledger_reserve(
 LANGUAGE plpgsql AS $$
 DECLARE
     r record;
+    k record;
     undecided boolean := false;
     estimate bigint;
     used bigint;
@@ -91,9 +92,16 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
-    PERFORM FROM ledger_budgets x
-        WHERE x.account_id = p_account_id AND (x.user_id IS NULL OR x.user_id = p_user_id)
-        ORDER BY x.budget_id FOR UPDATE;
+    -- Each budget's advisory lock, in the order of their keys (as
+    -- ledger/store/budgets.py takes them on the Python path, so two
+    -- reservations never wait for each other in a cycle): reservations on a
+    -- budget take turns, and no row is written to lock it.
+    FOR k IN SELECT DISTINCT hashtext(y.budget_id) AS h FROM ledger_budgets y
+             WHERE y.account_id = p_account_id AND (y.user_id IS NULL OR y.user_id = p_user_id)
+             ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(@LockKey.BUDGET@, k.h);
+    END LOOP;
     FOR r IN SELECT * FROM ledger_budget_usage(
         p_account_id, p_user_id, true, p_now, p_day0, p_day1, p_day_t0, p_day_t1,
         p_month0, p_month1, p_month_t0, p_month_t1)

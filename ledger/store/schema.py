@@ -114,7 +114,12 @@ holds = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("charge_id", sa.String(256), nullable=True),
     sa.Column("settled_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Index("ledger_holds_active", "account_id", "state", "expires_at"),
+    # Only holds still held: a capture or release takes its row out of it, and
+    # the sums of active holds read nothing else.
+    sa.Index(
+        "ledger_holds_held", "account_id", "expires_at",
+        postgresql_where=sa.text("state = 'held'"), sqlite_where=sa.text("state = 'held'"),
+    ),
 )
 
 #: Prepaid credit grants (the CreditLine aggregate's events are the history).
