@@ -105,6 +105,7 @@ HEAVY = (
     "tests/reliability/test_crashes.py",
     "tests/reliability/test_concurrency.py",
     "tests/reliability/test_jobs_delivery.py",
+    "tests/reliability/test_budget_concurrency.py",
     "tests/integration/test_concurrent_writers.py",
 )
 
@@ -114,6 +115,8 @@ PROFILED = (
     "tests/reliability/test_simulation.py",
     "tests/reliability/test_crashes.py",
     "tests/reliability/test_concurrency.py",
+    "tests/reliability/test_budget_concurrency.py",
+    "tests/reliability/test_budget_state_machine.py",
     "tests/integration/test_concurrent_writers.py",
     "tests/integration/test_compaction_properties.py",
     "tests/integration/test_compaction_projections.py::test_random_histories",

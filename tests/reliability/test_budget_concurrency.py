@@ -49,7 +49,7 @@ from ledger import Ledger, Settings
 from ledger.errors import BudgetExceeded
 from projections import Projector
 
-pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.postgres, pytest.mark.xdist_group("heavy")]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]  # long and in the "heavy" group: tests/conftest.py
 
 PROCESSES = 8
 ACCOUNT = "acct-hot"
