@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import signal
 import subprocess
 import sys
@@ -274,9 +275,11 @@ def test_refused_connections_and_timeouts_are_failed_attempts_retried(make_ledge
     ledger = make_ledger()
     slow = receivers()
     slow.hold = threading.Event()
-    closed = Receiver()
-    closed_url = closed.url
-    closed.close()  # nothing listens there any more
+    # A port held bound but never listening: connections to it are refused, and
+    # no other test's receiver can take it meanwhile (a closed receiver's could).
+    bound = socket.socket()
+    bound.bind(("127.0.0.1", 0))
+    closed_url = f"http://127.0.0.1:{bound.getsockname()[1]}/hooks/ledger"
     refused = ledger.add_webhook(closed_url, secret=SECRET)
     timing_out = ledger.add_webhook(slow.url, secret=SECRET)
     ledger.set_budget("b", account_id="acme", limit_tokens=100, thresholds=(50,))
@@ -295,6 +298,7 @@ def test_refused_connections_and_timeouts_are_failed_attempts_retried(make_ledge
     slow.hold.set()  # the receiver answers again: the retry gets through
     deliver_until(ledger, fast(), lambda: log_of(ledger)[(alert.alert_id, timing_out.endpoint_id)]["state"]
                   == "delivered", "the retry to get through")
+    bound.close()
 
 
 # -- which endpoints get what ----------------------------------------------------------------------------
