@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from ledger.domain import Totals
-from ledger.errors import ChargeConflict, InvalidCharge
+from ledger.errors import BudgetExceeded, ChargeConflict, InvalidCharge
 from ledger.measures import MEASURES
 from ledger_service.wording import plural
 
@@ -101,6 +101,8 @@ class DemoResult:
     refused: list[str] = field(default_factory=list)
     reversed_charge: str | None = None
     late: int = 0
+    #: The gateway under a budget: calls reserved and captured, refused, and the budget's status after.
+    budget: dict[str, Any] = field(default_factory=dict)
     events_projected: int = 0
     events_pruned: int = 0
     rollups: int = 0
@@ -122,6 +124,7 @@ class DemoResult:
             "refused": self.refused,
             "reversed_charge": self.reversed_charge,
             "late": self.late,
+            "budget": self.budget,
             "events_projected": self.events_projected,
             "events_before_compaction": self.events_before_compaction,
             "events_pruned": self.events_pruned,
@@ -333,6 +336,9 @@ def run_demo(ledger: Ledger, config: DemoConfig = DemoConfig(), reporter: Report
     say.done(f"re-rolled {plural(again.days, 'account-day')}, superseding {plural(again.rollups_superseded, 'rollup')}; "
              f"the log went from {result.events_before_compaction:,} to {result.events_after:,} events")
 
+    result.budget = _gateway_under_a_budget(ledger, say)
+    result.events_projected += _project(projector, ledger, SilentReporter(), "")  # the captured calls
+
     with say.step("auditing: replay from position 0, diff, conservation, rollup digests"):
         started = time.perf_counter()
         checked = audit(ledger)
@@ -349,6 +355,38 @@ def run_demo(ledger: Ledger, config: DemoConfig = DemoConfig(), reporter: Report
     result.account_totals = dict(zip(MEASURES, account_totals.figures))
     result.seconds["total"] = time.perf_counter() - clock_start
     return result
+
+
+#: The demo gateway's calls: each reserves this estimate, then captures its real charge (about 291 micros).
+GATEWAY_CALLS = 20
+GATEWAY_ESTIMATE_MICROS = 400
+
+
+def _gateway_under_a_budget(ledger: Ledger, say: Reporter) -> dict[str, Any]:
+    """A gateway's calls under a hard budget with room for about ten: reserve, call, capture; then refusals."""
+    from ledger.budget_rules import current_period, utc_now
+    from projections.reports import records
+
+    month = current_period("month", ledger.settings.zone, utc_now())
+    billed = records(ledger, account_id="acme", start=month.start, group_by=["account_id"])  # all projected
+    limit = sum(row["cost_micros"] for row in billed) + 10 * GATEWAY_ESTIMATE_MICROS
+    ledger.set_budget("acme-monthly", account_id="acme", limit_micros=limit, thresholds=(80, 100))
+    captured = refused = 0
+    with say.step(f"a gateway under a budget: {GATEWAY_CALLS} calls, each reserved before and captured after"):
+        for i in range(GATEWAY_CALLS):
+            try:
+                with ledger.reservation("acme", user_id="ada", estimate_micros=GATEWAY_ESTIMATE_MICROS,
+                                        ttl_seconds=60) as call:
+                    call.capture(charge_type="completion", provider="openai", model="gpt-4o-mini",
+                                 prompt_tokens=900 + i, completion_tokens=260)
+                    captured += 1
+            except BudgetExceeded:
+                refused += 1
+    status = ledger.budget_status("acme-monthly")
+    say.done(f"budget acme-monthly: {plural(captured, 'call')} reserved and captured, {refused} refused "
+             f"before the call once it could not hold {GATEWAY_ESTIMATE_MICROS} more micros; spent "
+             f"{status.spent:,} of {status.limit:,} micros, {plural(len(ledger.budget_alerts(account_id='acme')), 'threshold alert')} fired")
+    return {"captured": captured, "refused": refused, **status.to_dict()}
 
 
 def _project(projector: Projector, ledger: Ledger, say: Reporter, title: str) -> int:

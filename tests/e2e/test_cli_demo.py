@@ -29,6 +29,8 @@ def test_demo_runs_end_to_end_on_sqlite_and_audits_clean(tmp_path):
     assert "refused, nothing stored: charge 'ch_7_" in out
     assert "refused, nothing stored: invalid charge: charge_type: unknown charge type 'refund'" in out
     assert "recorded 25 late charges for " in out
+    assert "budget acme-monthly: " in out and " refused before the call once it could not hold 400 more micros" in out
+    assert "budgets and credits: 1 budget and 0 balances proved from the log, 0 mismatches" in out
     assert "Top accounts by tokens" in out and "Totals by provider and model" in out
     assert "audit CLEAN at position " in out
     again = runner.invoke(app, ["demo", "--dir", str(tmp_path / "demo"), *SMALL])
@@ -45,7 +47,10 @@ def test_demo_json_on_postgresql_then_refuses_a_store_with_events(postgres_url):
     assert figures["recorded"] == 600 and figures["late"] == 25
     assert figures["duplicates"] == 12 and len(figures["refused"]) == 2
     assert figures["totals"] == figures["account_totals"]
-    assert figures["totals"]["charges"] == 600 + 25 - 1  # one reversed
+    gateway = figures["budget"]
+    assert gateway["captured"] + gateway["refused"] == 20 and gateway["captured"] > 0 and gateway["refused"] > 0
+    assert gateway["spent_micros"] <= gateway["limit_micros"] and gateway["held_micros"] == 0
+    assert figures["totals"]["charges"] == 600 + 25 - 1 + gateway["captured"]  # one reversed
     assert figures["events_after"] < figures["events_before_compaction"]
     again = runner.invoke(app, ["--database-url", postgres_url, "demo", *SMALL])
     assert again.exit_code == 2
