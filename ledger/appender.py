@@ -13,7 +13,7 @@ the store confirms is still the latest.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
@@ -148,6 +148,10 @@ class Appender:
             opened_states=self._opened_states(charges),
             recorded_at=recorded_at,
             catalogue_version=prices.version,
+            user_ids=[c.user_id for c in charges],
+            occurred_ats=[c.occurred_at.astimezone(UTC) for c in charges],
+            costs=[k[0] for k in costs],
+            tokens=[c.total_tokens for c in charges],
         )
         return batch, costs
 

@@ -17,7 +17,8 @@
 CREATE OR REPLACE FUNCTION ledger_append_account_charges(
     p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
     p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
-    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
+    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint,
+    p_user_ids text[], p_occurred_ats timestamptz[], p_costs bigint[], p_tokens bigint[]
 ) RETURNS TABLE(idx integer, known_payload text, known_recorded_at timestamptz, notification_id bigint)
 LANGUAGE plpgsql SET enable_nestloop = off AS $$
 DECLARE
@@ -49,10 +50,8 @@ BEGIN
             END IF;
             INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at,
                                              user_id, occurred_at, cost_micros, total_tokens)
-                SELECT p_account_ids[1], p_charge_ids[1], p_hashes[1], p_payloads[1], p_recorded_at,
-                       j->>'user_id', (j->>'occurred_at')::timestamptz, (j->>'cost_micros')::bigint,
-                       (j->>'total_tokens')::bigint
-                FROM (SELECT p_payloads[1]::jsonb AS j) facts;
+                VALUES (p_account_ids[1], p_charge_ids[1], p_hashes[1], p_payloads[1], p_recorded_at,
+                        p_user_ids[1], p_occurred_ats[1], p_costs[1], p_tokens[1]);
             INSERT INTO ledger_events (originator_id, originator_version, topic, state)
                 VALUES (p_originators[1], v + 1, p_topic, p_states[1])
                 RETURNING ledger_events.id INTO notification_id;
@@ -62,10 +61,13 @@ BEGIN
     RETURN QUERY
     WITH input AS (
         SELECT t.i::integer AS i, t.charge_id, t.account_id, t.originator, t.hash, t.payload, t.state,
+               t.user_id, t.occurred_at, t.cost, t.tokens,
                min(t.i::integer) OVER (PARTITION BY t.account_id, t.charge_id) AS first,
                min(t.i::integer) OVER (PARTITION BY t.originator) AS account_first
-        FROM unnest(p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states)
-             WITH ORDINALITY AS t(charge_id, account_id, originator, hash, payload, state, i)
+        FROM unnest(p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states,
+                    p_user_ids, p_occurred_ats, p_costs, p_tokens)
+             WITH ORDINALITY AS t(charge_id, account_id, originator, hash, payload, state,
+                                  user_id, occurred_at, cost, tokens, i)
     ), known AS (
         SELECT c.account_id, c.charge_id, c.payload, c.recorded_at FROM ledger_charge_index c
         WHERE (c.account_id, c.charge_id) IN (
@@ -89,9 +91,8 @@ BEGIN
         INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at,
                                          user_id, occurred_at, cost_micros, total_tokens)
         SELECT f.account_id, f.charge_id, f.hash, f.payload, p_recorded_at,
-               j->>'user_id', (j->>'occurred_at')::timestamptz, (j->>'cost_micros')::bigint,
-               (j->>'total_tokens')::bigint
-        FROM fresh f CROSS JOIN LATERAL (SELECT f.payload::jsonb AS j) facts ORDER BY f.i
+               f.user_id, f.occurred_at, f.cost, f.tokens
+        FROM fresh f ORDER BY f.i
     ), stored AS (
         INSERT INTO ledger_events (originator_id, originator_version, topic, state)
         SELECT r.originator, r.version, r.topic, r.state
@@ -111,4 +112,25 @@ BEGIN
     -- As the library's recorder does, for subscribers (delivered at commit).
     NOTIFY ledger_events;
 END;
+$$;
+
+-- The same call without the typed facts, as earlier releases make it (their
+-- processes may still run during an upgrade): the facts are read from the
+-- payloads, which costs a JSON parse per charge.
+CREATE OR REPLACE FUNCTION ledger_append_account_charges(
+    p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
+    p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
+    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
+) RETURNS TABLE(idx integer, known_payload text, known_recorded_at timestamptz, notification_id bigint)
+LANGUAGE sql AS $$
+    SELECT r.* FROM (
+        SELECT array_agg(u.j->>'user_id' ORDER BY u.o) AS users,
+               array_agg((u.j->>'occurred_at')::timestamptz ORDER BY u.o) AS occurred,
+               array_agg((u.j->>'cost_micros')::bigint ORDER BY u.o) AS costs,
+               array_agg((u.j->>'total_tokens')::bigint ORDER BY u.o) AS tokens
+        FROM unnest(p_payloads) WITH ORDINALITY AS t(p, o), LATERAL (SELECT t.p::jsonb AS j, t.o AS o) u
+    ) f, ledger_append_account_charges(
+        p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states, p_opened_states,
+        p_recorded_at, p_topic, p_opened_topic, p_catalogue_id, p_catalogue_version,
+        f.users, f.occurred, f.costs, f.tokens) r
 $$;

@@ -64,6 +64,12 @@ class ChargeBatch:
     opened_states: Sequence[bytes]
     recorded_at: datetime
     catalogue_version: int
+    #: The facts budgets sum, typed (the index row's columns): user, occurred-at (UTC), cost (None:
+    #: unpriced) and total tokens of each charge.
+    user_ids: Sequence[str] = ()
+    occurred_ats: Sequence[datetime] = ()
+    costs: Sequence[int | None] = ()
+    tokens: Sequence[int] = ()
 
     def __len__(self) -> int:
         return len(self.charge_ids)

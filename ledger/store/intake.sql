@@ -35,7 +35,8 @@ LANGUAGE sql IMMUTABLE AS 'SELECT @LockKey.SEQUENCER@::bigint';
 CREATE OR REPLACE FUNCTION ledger_intake_account_charges(
     p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
     p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
-    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
+    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint,
+    p_user_ids text[], p_occurred_ats timestamptz[], p_costs bigint[], p_tokens bigint[]
 ) RETURNS TABLE(idx integer, known_payload text, known_recorded_at timestamptz, notification_id bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -57,10 +58,8 @@ BEGIN
         idx := 1;
         INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at,
                                          user_id, occurred_at, cost_micros, total_tokens)
-            SELECT p_account_ids[1], p_charge_ids[1], p_hashes[1], p_payloads[1], p_recorded_at,
-                   j->>'user_id', (j->>'occurred_at')::timestamptz, (j->>'cost_micros')::bigint,
-                   (j->>'total_tokens')::bigint
-            FROM (SELECT p_payloads[1]::jsonb AS j) facts
+            VALUES (p_account_ids[1], p_charge_ids[1], p_hashes[1], p_payloads[1], p_recorded_at,
+                    p_user_ids[1], p_occurred_ats[1], p_costs[1], p_tokens[1])
             ON CONFLICT (account_id, charge_id) DO NOTHING;
         IF FOUND THEN
             INSERT INTO ledger_intake (originator_id, state, opened_state)
@@ -80,17 +79,19 @@ BEGIN
     -- it took are queued.
     WITH input AS (
         SELECT t.i::integer AS i, t.charge_id, t.account_id, t.originator, t.hash, t.payload, t.state,
+               t.user_id, t.occurred_at, t.cost, t.tokens,
                first_value(t.opened) OVER (PARTITION BY t.originator ORDER BY length(t.opened) DESC) AS opened,
                min(t.i::integer) OVER (PARTITION BY t.account_id, t.charge_id) AS first
-        FROM unnest(p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states, p_opened_states)
-             WITH ORDINALITY AS t(charge_id, account_id, originator, hash, payload, state, opened, i)
+        FROM unnest(p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states, p_opened_states,
+                    p_user_ids, p_occurred_ats, p_costs, p_tokens)
+             WITH ORDINALITY AS t(charge_id, account_id, originator, hash, payload, state, opened,
+                                  user_id, occurred_at, cost, tokens, i)
     ), indexed AS (
         INSERT INTO ledger_charge_index (account_id, charge_id, payload_hash, payload, recorded_at,
                                          user_id, occurred_at, cost_micros, total_tokens)
         SELECT n.account_id, n.charge_id, n.hash, n.payload, p_recorded_at,
-               j->>'user_id', (j->>'occurred_at')::timestamptz, (j->>'cost_micros')::bigint,
-               (j->>'total_tokens')::bigint
-        FROM input n CROSS JOIN LATERAL (SELECT n.payload::jsonb AS j) facts WHERE n.i = n.first ORDER BY n.account_id, n.charge_id
+               n.user_id, n.occurred_at, n.cost, n.tokens
+        FROM input n WHERE n.i = n.first ORDER BY n.account_id, n.charge_id
         ON CONFLICT (account_id, charge_id) DO NOTHING
         RETURNING ledger_charge_index.account_id, ledger_charge_index.charge_id
     ), queued AS (
@@ -112,6 +113,27 @@ BEGIN
     WHERE n.i <> n.first OR NOT (n.account_id || chr(31) || n.charge_id) = ANY (coalesce(added, '{}'))
     ORDER BY n.i;
 END;
+$$;
+
+-- The same call without the typed facts, as earlier releases make it (their
+-- processes may still run during an upgrade): the facts are read from the
+-- payloads, which costs a JSON parse per charge.
+CREATE OR REPLACE FUNCTION ledger_intake_account_charges(
+    p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
+    p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
+    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
+) RETURNS TABLE(idx integer, known_payload text, known_recorded_at timestamptz, notification_id bigint)
+LANGUAGE sql AS $$
+    SELECT r.* FROM (
+        SELECT array_agg(u.j->>'user_id' ORDER BY u.o) AS users,
+               array_agg((u.j->>'occurred_at')::timestamptz ORDER BY u.o) AS occurred,
+               array_agg((u.j->>'cost_micros')::bigint ORDER BY u.o) AS costs,
+               array_agg((u.j->>'total_tokens')::bigint ORDER BY u.o) AS tokens
+        FROM unnest(p_payloads) WITH ORDINALITY AS t(p, o), LATERAL (SELECT t.p::jsonb AS j, t.o AS o) u
+    ) f, ledger_intake_account_charges(
+        p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states, p_opened_states,
+        p_recorded_at, p_topic, p_opened_topic, p_catalogue_id, p_catalogue_version,
+        f.users, f.occurred, f.costs, f.tokens) r
 $$;
 
 CREATE OR REPLACE FUNCTION ledger_sequence(

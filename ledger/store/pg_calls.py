@@ -4,13 +4,15 @@ Both functions (``ledger_intake_account_charges`` in ``intake.sql``,
 ``ledger_append_account_charges`` in ``append.sql``) take the same
 arguments: seven arrays (charge ids, account ids, stream ids, payload
 hashes, payloads, states, Opened states), then the recorded-at time, the two
-topics, and the price catalogue's id and version.
+topics, and the price catalogue's id and version, then four arrays of the
+typed facts budgets sum (user ids, occurred-at times, costs, total tokens).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ledger.store.base import ChargeBatch
 
@@ -27,13 +29,15 @@ _JOINED_ARGUMENTS = (
     "FROM unnest(string_to_array({5}, chr(30))) WITH ORDINALITY AS u(x, o)), "
     "(SELECT array_agg(convert_to(u.x, 'UTF8') ORDER BY u.o) "
     "FROM unnest(string_to_array({6}, chr(30))) WITH ORDINALITY AS u(x, o)), "
-    "{7}, {8}, {9}, {10}::uuid, {11}"
+    "{7}, {8}, {9}, {10}::uuid, {11}, "
+    "string_to_array({12}, chr(30)), string_to_array({13}, chr(30))::timestamptz[], "
+    "string_to_array({14}, chr(30), '')::bigint[], string_to_array({15}, chr(30))::bigint[]"
 )
 _SEPARATOR = "\x1e"
 #: After the seven arrays: recorded_at, the two topics, the catalogue's id and version.
 _SCALAR_TYPES = "timestamptz, text, text, uuid, bigint"
 
-_PARAMETERS = ", ".join(["%s"] * 12)
+_PARAMETERS = ", ".join(["%s"] * 16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,17 +67,20 @@ class Statements:
         return cls(
             call=select(
                 "%s::text[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], "
-                "%s, %s, %s, %s::uuid, %s"
+                "%s, %s, %s, %s::uuid, %s, %s::text[], %s::timestamptz[], %s::bigint[], %s::bigint[]"
             ),
-            call_joined=select(_JOINED_ARGUMENTS.format(*["%s"] * 12)),
+            call_joined=select(_JOINED_ARGUMENTS.format(*["%s"] * 16)),
             prepare=(
-                f"PREPARE {function}_one (text, text, uuid, text, text, text, text, {_SCALAR_TYPES}) AS "
+                f"PREPARE {function}_one (text, text, uuid, text, text, text, text, {_SCALAR_TYPES}, "
+                "text, timestamptz, bigint, bigint) AS "
                 + select(
                     "ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], "
-                    "ARRAY[convert_to($6, 'UTF8')], ARRAY[convert_to($7, 'UTF8')], $8, $9, $10, $11, $12"
+                    "ARRAY[convert_to($6, 'UTF8')], ARRAY[convert_to($7, 'UTF8')], $8, $9, $10, $11, $12, "
+                    "ARRAY[$13], ARRAY[$14], ARRAY[$15], ARRAY[$16]"
                 ),
-                f"PREPARE {function}_many (text, text, text, text, text, text, text, {_SCALAR_TYPES}) AS "
-                + select(_JOINED_ARGUMENTS.format(*(f"${n}" for n in range(1, 13)))),
+                f"PREPARE {function}_many (text, text, text, text, text, text, text, {_SCALAR_TYPES}, "
+                "text, text, text, text) AS "
+                + select(_JOINED_ARGUMENTS.format(*(f"${n}" for n in range(1, 17)))),
             ),
             execute_one=f"EXECUTE {function}_one ({_PARAMETERS})",
             execute_many=f"EXECUTE {function}_many ({_PARAMETERS})",
@@ -86,10 +93,21 @@ INTAKE = Statements.of("ledger_intake_account_charges")
 LOCKED = Statements.of("ledger_append_account_charges")
 
 
-def arrays_of(batch: ChargeBatch, statements: Statements, *, own_connection: bool) -> tuple[str, tuple[str, ...]]:
-    """The SQL for ``batch`` and its seven array arguments: joined if they can be, else array literals."""
+def arrays_of(
+    batch: ChargeBatch, statements: Statements, *, own_connection: bool
+) -> tuple[str, tuple[Any, ...], tuple[Any, ...]]:
+    """The SQL for ``batch``, its seven leading array arguments and its four trailing ones (the typed facts).
+
+    Joined if they can be, else array literals; a lone charge on the store's
+    own connection goes as scalars.
+    """
     originator_ids = [str(o) for o in batch.originators]
     count = len(batch)
+    occurred = [moment.isoformat() for moment in batch.occurred_ats]
+    if count == 1 and own_connection:
+        facts: tuple[Any, ...] = (batch.user_ids[0], batch.occurred_ats[0], batch.costs[0], batch.tokens[0])
+    else:
+        facts = ()
     try:
         texts = [state.decode() for state in batch.states], [state.decode() for state in batch.opened_states]
     except UnicodeDecodeError:
@@ -99,11 +117,14 @@ def arrays_of(batch: ChargeBatch, statements: Statements, *, own_connection: boo
             [batch.charge_ids, batch.account_ids, originator_ids, batch.hashes, batch.payloads, *texts], count
         )
     if joined is not None and count == 1 and own_connection:
-        return statements.execute_one, tuple(joined)  # one element each: nothing was joined
-    if joined is not None and own_connection:
-        return statements.execute_many, tuple(joined)
-    if joined is not None:
-        return statements.call_joined, tuple(joined)
+        return statements.execute_one, tuple(joined), facts  # one element each: nothing was joined
+    joined_facts = _joined([
+        batch.user_ids, occurred, ["" if c is None else str(c) for c in batch.costs], [str(t) for t in batch.tokens]
+    ], count)
+    if joined is not None and joined_facts is not None and own_connection:
+        return statements.execute_many, tuple(joined), tuple(joined_facts)
+    if joined is not None and joined_facts is not None:
+        return statements.call_joined, tuple(joined), tuple(joined_facts)
     return statements.call, (
         _text_array(batch.charge_ids),
         _text_array(batch.account_ids),
@@ -112,6 +133,11 @@ def arrays_of(batch: ChargeBatch, statements: Statements, *, own_connection: boo
         _text_array(batch.payloads),
         _bytea_array(batch.states),
         _bytea_array(batch.opened_states),
+    ), (
+        _text_array(batch.user_ids),
+        _text_array(occurred),
+        "{%s}" % ",".join("NULL" if c is None else str(c) for c in batch.costs),  # noqa: UP031
+        "{%s}" % ",".join(str(t) for t in batch.tokens),  # noqa: UP031
     )
 
 

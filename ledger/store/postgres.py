@@ -100,10 +100,10 @@ class PostgresStore(LedgerRecorder):
         """
         direct = transactions.get(None) is None
         statements = LOCKED if len(batch) >= self.tuning.direct_batch_min else self.statements
-        sql, arrays = arrays_of(batch, statements, own_connection=direct)
+        sql, arrays, facts = arrays_of(batch, statements, own_connection=direct)
         topics = self.topics
         params = (*arrays, batch.recorded_at, topics.charge_recorded, topics.account_opened,
-                  str(topics.catalogue_id), batch.catalogue_version)
+                  str(topics.catalogue_id), batch.catalogue_version, *facts)
         rows = self._call(sql, params) if direct else self._call_in_transaction(sql, params)
         if rows and rows[0][0] == 0:
             raise StaleCatalogue(rows[0][3])

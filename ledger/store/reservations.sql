@@ -160,11 +160,15 @@ $$;
 DROP FUNCTION IF EXISTS ledger_capture(
     text, timestamptz, text[], text[], uuid[], text[], text[], bytea[], bytea[], timestamptz, text, text, uuid,
     bigint, date, date, timestamptz, timestamptz, date, date, timestamptz, timestamptz);
+DROP FUNCTION IF EXISTS ledger_capture(
+    text, timestamptz, text[], text[], uuid[], text[], text[], bytea[], bytea[], timestamptz, text, text, uuid,
+    bigint);
 CREATE OR REPLACE FUNCTION ledger_capture(
     p_reservation_id text, p_now timestamptz,
     p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
     p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
-    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
+    p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint,
+    p_user_ids text[], p_occurred_ats timestamptz[], p_costs bigint[], p_tokens bigint[]
 ) RETURNS TABLE(
     outcome text, hold_charge_id text, idx integer, known_payload text, known_recorded_at timestamptz,
     notification_id bigint
@@ -187,7 +191,8 @@ BEGIN
     END IF;
     SELECT * INTO taken FROM ledger_intake_account_charges(
         p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states, p_opened_states,
-        p_recorded_at, p_topic, p_opened_topic, p_catalogue_id, p_catalogue_version);
+        p_recorded_at, p_topic, p_opened_topic, p_catalogue_id, p_catalogue_version,
+        p_user_ids, p_occurred_ats, p_costs, p_tokens);
     idx := taken.idx; known_payload := taken.known_payload; known_recorded_at := taken.known_recorded_at;
     notification_id := taken.notification_id;
     IF taken.idx = 0 THEN

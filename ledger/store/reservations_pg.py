@@ -39,7 +39,8 @@ _CAPTURE_COLUMNS = ("outcome", "hold_charge_id", "idx", "known_payload", "known_
 _CAPTURE = (
     f"SELECT {', '.join(_CAPTURE_COLUMNS)} FROM ledger_capture(%(rid)s, %(now)s, %(charge_ids)s, %(account_ids)s, "
     "%(originators)s::uuid[], %(hashes)s, %(payloads)s, %(states)s, %(opened_states)s, %(recorded_at)s, "
-    "%(topic)s, %(opened_topic)s, %(catalogue_id)s::uuid, %(catalogue_version)s)"
+    "%(topic)s, %(opened_topic)s, %(catalogue_id)s::uuid, %(catalogue_version)s, %(user_ids)s::text[], "
+    "%(occurred_ats)s::timestamptz[], %(costs)s::bigint[], %(tokens)s::bigint[])"
 )
 _HOLD_COLUMNS = tuple(column.name for column in holds.columns)
 _HOLD = f"SELECT {', '.join(_HOLD_COLUMNS)} FROM ledger_holds WHERE reservation_id = %(rid)s"
@@ -93,6 +94,8 @@ def capture(store: Store, *, reservation_id: str, now: datetime, batch: ChargeBa
         "opened_states": list(batch.opened_states), "recorded_at": batch.recorded_at,
         "topic": topics.charge_recorded, "opened_topic": topics.account_opened,
         "catalogue_id": str(topics.catalogue_id), "catalogue_version": batch.catalogue_version,
+        "user_ids": list(batch.user_ids), "occurred_ats": list(batch.occurred_ats), "costs": list(batch.costs),
+        "tokens": list(batch.tokens),
     }
     rows = _rows(store, _CAPTURE, params, _CAPTURE_COLUMNS)
     first = rows[0]

@@ -16,7 +16,6 @@ from typing import Any
 
 from ledger.store.base import Appended, ChargeBatch, StaleCatalogue
 from ledger.store.recorder import LedgerRecorder
-from ledger.store.spend import sqlite_facts
 
 #: How SQLite numbers an account's stream: its next event follows the highest
 #: version in its events or its snapshots (an account whose events compaction
@@ -49,8 +48,9 @@ class SQLiteStore(LedgerRecorder):
             head = cursor.execute(_CATALOGUE_VERSION, (topics.catalogue_id.bytes,)).fetchone()[0]
             if head != batch.catalogue_version:
                 raise StaleCatalogue(head)
-            for charge_id, account_id, originator, digest, payload, state in zip(
-                batch.charge_ids, batch.account_ids, batch.originators, batch.hashes, batch.payloads, batch.states
+            for charge_id, account_id, originator, digest, payload, state, user_id, occurred, cost, tokens in zip(
+                batch.charge_ids, batch.account_ids, batch.originators, batch.hashes, batch.payloads, batch.states,
+                batch.user_ids, batch.occurred_ats, batch.costs, batch.tokens, strict=True,
             ):
                 row = cursor.execute(_KNOWN, (account_id, charge_id)).fetchone()
                 if row is not None:
@@ -61,9 +61,9 @@ class SQLiteStore(LedgerRecorder):
                 if version == 0:
                     cursor.execute(_INSERT_EVENT, (key, 1, topics.account_opened, opened[account_id]))
                     version = 1
-                cursor.execute(
-                    _INSERT_INDEX_ROW, (account_id, charge_id, digest, payload, stamp, *sqlite_facts(payload))
-                )
+                cursor.execute(_INSERT_INDEX_ROW, (
+                    account_id, charge_id, digest, payload, stamp, user_id, _sqlite_datetime(occurred), cost, tokens
+                ))
                 cursor.execute(_INSERT_EVENT, (key, version + 1, topics.charge_recorded, state))
                 results.append(Appended(position=cursor.lastrowid))
         return results
