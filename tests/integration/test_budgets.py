@@ -329,3 +329,35 @@ def test_fields_named_like_parameters_are_refused_as_unknown_fields(priced):
         priced.capture(r.reservation_id, reservation_id="other", **call(5))
     assert "reservation_id" in caught.value.errors
     assert priced.reservation_state(r.reservation_id) == "held"
+
+
+@pytest.mark.postgres
+def test_a_previous_release_calling_the_intake_without_typed_facts_still_counts_in_budgets(postgres_url):
+    """Its processes call the 12-argument intake during an upgrade: the facts are read from the payloads."""
+    import sqlalchemy as sa
+
+    from ledger import Ledger, Settings
+
+    ledger = Ledger(Settings(database_url=postgres_url))
+    try:
+        ledger.set_price(**PRICE)
+        ledger.set_budget("b", account_id="acme", limit_micros=10**6, period="total")
+        batch, _ = ledger.appender.batch_of(
+            [ledger.validated({"account_id": "acme", "charge_id": f"old-{i}", **call(10 * (i + 1))}) for i in range(2)],
+            ledger.price_table(), utc_now(),
+        )
+        topics = ledger.store.topics
+        with ledger.store.engine.begin() as connection:
+            connection.execute(sa.text(
+                "SELECT * FROM ledger_intake_account_charges(:ids, :accounts, CAST(:origins AS uuid[]), :hashes, "
+                ":payloads, :states, :opened, :at, :topic, :opened_topic, CAST(:catalogue AS uuid), :version)"
+            ), {"ids": list(batch.charge_ids), "accounts": list(batch.account_ids),
+                "origins": [str(o) for o in batch.originators], "hashes": list(batch.hashes),
+                "payloads": list(batch.payloads), "states": list(batch.states), "opened": list(batch.opened_states),
+                "at": batch.recorded_at, "topic": topics.charge_recorded, "opened_topic": topics.account_opened,
+                "catalogue": str(topics.catalogue_id), "version": batch.catalogue_version})
+        assert ledger.budget_status("b").spent_micros == 10 + 20
+        ledger.sequence()
+        assert ledger.account_totals("acme").cost_micros == 30
+    finally:
+        ledger.close()
