@@ -47,8 +47,8 @@ charge_index = sa.Table(
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("reversed_at", sa.DateTime(timezone=True), nullable=True),
-    # What budgets count, typed (the store fills them from the payload as it
-    # inserts the row): whose spend, when, how much. ``folded`` marks a row
+    # What budgets count, typed (written with the row, from the charge's
+    # facts): whose spend, when, how much. ``folded`` marks a row
     # whose figures were added to ledger_spend (see ledger.store.spend).
     sa.Column("user_id", sa.String(256), nullable=True),
     sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=True),

@@ -1,8 +1,8 @@
 """What budgets count: spend per scope and period, read exactly without a counter writers share.
 
 Every acknowledged charge has its index row, and the row carries its user,
-``occurred_at``, cost and total tokens (the store fills them from the payload
-as it inserts the row, in the charge's own transaction). Spent is therefore a
+``occurred_at``, cost and total tokens (written with the row, in the charge's
+own transaction). Spent is therefore a
 sum over rows, never a counter that writers update: recording on an account
 with budgets takes no lock a reservation or another writer waits for.
 
