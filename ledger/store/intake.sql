@@ -117,20 +117,14 @@ $$;
 
 -- The same call without the typed facts, as earlier releases make it (their
 -- processes may still run during an upgrade): the facts are read from the
--- payloads, which costs a JSON parse per charge.
+-- payloads (ledger_payload_facts, charge_facts.sql).
 CREATE OR REPLACE FUNCTION ledger_intake_account_charges(
     p_charge_ids text[], p_account_ids text[], p_originators uuid[], p_hashes text[],
     p_payloads text[], p_states bytea[], p_opened_states bytea[], p_recorded_at timestamptz,
     p_topic text, p_opened_topic text, p_catalogue_id uuid, p_catalogue_version bigint
 ) RETURNS TABLE(idx integer, known_payload text, known_recorded_at timestamptz, notification_id bigint)
 LANGUAGE sql AS $$
-    SELECT r.* FROM (
-        SELECT array_agg(u.j->>'user_id' ORDER BY u.o) AS users,
-               array_agg((u.j->>'occurred_at')::timestamptz ORDER BY u.o) AS occurred,
-               array_agg((u.j->>'cost_micros')::bigint ORDER BY u.o) AS costs,
-               array_agg((u.j->>'total_tokens')::bigint ORDER BY u.o) AS tokens
-        FROM unnest(p_payloads) WITH ORDINALITY AS t(p, o), LATERAL (SELECT t.p::jsonb AS j, t.o AS o) u
-    ) f, ledger_intake_account_charges(
+    SELECT r.* FROM ledger_payload_facts(p_payloads) f, ledger_intake_account_charges(
         p_charge_ids, p_account_ids, p_originators, p_hashes, p_payloads, p_states, p_opened_states,
         p_recorded_at, p_topic, p_opened_topic, p_catalogue_id, p_catalogue_version,
         f.users, f.occurred, f.costs, f.tokens) r

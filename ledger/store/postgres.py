@@ -45,7 +45,7 @@ def _sql(name: str) -> str:
 
 
 #: The write path's SQL, in the order it is installed.
-WRITE_PATH_SQL = tuple(_sql(name) for name in ("versions.sql", "append.sql", "intake.sql", "reservations.sql"))
+WRITE_PATH_SQL = tuple(_sql(name) for name in ("versions.sql", "charge_facts.sql", "append.sql", "intake.sql", "reservations.sql"))
 
 #: An append function's overload that earlier versions created and this one
 #: no longer uses. The earlier releases' own functions, ``ledger_intake_charges``

@@ -332,8 +332,9 @@ def test_fields_named_like_parameters_are_refused_as_unknown_fields(priced):
 
 
 @pytest.mark.postgres
-def test_a_previous_release_calling_the_intake_without_typed_facts_still_counts_in_budgets(postgres_url):
-    """Its processes call the 12-argument intake during an upgrade: the facts are read from the payloads."""
+@pytest.mark.parametrize("function", ["ledger_intake_account_charges", "ledger_append_account_charges"])
+def test_a_previous_release_calling_the_intake_without_typed_facts_still_counts_in_budgets(postgres_url, function):
+    """Its processes call the 12-argument write functions during an upgrade: the facts are read from the payloads."""
     import sqlalchemy as sa
 
     from ledger import Ledger, Settings
@@ -349,7 +350,7 @@ def test_a_previous_release_calling_the_intake_without_typed_facts_still_counts_
         topics = ledger.store.topics
         with ledger.store.engine.begin() as connection:
             connection.execute(sa.text(
-                "SELECT * FROM ledger_intake_account_charges(:ids, :accounts, CAST(:origins AS uuid[]), :hashes, "
+                f"SELECT * FROM {function}(:ids, :accounts, CAST(:origins AS uuid[]), :hashes, "
                 ":payloads, :states, :opened, :at, :topic, :opened_topic, CAST(:catalogue AS uuid), :version)"
             ), {"ids": list(batch.charge_ids), "accounts": list(batch.account_ids),
                 "origins": [str(o) for o in batch.originators], "hashes": list(batch.hashes),
