@@ -24,7 +24,6 @@ SQLite has one writer by nature: only the one-process pair runs there.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -214,24 +213,4 @@ def _pair_process(url: str, items: list[dict[str, Any]], ready: Any, start: Any,
 
 def pairs_in_processes(url: str, shares: Sequence[list[dict[str, Any]]]) -> tuple[int, float]:
     """(pairs done, seconds) with one process per share, started together as ``writers.in_processes`` does."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bench.budgets"])
-    ready, start, results = context.Queue(), context.Event(), context.Queue()
-    workers = [
-        context.Process(target=_pair_process, args=(url, share, ready, start, results), daemon=True)
-        for share in shares
-    ]
-    for worker in workers:
-        worker.start()
-    try:
-        for _ in workers:
-            writers._ready_or_raise(ready, results)
-        start.set()
-        outcomes = [writers._outcome(results.get(timeout=writers.TIMEOUT)) for _ in workers]
-    finally:
-        start.set()
-        for worker in workers:
-            worker.join(timeout=30)
-            if worker.is_alive():
-                worker.terminate()
-    return writers._span(outcomes)
+    return writers.run_together("bench.budgets", _pair_process, [(url, share) for share in shares])

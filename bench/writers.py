@@ -135,12 +135,22 @@ def in_processes(url: str, shares: Sequence[list[dict[str, Any]]], kind: str = "
     COMMIT per raw event row), "psycopg" (the same through psycopg2 alone)
     or "crud" (the same per replaced-design charge row).
     """
+    return run_together("bench.writers", _process_writer, [(kind, url, share) for share in shares])
+
+
+def run_together(preload: str, target: Callable[..., None], arguments: Sequence[tuple[Any, ...]]) -> tuple[int, float]:
+    """(items done, seconds) with one forkserver process per ``arguments``, all released at once.
+
+    Each process runs ``target(*its_arguments, ready, start, results)``: it
+    puts True on ``ready`` when set up, waits for ``start``, then puts
+    ``("done", items, began, ended)`` or ``("error", traceback)`` on ``results``.
+    ``preload`` is the module the children fork with, already imported.
+    """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bench.writers"])  # children fork with the ledger imported
+    context.set_forkserver_preload([preload])
     ready, start, results = context.Queue(), context.Event(), context.Queue()
     workers = [
-        context.Process(target=_process_writer, args=(kind, url, share, ready, start, results), daemon=True)
-        for share in shares
+        context.Process(target=target, args=(*args, ready, start, results), daemon=True) for args in arguments
     ]
     for worker in workers:
         worker.start()
