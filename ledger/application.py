@@ -171,8 +171,7 @@ class Ledger(Application):
         (the id was recorded with other facts). A repeated id with the same
         facts returns the original receipt with ``duplicate=True``.
         """
-        charge = self._priced_or_refused(self.validate(fields))
-        return self._record_valid([charge])[0]
+        return self._record_valid([self.validated(fields)])[0]
 
     def record_charges(self, items: Iterable[Mapping[str, Any]]) -> list[Outcome]:
         """Record many charges in as few transactions as the store allows.
@@ -184,7 +183,7 @@ class Ledger(Application):
         valid: list[tuple[int, Charge]] = []
         for index, item in enumerate(items):
             try:
-                valid.append((index, self._priced_or_refused(self.validate(item))))
+                valid.append((index, self.validated(item)))
             except InvalidCharge as exc:
                 outcomes[index] = Outcome(index, error=exc)
         if valid:
@@ -220,7 +219,7 @@ class Ledger(Application):
         For writes that must commit together with the charge (a capture
         settles its hold in the same transaction). Raises as ``record_charge``.
         """
-        charge = self._priced_or_refused(self.validate(fields))
+        charge = self.validated(fields)
         recorded_at = datetime.now(UTC)
         (result,) = self.receipts_of([charge], self.appender.append([charge], recorded_at), recorded_at)
         if isinstance(result, LedgerError):

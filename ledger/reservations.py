@@ -241,31 +241,20 @@ def capture(ledger: Ledger, reservation_id: Any, fields: dict[str, Any]) -> Capt
     now = utc_now()
     with ledger.store.transaction(commit=True) as session:
         hold = rows.find_hold(session, rid, lock=True)
-        if hold is None:
-            raise UnknownReservation(rid)
-        if hold["state"] == "released":
-            raise ReservationConflict(rid, "was released: nothing was recorded; reserve again for a new call")
-        charge = _charge_fields(hold, fields)
-        if hold["state"] == "captured" and charge["charge_id"] != hold["charge_id"]:
-            raise ReservationConflict(
-                rid, f"was already captured by charge {hold['charge_id']!r}: nothing was recorded"
-            )
+        charge = _capturable(rid, hold, fields)
+        assert hold is not None
         receipt = ledger.record_in_transaction(charge)
         if hold["state"] == "held":
             rows.settle_hold(session, rid, "captured", receipt.charge_id, now)
-    return Capture(**{**receipt.__dict__, "reservation_id": rid, "hold_expired": hold["expires_at"] <= now})
+    return _capture_of(receipt, rid, hold, now)
 
 
 def _capture_in_one_call(ledger: Ledger, rid: str, fields: dict[str, Any]) -> Capture | None:
     """PostgreSQL's one-call capture (``reservations.sql``); None when the Python path must settle it."""
     store = ledger.store
     hold = ledger.made_here.get(rid) or calls.find_hold(store, rid)
-    _check_capturable(rid, hold)
+    charge = ledger.validated(_capturable(rid, hold, fields))
     assert hold is not None
-    charge_fields = _charge_fields(hold, fields)
-    if hold["state"] == "captured" and charge_fields["charge_id"] != hold["charge_id"]:
-        raise ReservationConflict(rid, f"was already captured by charge {hold['charge_id']!r}: nothing was recorded")
-    charge = ledger.validated(charge_fields)
     for _ in range(STALE_CATALOGUE_RETRIES):
         now = utc_now()
         batch, costs = ledger.appender.batch_of([charge], ledger.price_table(), now)
@@ -278,22 +267,32 @@ def _capture_in_one_call(ledger: Ledger, rid: str, fields: dict[str, Any]) -> Ca
     if answer.outcome == "decide":
         return None
     if answer.outcome != "recorded":  # the hold changed since it was read: answer as the Python path would
-        _check_capturable(rid, {**hold, "state": answer.outcome, "charge_id": answer.hold_charge_id})
-        raise ReservationConflict(rid, f"was already captured by charge {answer.hold_charge_id!r}: nothing was recorded")
+        _capturable(rid, {**hold, "state": answer.outcome, "charge_id": answer.hold_charge_id}, fields)
+        raise AssertionError(f"ledger_capture answered {answer.outcome!r} for a capturable hold")
     store.took_in()  # type: ignore[attr-defined]
     ledger.made_here.pop(rid, None)
     assert answer.appended is not None
     (result,) = ledger.receipts_of([charge], ledger.appender.costed([answer.appended], costs), now)
     if isinstance(result, LedgerError):
         raise result
-    return Capture(**{**result.__dict__, "reservation_id": rid, "hold_expired": hold["expires_at"] <= now})
+    return _capture_of(result, rid, hold, now)
 
 
-def _check_capturable(rid: str, hold: dict[str, Any] | None) -> None:
+def _capturable(rid: str, hold: dict[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:
+    """The charge a capture of ``hold`` records, or why it may not: unknown, released, or captured by another id."""
     if hold is None or hold["state"] == "unknown":
         raise UnknownReservation(rid)
     if hold["state"] == "released":
         raise ReservationConflict(rid, "was released: nothing was recorded; reserve again for a new call")
+    charge = _charge_fields(hold, fields)
+    if hold["state"] == "captured" and charge["charge_id"] != hold["charge_id"]:
+        raise ReservationConflict(rid, f"was already captured by charge {hold['charge_id']!r}: nothing was recorded")
+    return charge
+
+
+def _capture_of(receipt: Receipt, rid: str, hold: dict[str, Any], now: datetime) -> Capture:
+    """The capture's receipt: the charge's, the reservation, and whether the hold had expired."""
+    return Capture(**{**receipt.__dict__, "reservation_id": rid, "hold_expired": hold["expires_at"] <= now})
 
 
 def _charge_fields(hold: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
