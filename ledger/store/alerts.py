@@ -8,7 +8,7 @@ outbox): whatever delivers them later finds every alert that was recorded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -110,13 +110,3 @@ def remove_endpoint(session: Session, endpoint_id: str, at: datetime) -> bool:
         .values(state="failed", last_error="endpoint removed")
     )
     return True
-
-
-def delivery_rows(
-    session: Session, *, alert_ids: Sequence[str] | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
-    """The delivery log (of some alerts, when given), newest attempt first."""
-    query = sa.select(webhook_deliveries).order_by(webhook_deliveries.c.next_attempt_at.desc()).limit(limit)
-    if alert_ids is not None:
-        query = query.where(webhook_deliveries.c.alert_id.in_(list(alert_ids)))
-    return [_row(row) for row in session.execute(query)]

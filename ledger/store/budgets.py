@@ -115,14 +115,6 @@ def settle_hold(session: Session, reservation_id: str, state: str, charge_id: st
     )
 
 
-def hold_rows(session: Session, account_id: str, *, active_at: datetime | None = None) -> list[dict[str, Any]]:
-    """An account's holds (only those still holding at ``active_at`` when given), newest first."""
-    query = sa.select(holds).where(holds.c.account_id == account_id).order_by(holds.c.created_at.desc())
-    if active_at is not None:
-        query = query.where(holds.c.state == "held", holds.c.expires_at > active_at)
-    return [_row(row) for row in session.execute(query)]
-
-
 # -- credit grants ----------------------------------------------------------------------------
 
 
