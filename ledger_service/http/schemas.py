@@ -201,7 +201,20 @@ class BudgetIn(BaseModel):
         "[default: 50, 80, 100].")
 
 
-class BudgetOut(BaseModel):
+class BudgetFigures(BaseModel):
+    """A budget's limit, spent, held and remaining, named in its unit: the ``_micros`` or the ``_tokens`` four."""
+
+    limit_micros: int | None = None
+    spent_micros: int | None = None
+    held_micros: int | None = None
+    remaining_micros: int | None = None
+    limit_tokens: int | None = None
+    spent_tokens: int | None = None
+    held_tokens: int | None = None
+    remaining_tokens: int | None = None
+
+
+class BudgetOut(BudgetFigures):
     """A budget now: its definition and, in its unit (the ``_micros`` or the ``_tokens`` figures), the limit,
     spent, held and remaining (limit - spent - held, never below 0)."""
 
@@ -214,14 +227,6 @@ class BudgetOut(BaseModel):
     thresholds: list[int]
     limit: Literal["credits"] | None = Field(description='"credits" when the limit is the prepaid balance.')
     unit: Literal["micros", "tokens"]
-    limit_micros: int | None = None
-    spent_micros: int | None = None
-    held_micros: int | None = None
-    remaining_micros: int | None = None
-    limit_tokens: int | None = None
-    spent_tokens: int | None = None
-    held_tokens: int | None = None
-    remaining_tokens: int | None = None
 
 
 class BudgetList(BaseModel):
@@ -316,19 +321,11 @@ class BalanceOut(BaseModel):
     grants: list[CreditGrantRow]
 
 
-class BudgetExceededBody(ProblemBody):
+class BudgetExceededBody(BudgetFigures, ProblemBody):
     """402: a hard budget cannot hold the estimate; its figures named as in its status."""
 
     budget_id: str
     estimate: int
-    limit_micros: int | None = None
-    spent_micros: int | None = None
-    held_micros: int | None = None
-    remaining_micros: int | None = None
-    limit_tokens: int | None = None
-    spent_tokens: int | None = None
-    held_tokens: int | None = None
-    remaining_tokens: int | None = None
 
 
 def budget_exceeded(description: str) -> dict[str, Any]:
