@@ -62,7 +62,7 @@ def arrange(ledger: Ledger) -> None:
     ledger.reserve("acct-a", user_id="dora", estimate_micros=300_000, estimate_tokens=8_000, reservation_id="dash-r1")
     ledger.capture("dash-r1", **{k: v for k, v in DORA.items() if k != "user_id"}, charge_id="dora-2")
     ledger.reserve("acct-a", user_id="dora", estimate_micros=200_000, estimate_tokens=5_000, reservation_id="dash-r2")
-    assert ledger.check_budget_alerts() == []  # the capture fired the rest already
+    assert ledger.check_budget_alerts() == []  # the reservations fired them already
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
