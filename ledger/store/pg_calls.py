@@ -103,7 +103,6 @@ def arrays_of(
     """
     originator_ids = [str(o) for o in batch.originators]
     count = len(batch)
-    occurred = [moment.isoformat() for moment in batch.occurred_ats]
     if count == 1 and own_connection:
         facts: tuple[Any, ...] = (batch.user_ids[0], batch.occurred_ats[0], batch.costs[0], batch.tokens[0])
     else:
@@ -118,6 +117,7 @@ def arrays_of(
         )
     if joined is not None and count == 1 and own_connection:
         return statements.execute_one, tuple(joined), facts  # one element each: nothing was joined
+    occurred = [moment.isoformat() for moment in batch.occurred_ats]
     joined_facts = _joined([
         batch.user_ids, occurred, ["" if c is None else str(c) for c in batch.costs], [str(t) for t in batch.tokens]
     ], count)
