@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     pool_size: int = Field(default=10, ge=1)
     pool_max_overflow: int = Field(default=20, ge=0)
     pool_recycle_seconds: int = Field(default=1800, ge=-1)
+    #: PostgreSQL failover: how long a recording call keeps retrying (same charge
+    #: ids) through a lost primary before it raises LedgerUnavailable, and how
+    #: long one connection attempt may take. See docs/HA.md.
+    retry_deadline_seconds: float = Field(default=30.0, gt=0, le=3600)
+    connect_timeout_seconds: int = Field(default=5, ge=1, le=300)
+    #: PostgreSQL: an optional standby that serves reports, usage and the
+    #: dashboard; writes and the projector stay on ``database_url``.
+    read_database_url: str | None = None
 
     @model_validator(mode="before")
     @classmethod
