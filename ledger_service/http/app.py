@@ -23,7 +23,7 @@ from ledger.errors import BusyAccount, InvalidInput, LedgerError
 from ledger.settings import DashboardSettings, HttpSettings, Settings
 from ledger.store.engine import SQLALCHEMY_UNAVAILABLE
 from ledger_service import dashboard as dashboard_pages
-from ledger_service.http import budgets, charges, docs, events, health, index, reading
+from ledger_service.http import budgets, charges, docs, events, health, index, otlp, reading
 from ledger_service.http.auth import check_caller
 from ledger_service.http.problems import (
     Problem,
@@ -111,8 +111,8 @@ def create_app(ledger: Ledger, http: HttpSettings | None = None, *, dashboard: D
     open_reader(ledger, app.state.http)
     app.state.keys = KeyCache(app.state.http.key_cache_seconds)
     app.state.secret_key = load_secret_key(app.state.http).value
-    for router in (index.router, charges.router, reading.router, budgets.router, events.router, health.router,
-                   docs.router, dashboard_pages.router):
+    for router in (index.router, charges.router, reading.router, budgets.router, events.router, otlp.router,
+                   health.router, docs.router, dashboard_pages.router):
         app.include_router(router)
     app.router.default = RelativeSlashRedirect(app.router)
     app.mount("/dashboard/static", StaticFiles(directory=dashboard_pages.STATIC), name="dashboard-static")
