@@ -6,8 +6,14 @@ appends it without loading its account (:mod:`ledger.appender`):
 concurrent callers in one process share transactions
 (:mod:`ledger.group_commit`), and the store checks the charge-id index in
 the same transaction, so a repeated id is answered with the original
-receipt however writers interleave. A dropped connection is retried with
-jitter (the index makes the retry exact). Reversals and price changes save
+receipt however writers interleave. On PostgreSQL a lost connection, a
+read-only server (a demoted primary), a server shutting down or a
+serialization failure is retried with the same charge ids until
+``retry_deadline_seconds`` pass, each attempt bounded on the client side
+(:mod:`ledger.store.watchdog`); the index makes the retry exact, so an
+attempt whose commit raised but happened is answered with the original
+receipt. Past the deadline the caller gets :class:`LedgerUnavailable`.
+Reversals and price changes save
 events through the library (:mod:`ledger.reversals`,
 :mod:`ledger.price_setting`); reads load accounts from snapshots and the log.
 """
@@ -15,6 +21,9 @@ events through the library (:mod:`ledger.reversals`,
 from __future__ import annotations
 
 import atexit
+import itertools
+import logging
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -36,7 +45,7 @@ from ledger import (
 )
 from ledger.alerts import BudgetAlert
 from ledger.appender import Appended, Appender
-from ledger.backoff import backoff
+from ledger.backoff import backoff, failover_pause
 from ledger.budget_rules import BudgetStatus
 from ledger.budgets import BudgetSet
 from ledger.charges import Charge, ChargeValidator, ProfileResolver
@@ -52,6 +61,7 @@ from ledger.errors import (
     BusyAccount,
     InvalidCharge,
     LedgerError,
+    LedgerUnavailable,
     UnknownAccount,
     Unpriced,
 )
@@ -62,12 +72,28 @@ from ledger.repository import CompactedRepository
 from ledger.reservations import Capture, Reservation, ReservationScope
 from ledger.settings import Settings
 from ledger.store.base import LogTopics, Store, Tuning
-from ledger.store.engine import DROPPED_CONNECTION_ERRORS
-from ledger.store.factory import POOL_MAX_OVERFLOW, POOL_RECYCLE_SECONDS, POOL_SIZE
+from ledger.store.engine import (
+    DROPPED_CONNECTION_ERRORS,
+    forget_connections,
+    reconnect_needed,
+    transient,
+)
+from ledger.store.factory import (
+    CONNECT_TIMEOUT_SECONDS,
+    POOL_MAX_OVERFLOW,
+    POOL_RECYCLE_SECONDS,
+    POOL_SIZE,
+)
 from ledger.store.recorder import APPLICATION_NAME, LedgerRecorder
+from ledger.store.watchdog import deadline_of
 from ledger.webhooks import WebhookEndpoint
 
 __all__ = ["Ledger", "Outcome", "Receipt", "Reversal"]
+
+log = logging.getLogger(__name__)
+
+#: The shortest bound on one attempt (a statement or commit; see ``Ledger.attempt_seconds``).
+MIN_ATTEMPT_SECONDS = 10.0
 
 
 class Ledger(Application):
@@ -95,6 +121,7 @@ class Ledger(Application):
             POOL_SIZE: str(self.settings.pool_size),
             POOL_MAX_OVERFLOW: str(self.settings.pool_max_overflow),
             POOL_RECYCLE_SECONDS: str(self.settings.pool_recycle_seconds),
+            CONNECT_TIMEOUT_SECONDS: str(self.settings.connect_timeout_seconds),
         }
         base_env.update(env or {})
         super().__init__(base_env)
@@ -117,7 +144,11 @@ class Ledger(Application):
             self.appender.append,
             self.settings.group_commit_max,
             self.settings.group_commit_window_ms / 1000,
+            shared_failure=transient,
         )
+        engine = self.factory.datastore.engine
+        #: On PostgreSQL, transient errors are retried until the deadline (SQLite keeps its few quick retries).
+        self.fails_over = engine is not None and engine.dialect.name == "postgresql"
         #: Per budget (id, period, version), the thresholds seen fired: alerts skip them (ledger.alerts).
         self.fired_thresholds: dict[tuple[str, str, int], set[int]] = {}
         #: Reservations this ledger made, by id (see ledger.reservations): a capture here needs no read first.
@@ -246,15 +277,63 @@ class Ledger(Application):
         return results
 
     def _append_with_retry(self, charges: Sequence[Charge]) -> tuple[list[Appended], datetime]:
+        """Append, retrying with the same charges until they are stored or the deadline passes.
+
+        Whether a lost COMMIT happened or not, the retry is exact: the index
+        answers an id that did commit with its original receipt.
+        """
+        if not self.fails_over:
+            return self._append_with_quick_retry(charges)
+        return self.retrying(lambda: self.group_commit.submit(charges), [c.charge_id for c in charges])
+
+    @property
+    def attempt_seconds(self) -> float:
+        """The client-side bound on one attempt: long enough for a big batch's commit, short
+        enough that a frozen primary leaves time to retry on the promoted one within the deadline."""
+        return max(MIN_ATTEMPT_SECONDS, 2.0 * self.settings.connect_timeout_seconds)
+
+    def retrying(self, call: Callable[[], Any], charge_ids: Sequence[str] = ()) -> Any:
+        """Run ``call`` until it succeeds, retrying transient failures until ``retry_deadline_seconds``.
+
+        ``call`` must be idempotent (charges by id, reservations by id).
+        Raises :class:`LedgerUnavailable` naming ``charge_ids`` once the
+        deadline passes; other errors at once.
+        """
+        seconds = self.settings.retry_deadline_seconds
+        deadline = time.monotonic() + seconds
+        integrity_failures = 0
+        with deadline_of(seconds):
+            for attempt in itertools.count():
+                try:
+                    with deadline_of(self.attempt_seconds):
+                        return call()
+                except IntegrityError as exc:  # a previous-release writer racing on the index: the retry finds it
+                    integrity_failures += 1
+                    if integrity_failures >= self.settings.retry_attempts or time.monotonic() >= deadline:
+                        raise BusyAccount(
+                            f"gave up after {integrity_failures} attempts: concurrent writers kept "
+                            "conflicting; nothing was stored, retry the same call"
+                        ) from exc
+                    backoff(attempt)
+                except Exception as exc:
+                    if not transient(exc):
+                        raise
+                    if reconnect_needed(exc):
+                        forget_connections(self.factory.datastore.engine)  # type: ignore[arg-type]
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise LedgerUnavailable(seconds, charge_ids, _first_line(exc)) from exc
+                    failover_pause(attempt, left)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _append_with_quick_retry(self, charges: Sequence[Charge]) -> tuple[list[Appended], datetime]:
+        """SQLite: an index race is retried, a dropped connection (a locked file) twice."""
         for attempt in range(self.settings.retry_attempts):
             try:
                 return self.group_commit.submit(charges)
             except IntegrityError:  # a previous-release writer racing on the index: the retry finds it
                 backoff(attempt)
             except DROPPED_CONNECTION_ERRORS:
-                # A dropped connection (the pool then reconnects). Whether the
-                # lost COMMIT happened or not, the retry is exact: the index
-                # answers an id that did commit as a duplicate.
                 if attempt >= 2:
                     raise
                 backoff(attempt)
@@ -485,6 +564,12 @@ class Ledger(Application):
             self.snapshots.put([Account.Snapshot.take(account)])
         except IntegrityError:
             pass  # another process took the same snapshot first
+
+
+def _first_line(exc: BaseException) -> str:
+    """The error's first line, for a message (drivers' texts run over several)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _closer(ledger: Ledger) -> Callable[[], None]:

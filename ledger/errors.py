@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -179,3 +179,27 @@ class BudgetExceeded(LedgerError):
         self.estimate = estimate
         listed = ", ".join(f"{name} {value}" for name, value in self.figures.items())
         super().__init__(f"budget {budget_id!r} cannot hold an estimate of {estimate}: {listed}")
+
+
+class LedgerUnavailable(LedgerError):
+    """The database could not be reached (or stayed read-only) until the retry deadline passed.
+
+    Transient: the call may be retried with the same charge ids (``charge_ids``
+    names them; a charge recorded by an attempt whose outcome was unknown is
+    then answered as a duplicate, never counted twice).
+    """
+
+    def __init__(self, seconds: float, charge_ids: Sequence[str] = (), cause: str = "") -> None:
+        self.seconds = seconds
+        self.charge_ids = list(charge_ids)
+        self.cause = cause
+        ids = ""
+        if self.charge_ids:
+            shown = ", ".join(repr(charge_id) for charge_id in self.charge_ids[:10])
+            more = f" and {len(self.charge_ids) - 10} more" if len(self.charge_ids) > 10 else ""
+            ids = f" (charge ids {shown}{more})"
+        why = f": {cause}" if cause else ""
+        super().__init__(
+            f"the database could not be reached within {seconds:g} s{why}; the charge may be retried "
+            f"with the same charge id{ids}: it is recorded at most once"
+        )

@@ -55,8 +55,18 @@ class _Request(Generic[Item, Result]):
 class GroupCommit(Generic[Item, Result]):
     """Coalesces concurrent ``submit`` calls into shared transactions."""
 
-    def __init__(self, append: AppendFn[Item, Result], max_items: int = 5_000, window: float = 0.002) -> None:
+    def __init__(
+        self,
+        append: AppendFn[Item, Result],
+        max_items: int = 5_000,
+        window: float = 0.002,
+        *,
+        shared_failure: Callable[[BaseException], bool] = lambda _exc: False,
+    ) -> None:
         self._append = append
+        #: Whether an error is the store's, not one request's data (a lost connection): then every
+        #: request of the batch gets it at once, without trying each alone against a store that is down.
+        self._shared_failure = shared_failure
         self._max_items = max_items
         self._window = window
         self._last_batch = 1
@@ -145,13 +155,16 @@ class GroupCommit(Generic[Item, Result]):
 
         A store error caused by one request's data must not fail its
         neighbours, so a failed shared transaction is retried per request
-        and only the request that fails alone gets the error.
+        and only the request that fails alone gets the error. A failure of
+        the store itself (``shared_failure``) goes to every request at once:
+        each caller retries it within its own deadline.
         """
         try:
             self._commit(batch)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller it belongs to
-            if len(batch) == 1:
-                batch[0].error = exc
+            if len(batch) == 1 or self._shared_failure(exc):
+                for request in batch:
+                    request.error = exc
             else:
                 for request in batch:
                     try:

@@ -20,6 +20,7 @@ from ledger.store.sqlite import SQLiteStore
 POOL_SIZE = "SQLALCHEMY_POOL_SIZE"
 POOL_MAX_OVERFLOW = "SQLALCHEMY_POOL_MAX_OVERFLOW"
 POOL_RECYCLE_SECONDS = "SQLALCHEMY_POOL_RECYCLE_SECONDS"
+CONNECT_TIMEOUT_SECONDS = "SQLALCHEMY_CONNECT_TIMEOUT_SECONDS"
 
 
 class LedgerFactory(SQLAlchemyFactory):
@@ -45,4 +46,5 @@ def _pool(env: Environment) -> PoolSettings:
         size=int(env.get(POOL_SIZE) or default.size),
         max_overflow=int(env.get(POOL_MAX_OVERFLOW) or default.max_overflow),
         recycle_seconds=int(env.get(POOL_RECYCLE_SECONDS) or default.recycle_seconds),
+        connect_timeout=int(env.get(CONNECT_TIMEOUT_SECONDS) or default.connect_timeout),
     )

@@ -28,11 +28,18 @@ from eventsourcing_sqlalchemy.datastore import transactions
 from sqlalchemy.orm import Session
 
 from ledger.store.base import Appended, ChargeBatch, LogTopics, StaleCatalogue, Tuning
-from ledger.store.engine import CONNECTION_ERRORS, DBAPI_ERRORS, persistence_error
+from ledger.store.engine import (
+    CONNECTION_ERRORS,
+    DBAPI_ERRORS,
+    forget_connections,
+    persistence_error,
+    reconnect_needed,
+)
 from ledger.store.locks import LockKey
 from ledger.store.pg_calls import INTAKE, LOCKED, Statements, arrays_of
 from ledger.store.recorder import LedgerRecorder
 from ledger.store.sequencer import Sequencer
+from ledger.store.watchdog import WATCHDOG, call_deadline
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as PgConnection
@@ -137,18 +144,25 @@ class PostgresStore(LedgerRecorder):
         call rolls back whole; a connection error drops the connection (the
         next call opens a new one) and surfaces as the library's error types,
         which the ledger's retry handles (the index makes a repeat exact).
+        The call is bounded by the context's call deadline (see
+        :mod:`ledger.store.watchdog`); a connection to a server now read-only
+        (demoted) is closed with the pool's, so the retry finds the new primary.
         """
         connection = self._connection()
         try:
             cursor = connection.cursor()
             try:
-                cursor.execute(sql, params)
+                with WATCHDOG.bounded(connection, call_deadline.get()):
+                    cursor.execute(sql, params)
                 return cursor.fetchall()
             finally:
                 cursor.close()
         except BaseException as exc:
-            if not isinstance(exc, DBAPI_ERRORS) or isinstance(exc, CONNECTION_ERRORS) or connection.closed:
+            if (not isinstance(exc, DBAPI_ERRORS) or isinstance(exc, CONNECTION_ERRORS) or connection.closed
+                    or reconnect_needed(exc)):
                 self._close_connection()
+            if reconnect_needed(exc):  # read-only or shutting down: the pool's connections are as stale
+                forget_connections(self.engine)
             if isinstance(exc, DBAPI_ERRORS):
                 raise persistence_error(exc) from exc
             raise
@@ -174,7 +188,7 @@ class PostgresStore(LedgerRecorder):
             proxied.detach()  # ours alone: not returned to (or reset by) the pool
             connection.autocommit = True
             try:
-                with connection.cursor() as cursor:
+                with connection.cursor() as cursor, WATCHDOG.bounded(connection, call_deadline.get()):
                     for statement in (*INTAKE.prepare, *LOCKED.prepare):
                         cursor.execute(statement)
             except BaseException as exc:
