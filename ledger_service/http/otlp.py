@@ -2,7 +2,8 @@
 
 As the OTLP/HTTP specification asks: the body is ``application/x-protobuf``
 or ``application/json`` (lowerCamelCase keys, hex trace and span ids),
-gzip-compressed or not (``Content-Encoding: gzip``), and the answer is in
+gzip-compressed or not (``Content-Encoding: gzip``; the Python
+exporter's ``deflate`` too), and the answer is in
 the request's encoding:
 
 - 200 with an ``ExportTraceServiceResponse``; its ``partial_success`` counts
@@ -55,6 +56,8 @@ GRPC_CODES = {400: 3, 413: 8, 429: 8, 503: 14}  # INVALID_ARGUMENT, RESOURCE_EXH
 #: Charge fields that may differ between two spans of the same model response (``gen_ai.response.id``):
 #: an instrumented client and its framework each report the call; the first recorded counts.
 SAME_CALL = frozenset({"occurred_at", "reference"})
+#: zlib's window bits for each accepted Content-Encoding (HTTP's deflate is the zlib format).
+WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 #: How many rejection reasons ``error_message`` lists before saying how many more.
 SHOWN_REASONS = 10
 #: Span ids in OTLP JSON are hex (not protobuf JSON's base64); these fields are converted before parsing.
@@ -155,7 +158,7 @@ async def export_traces(request: Request, caller: WriteCaller) -> Response:
 
 
 async def body_of(request: Request, limit: int) -> bytes:
-    """The body, decompressed when gzip; at most ``limit`` bytes before and after (a gzip bomb stops there)."""
+    """The body, decompressed when gzip or deflate; at most ``limit`` bytes before and after (a gzip bomb stops there)."""
     try:
         raw = await read_limited(request, limit)
     except Problem as too_large:
@@ -163,27 +166,27 @@ async def body_of(request: Request, limit: int) -> bytes:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return raw
-    if encoding != "gzip":
-        raise Problem(415, f"content encoding {encoding!r} is not accepted here; send gzip or none",
-                      headers={"Accept-Encoding": "gzip"})
-    return gunzip(raw, limit)
+    if encoding not in WBITS:
+        raise Problem(415, f"content encoding {encoding!r} is not accepted here; send gzip, deflate or none",
+                      headers={"Accept-Encoding": ", ".join(WBITS)})
+    return inflate(raw, limit, encoding)
 
 
-def gunzip(raw: bytes, limit: int) -> bytes:
-    """gzip members, decompressed, refused once past ``limit`` bytes (never inflated further)."""
+def inflate(raw: bytes, limit: int, encoding: str = "gzip") -> bytes:
+    """A gzip (one member or several) or deflate body, refused once past ``limit`` bytes (never inflated further)."""
     out = bytearray()
     rest = raw
     try:
         while rest:
-            stream = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            stream = zlib.decompressobj(wbits=WBITS[encoding])
             out += stream.decompress(rest, limit + 1 - len(out))
             if len(out) > limit:
                 raise OtlpRefusal(413, f"the body is larger than {limit:,} bytes once decompressed")
             if not stream.eof:
-                raise OtlpRefusal(400, "the gzip body is truncated (or not gzip)")
-            rest = stream.unused_data
+                raise OtlpRefusal(400, f"the {encoding} body is truncated (or not {encoding})")
+            rest = stream.unused_data if encoding == "gzip" else b""
     except zlib.error as exc:
-        raise OtlpRefusal(400, f"the body is not valid gzip: {exc}") from None
+        raise OtlpRefusal(400, f"the body is not valid {encoding}: {exc}") from None
     return bytes(out)
 
 
