@@ -1,9 +1,9 @@
 """The SDK response helpers against the real OpenAI and Anthropic SDKs, with no network.
 
 Each client gets an HTTP client whose transport answers with canned provider
-JSON (or server-sent events): ``openai`` takes an ``httpx.Client`` (or an
-``httpx2`` one), ``anthropic`` 2.x only an ``httpx2.Client``, so each uses its
-own library's MockTransport. The SDKs' returned objects go through
+JSON (or server-sent events): ``openai`` 3.x takes an ``httpx.Client`` or an
+``httpx2.Client`` (both are tested), ``anthropic`` 2.x only an ``httpx2.Client``;
+each client gets its library's own MockTransport. The SDKs' returned objects go through
 ``charge_fields`` into a real Ledger on each store.
 """
 
@@ -173,17 +173,18 @@ def requests_seen() -> list[str]:
     return []
 
 
-@pytest.fixture
-def openai_client(requests_seen) -> Iterator[openai.OpenAI]:
-    """The real OpenAI client over an httpx.Client whose transport answers from the canned JSON."""
+@pytest.fixture(params=["httpx", "httpx2"])
+def openai_client(request, requests_seen) -> Iterator[openai.OpenAI]:
+    """The real OpenAI client over an httpx (or httpx2) Client whose transport answers from the canned JSON."""
     answers = {
         "/v1/chat/completions": lambda body: stream_answer(chat_stream_body()) if body.get("stream")
         else json_answer(CHAT),
         "/v1/responses": lambda body: stream_answer(responses_stream_body()) if body.get("stream")
         else json_answer(RESPONSE),
     }
-    transport = httpx.MockTransport(answering(answers, requests_seen, httpx))
-    with httpx.Client(transport=transport) as http_client:
+    module = {"httpx": httpx, "httpx2": httpx2}[request.param]
+    transport = module.MockTransport(answering(answers, requests_seen, module))
+    with module.Client(transport=transport) as http_client:
         yield openai.OpenAI(api_key="sk-test", base_url="http://openai.test/v1",
                             http_client=http_client, max_retries=0)
 
@@ -273,6 +274,10 @@ def test_openai_chat_stream_final_chunk(ledger, priced, openai_client):
     fields = charge_fields(final, account_id=ACCOUNT)
     assert charge_fields(chunks, account_id=ACCOUNT) == fields
     assert charge_fields(final.model_dump(), account_id=ACCOUNT) == fields
+    with openai_client.chat.completions.stream(
+        model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], stream_options={"include_usage": True}
+    ) as helper:
+        assert charge_fields(helper.get_final_completion(), account_id=ACCOUNT) == fields
 
     with pytest.raises(UnreadableResponse, match="include_usage"):
         charge_fields(chunks[0], account_id=ACCOUNT)
@@ -299,6 +304,8 @@ def test_openai_responses_stream_completed_event(ledger, priced, openai_client):
     fields = charge_fields(completed, account_id=ACCOUNT)
     assert charge_fields(events, account_id=ACCOUNT) == fields
     assert charge_fields(completed.response, account_id=ACCOUNT) == fields
+    with openai_client.responses.stream(model="gpt-4o", input="Hi") as helper:
+        assert charge_fields(helper.get_final_response(), account_id=ACCOUNT) == fields
 
     with pytest.raises(UnreadableResponse, match="response.created event carries no usage"):
         charge_fields(events[0], account_id=ACCOUNT)
