@@ -428,3 +428,17 @@ def test_unknown_or_broken_shapes_name_what_is_wrong(response, named):
     with pytest.raises(UnreadableResponse, match="invalid SDK response") as refused:
         charge_fields(response, account_id=ACCOUNT)
     assert named in str(refused.value)
+
+
+def test_a_reservation_captures_the_response(ledger, priced, anthropic_client):
+    """A gateway's hold is settled by the response's own fields (the charge id is the message id)."""
+    ledger.set_budget("acme-monthly", account_id=ACCOUNT, limit_micros=1_000_000)
+    with ledger.reservation(ACCOUNT, user_id="ada", estimate_micros=50_000) as hold:
+        message = anthropic_client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=256, messages=[{"role": "user", "content": "Hi"}])
+        receipt = hold.capture(**charge_fields(message, account_id=ACCOUNT, user_id="ada"))
+    assert ledger.reservation_state(hold.reservation_id) == "captured"
+    assert (receipt.charge_id, receipt.reservation_id) == (MESSAGE["id"], hold.reservation_id)
+    prompt, completion = anthropic_prompt_tokens(), MESSAGE_USAGE["output_tokens"]
+    assert receipt.cost_micros == priced[CLAUDE].cost_micros(prompt, completion, prompt + completion)
+    assert ledger.budget_status("acme-monthly").spent_micros == receipt.cost_micros
