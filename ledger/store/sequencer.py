@@ -9,7 +9,10 @@ that needs the log sequences first, so a reader sees every charge
 acknowledged before it asked, whichever process took it.
 
 A killed writer loses nothing: its acknowledged rows wait in the intake
-for the next sequencing, by any process.
+for the next sequencing, by any process. Through a failover the thread
+carries on: each turn is bounded (a frozen primary cannot hold it), a
+failed turn is tried again every second, and it logs one line when it
+loses the database and one when it reaches it again.
 """
 
 from __future__ import annotations
@@ -17,13 +20,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
+
+from ledger.store.watchdog import deadline_of
 
 log = logging.getLogger(__name__)
 
 #: ``drain(wait)``: move what is pending; a negative result means another
 #: process was at it and this call skipped its turn.
 Drain = Callable[[bool], int]
+
+#: The bound on one sequencing turn (the watchdog ends a call to a frozen server after it).
+TURN_SECONDS = 60.0
+#: The pause after a failed turn.
+RETRY_SECONDS = 1.0
 
 
 class Sequencer:
@@ -37,6 +48,8 @@ class Sequencer:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        #: When the database was lost (monotonic), while it is.
+        self._lost_since: float | None = None
 
     def poke(self) -> None:
         """Charges were taken in: sequence them soon (starts the thread on first use)."""
@@ -60,12 +73,31 @@ class Sequencer:
                 return
             self._wanted.clear()
             try:
-                if self._drain(False) < 0:
-                    self._wanted.set()  # another process is sequencing: look again next turn
-            except Exception:
-                log.warning("sequencing the intake failed; will retry", exc_info=True)
+                with deadline_of(TURN_SECONDS):
+                    moved = self._drain(False)
+            except Exception as exc:  # noqa: BLE001 - whatever the failure, the thread carries on
+                self._failed(exc)
                 self._wanted.set()
-                self._stopping.wait(1.0)
+                self._stopping.wait(RETRY_SECONDS)
+                continue
+            self._reached()
+            if moved < 0:
+                self._wanted.set()  # another process is sequencing: look again next turn
+
+    def _failed(self, exc: Exception) -> None:
+        """One line when the database is lost; nothing more until it is back."""
+        if self._lost_since is not None:
+            log.debug("sequencing the intake failed again: %s", exc)
+            return
+        self._lost_since = time.monotonic()
+        first = str(exc).strip().splitlines()
+        log.warning("ledger-sequencer lost the database (%s); retrying every %g s, acknowledged charges wait "
+                    "in the intake", first[0] if first else type(exc).__name__, RETRY_SECONDS)
+
+    def _reached(self) -> None:
+        if self._lost_since is not None:
+            log.warning("ledger-sequencer reached the database again after %.1f s", time.monotonic() - self._lost_since)
+            self._lost_since = None
 
     def close(self) -> None:
         """Stop the thread, then sequence what this process left (best effort)."""

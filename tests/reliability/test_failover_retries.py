@@ -1,0 +1,234 @@
+"""Through a lost or frozen PostgreSQL, recording retries with the same charge ids and never counts twice.
+
+The ledger talks to the real server through a loopback proxy
+(:mod:`tests.fault_proxy`) that the test cuts (every connection closed),
+deafens (the server's answers held back: a commit that happened, whose
+caller cannot know) or freezes (nothing forwarded, sockets open: a
+SIGSTOPped primary). Counts are read straight from the server, past the proxy.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from ledger import Ledger, Settings
+from ledger.errors import LedgerUnavailable
+from tests.conftest import PG_URL, wait_until
+from tests.fault_proxy import FaultProxy
+
+pytestmark = pytest.mark.postgres
+
+#: Small deadlines keep the file fast; the proof of "no hang" is a generous multiple of them.
+DEADLINE = 3.0
+CONNECT_TIMEOUT = 1
+
+
+@pytest.fixture
+def proxy(postgres_url) -> Iterator[FaultProxy]:
+    proxy = FaultProxy()
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def made() -> Iterator[list[Ledger]]:
+    ledgers: list[Ledger] = []
+    yield ledgers
+    for ledger in ledgers:
+        ledger.close()
+
+
+@pytest.fixture
+def ledger(proxy, made) -> Ledger:
+    """A ledger whose every connection goes through the proxy; one charge recorded (schema made, pool warm)."""
+    ledger = Ledger(Settings(database_url=proxy.url(PG_URL), retry_deadline_seconds=DEADLINE,
+                             connect_timeout_seconds=CONNECT_TIMEOUT, sequence_interval_ms=20))
+    made.append(ledger)
+    ledger.record_charge(**charge("warm-up"))
+    return ledger
+
+
+@pytest.fixture
+def server() -> Iterator[sa.engine.Engine]:
+    """The server itself, past the proxy."""
+    engine = sa.create_engine(PG_URL)
+    yield engine
+    engine.dispose()
+
+
+def charge(charge_id: str | None, account: str = "acme", prompt: int = 10) -> dict[str, Any]:
+    fields: dict[str, Any] = {"account_id": account, "charge_type": "completion", "prompt_tokens": prompt}
+    if charge_id is not None:
+        fields["charge_id"] = charge_id
+    return fields
+
+
+def indexed(server: sa.engine.Engine, account: str = "acme") -> dict[str, int]:
+    """Per charge id, how many times the server holds it in the index (at most once, by its key)."""
+    with server.connect() as connection:
+        rows = connection.execute(sa.text(
+            "SELECT charge_id, count(*) FROM ledger_charge_index WHERE account_id = :a GROUP BY charge_id"
+        ), {"a": account}).all()
+    return {charge_id: count for charge_id, count in rows}
+
+
+def counted(account: str = "acme") -> int:
+    """Charges the log counts for the account, read by a ledger on the server directly."""
+    with Ledger(Settings(database_url=PG_URL)) as direct:
+        direct.sequence()
+        return direct.account_totals(account).charges
+
+
+def in_thread(call, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(call, *args, **kwargs)
+    pool.shutdown(wait=False)
+    return future
+
+
+# -- an unknown outcome resolves to the original receipt ---------------------------------
+
+
+def test_a_commit_whose_answer_is_lost_answers_with_the_original_receipt(ledger, proxy, server):
+    """The commit happens, its answer is lost with the connection: the retry finds the charge, counted once."""
+    proxy.deafen()
+    future = in_thread(ledger.record_charge, **charge("c-1"))
+    wait_until(lambda: "c-1" in indexed(server), "the charge committed on the server", timeout=10)
+    proxy.cut()
+    proxy.thaw()
+    receipt = future.result(timeout=DEADLINE * 3)
+    assert receipt.charge_id == "c-1"
+    assert receipt.duplicate  # the original, recorded by the attempt whose answer was lost
+    assert indexed(server)["c-1"] == 1
+    assert counted() == 2  # the warm-up and c-1, once
+
+
+def test_a_generated_id_is_made_once_before_the_first_attempt(ledger, proxy, server):
+    """Without a caller's id, the retry carries the id the first attempt stored: one charge, not two."""
+    before = set(indexed(server))
+    proxy.deafen()
+    future = in_thread(ledger.record_charges, [charge(None, prompt=7), charge(None, prompt=8)])
+    wait_until(lambda: len(indexed(server)) == len(before) + 2, "both charges committed", timeout=10)
+    proxy.cut()
+    proxy.thaw()
+    outcomes = future.result(timeout=DEADLINE * 3)
+    stored = set(indexed(server)) - before
+    assert {outcome.receipt.charge_id for outcome in outcomes} == stored
+    assert all(outcome.receipt.duplicate for outcome in outcomes)
+    assert counted() == 3
+
+
+def test_a_cut_before_the_commit_arrives_stores_the_charge_on_the_retry(ledger, proxy, server):
+    """The request never reached the server: the retry stores it, as new."""
+    proxy.freeze()
+    future = in_thread(ledger.record_charge, **charge("c-2"))
+    time.sleep(0.3)
+    proxy.cut()
+    proxy.thaw()
+    receipt = future.result(timeout=DEADLINE * 3)
+    assert (receipt.charge_id, receipt.duplicate) == ("c-2", False)
+    assert indexed(server)["c-2"] == 1
+    assert counted() == 2
+
+
+def test_group_commit_through_a_cut_counts_every_charge_once(ledger, proxy, server):
+    """Concurrent callers share transactions; a cut mid-commit fails the shared one, each caller retries."""
+    ids = [f"g-{n}" for n in range(40)]
+    proxy.deafen()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(ledger.record_charge, **charge(charge_id)) for charge_id in ids]
+        wait_until(lambda: indexed(server), "a shared transaction committed", timeout=10)
+        proxy.cut()
+        proxy.thaw()
+        receipts = [future.result(timeout=DEADLINE * 3) for future in futures]
+    assert [r.charge_id for r in receipts] == ids
+    held = indexed(server)
+    assert all(held[charge_id] == 1 for charge_id in ids)
+    assert counted() == len(ids) + 1
+
+
+# -- a frozen primary: LedgerUnavailable by the deadline, never a hang ---------------------
+
+
+def test_a_frozen_server_raises_ledger_unavailable_and_the_same_call_succeeds_after(ledger, proxy, server):
+    proxy.freeze()
+    started = time.monotonic()
+    with pytest.raises(LedgerUnavailable) as raised:
+        ledger.record_charge(**charge("f-1"))
+    waited = time.monotonic() - started
+    assert waited < 3 * DEADLINE + CONNECT_TIMEOUT, f"waited {waited:.1f} s"  # no hang
+    assert raised.value.charge_ids == ["f-1"]
+    assert "retried with the same charge id" in str(raised.value)
+    proxy.thaw()
+    receipt = ledger.record_charge(**charge("f-1"))
+    assert receipt.charge_id == "f-1"
+    assert indexed(server)["f-1"] == 1
+    assert counted() == 2
+
+
+def test_a_generated_id_is_named_by_ledger_unavailable(ledger, proxy, server):
+    """A charge without an id: the error names the id it was given, and retrying with it counts it once."""
+    proxy.freeze()
+    with pytest.raises(LedgerUnavailable) as raised:
+        ledger.record_charge(**charge(None, account="beta"))
+    (charge_id,) = raised.value.charge_ids
+    proxy.thaw()
+    receipt = ledger.record_charge(**charge(charge_id, account="beta"))
+    assert receipt.charge_id == charge_id
+    assert indexed(server, "beta") == {charge_id: 1}
+    assert counted("beta") == 1
+
+
+# -- a read-only server (a demoted primary, a standby) --------------------------------------
+
+
+def test_a_read_only_server_is_retried_on_a_new_connection(postgres_url, made, server):
+    """A connection that finds the server read-only is dropped with the pool's; the retry's new one writes."""
+    ledger = Ledger(Settings(database_url=postgres_url, retry_deadline_seconds=10, connect_timeout_seconds=1))
+    made.append(ledger)
+    ledger.record_charge(**charge("warm-up"))
+    database = sa.engine.make_url(postgres_url).database
+    with server.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+    try:
+        # Connections opened now are read-only: the ledger's next one (after its own is dropped) sees it.
+        ledger.store._close_connection()
+        future = in_thread(ledger.record_charge, **charge("r-1"))
+        time.sleep(1.0)  # a few read-only attempts
+    finally:
+        with server.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+    receipt = future.result(timeout=15)
+    assert (receipt.charge_id, receipt.duplicate) == ("r-1", False)
+    assert indexed(server)["r-1"] == 1
+
+
+# -- long-running parts carry on -----------------------------------------------------------
+
+
+def test_the_sequencer_carries_on_after_a_cut_and_says_so_once(ledger, proxy, caplog):
+    caplog.set_level(logging.WARNING, logger="ledger.store.sequencer")
+    for n in range(5):
+        ledger.record_charge(**charge(f"s-{n}"))
+    proxy.cut(refuse=True)
+    lost = "lost the database"
+    for _ in range(3):  # turns that fail while the database is gone: one line says so
+        ledger.store._sequencer.poke()
+        wait_until(lambda: any(lost in r.getMessage() for r in caplog.records), "the sequencer's line", timeout=10)
+        time.sleep(0.1)
+    proxy.heal()
+    for n in range(5, 10):
+        ledger.record_charge(**charge(f"s-{n}"))
+    wait_until(lambda: counted() == 11, "every charge sequenced into the log", timeout=15)
+    wait_until(lambda: any("reached the database again" in r.getMessage() for r in caplog.records),
+               "the sequencer's line when it is back", timeout=10)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum(lost in line for line in lines) == 1
+    assert sum("reached the database again" in line for line in lines) == 1
