@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from ledger.store.replication_reads import read_engine
 from ledger.store.schema import (
     KEY_COLUMNS,
     UNSPECIFIED,
@@ -36,10 +37,14 @@ def _nonzero(table: sa.Table) -> sa.ColumnElement[bool]:
 
 @contextmanager
 def reading(source: Source) -> Iterator[Session | sa.engine.Connection]:
-    """A read-only connection: a Ledger's own read transaction, or one from a bare engine."""
+    """A read-only connection: a Ledger's read standby's (``LEDGER_READ_DATABASE_URL``, see
+    :mod:`ledger.store.replication_reads`), else its own read transaction, or one from a bare engine."""
     if isinstance(source, sa.engine.Engine):
         ensure_schema(source)
         with source.connect() as connection:
+            yield connection
+    elif (standby := read_engine(source)) is not None:
+        with standby.connect() as connection:  # a copy of the primary's tables: nothing to create
             yield connection
     else:
         store = source.store
