@@ -321,6 +321,8 @@ class Ledger(Application):
                     if reconnect_needed(exc):
                         forget_connections(self.factory.datastore.engine)  # type: ignore[arg-type]
                     left = deadline - time.monotonic()
+                    log.debug("recording attempt %d failed (retrying for %.1f s more): %s", attempt + 1, left,
+                              _first_line(exc))
                     if left <= 0:
                         raise LedgerUnavailable(seconds, charge_ids, _first_line(exc)) from exc
                     failover_pause(attempt, left)

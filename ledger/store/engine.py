@@ -181,7 +181,8 @@ def bound_calls(engine: sa.engine.Engine) -> None:
 
     @sa.event.listens_for(engine, "handle_error")
     def _handle_error(context: sa.engine.ExceptionContext) -> None:
-        dbapi_connection = context.cursor.connection if context.cursor is not None else None
+        cursor = getattr(context, "cursor", None)  # none when connecting failed
+        dbapi_connection = cursor.connection if cursor is not None else None
         if dbapi_connection is not None:
             WATCHDOG.disarm(dbapi_connection)
         if reconnect_needed(context.original_exception) or getattr(dbapi_connection, "closed", 0):
