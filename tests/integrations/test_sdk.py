@@ -442,3 +442,21 @@ def test_a_reservation_captures_the_response(ledger, priced, anthropic_client):
     prompt, completion = anthropic_prompt_tokens(), MESSAGE_USAGE["output_tokens"]
     assert receipt.cost_micros == priced[CLAUDE].cost_micros(prompt, completion, prompt + completion)
     assert ledger.budget_status("acme-monthly").spent_micros == receipt.cost_micros
+
+
+def test_an_anthropic_stream_s_last_counts_supersede_its_first():
+    """message_delta's usage is cumulative: its input and cache counts, when present, replace message_start's."""
+    start_usage = {"input_tokens": 5, "output_tokens": 1, "cache_read_input_tokens": 0,
+                   "cache_creation_input_tokens": 0}
+    events = [
+        {"type": "message_start", "message": MESSAGE | {"content": [], "usage": start_usage}},
+        {"type": "message_delta", "delta": {"stop_reason": None}, "usage": {"output_tokens": 40}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+         "usage": MESSAGE_USAGE | {"input_tokens": 7}},
+    ]
+    fields = charge_fields(events, account_id=ACCOUNT)
+    last = events[-1]["usage"]
+    assert fields["prompt_tokens"] == (last["input_tokens"] + last["cache_read_input_tokens"]
+                                       + last["cache_creation_input_tokens"])
+    assert fields["completion_tokens"] == last["output_tokens"]
+    assert fields["charge_id"] == MESSAGE["id"]
