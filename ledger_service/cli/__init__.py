@@ -15,6 +15,7 @@ from ledger_service.cli import keys as _keys  # noqa: F401
 from ledger_service.cli import budgets as _budgets  # noqa: F401
 from ledger_service.cli import webhooks as _webhooks  # noqa: F401
 from ledger_service.cli import serve as _serve  # noqa: F401
+from ledger_service.cli import health as _health  # noqa: F401
 
 
 def main() -> None:

@@ -162,6 +162,9 @@ def worker(
         from jobs.worker import banner, run_worker
     runtime.install(settings)  # the queue, the schedule and the tasks' ledger follow these settings
     note(banner(periodic=periodic))
+    from ledger.store.replication import warn_at_start
+
+    warn_at_start(settings.ledger.database_url, settings.ledger.connect_timeout_seconds)  # its ledger opens later
     run_worker(workers=workers, periodic=periodic, verbose=verbose, settings=settings)
 
 

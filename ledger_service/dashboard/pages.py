@@ -25,6 +25,7 @@ from ledger_service.csvsafe import write_csv
 from ledger_service.dashboard import budget_panels, charts, csrf, session
 from ledger_service.dashboard.display import Display, summed
 from ledger_service.dashboard.figures import Figures, figures
+from ledger_service.dashboard.health_box import health_box
 from ledger_service.dashboard.money import pricing
 from ledger_service.dashboard.periods import CHOICES, Period, period_of
 from ledger_service.http.bodies import read_limited
@@ -158,6 +159,7 @@ async def overview(request: Request) -> Response:
         return refused(request, viewer, "The overview shows every account; it needs an admin key.")
     period = _period(request)
     found = await run_in_threadpool(figures, request.app.state.ledger, period, None)
+    health = await run_in_threadpool(health_box, request.app.state.ledger)
     by_cost = sorted(found.by_account, key=lambda r: (-r["cost_micros"], r["account_id"]))[:TOP]
     by_tokens = sorted(found.by_account, key=lambda r: (-r["total_tokens"], r["account_id"]))[:TOP]
     shown = display_of(request)
@@ -167,7 +169,7 @@ async def overview(request: Request) -> Response:
     drawn["top_tokens"] = Markup(charts.horizontal_bars("top-tokens", "Top accounts by tokens", by_tokens,
                                                         "account_id", "total_tokens", _tokens))
     return page(request, "overview.html", title="Overview", viewer=viewer, period=period, figures=found,
-                charts=drawn, top_by_cost=by_cost, top_by_tokens=by_tokens)
+                charts=drawn, top_by_cost=by_cost, top_by_tokens=by_tokens, health=health)
 
 
 @router.get("/accounts/{account_id}")

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from ledger.errors import BusyAccount, InvalidInput, LedgerError
 from ledger.settings import DashboardSettings, HttpSettings, Settings
 from ledger.store.engine import SQLALCHEMY_UNAVAILABLE
+from ledger.store.replication_reads import close_read_engine
 from ledger_service import dashboard as dashboard_pages
 from ledger_service.http import budgets, charges, docs, events, health, index, otlp, reading
 from ledger_service.http.auth import check_caller
@@ -100,6 +101,7 @@ def create_app(ledger: Ledger, http: HttpSettings | None = None, *, dashboard: D
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         close_reader(ledger)
+        close_read_engine(ledger)
         if owns_ledger:
             ledger.close()
 

@@ -154,9 +154,44 @@ class UsagePage(BaseModel):
     billing_tz: str
 
 
+class StandbyOut(BaseModel):
+    """A standby streaming from the primary (its address is left out: this endpoint needs no key)."""
+
+    name: str = Field(description="Its application_name.")
+    state: str | None = Field(description="streaming, catchup, ...; null when hidden from the ledger's role.")
+    sync_state: str | None = Field(description="sync or quorum: commits wait for it; async or potential: they do not.")
+    replay_lag_seconds: float | None
+    replay_lag_bytes: int | None = Field(description="WAL the primary wrote that the standby has not replayed.")
+
+
+class ReadsOut(BaseModel):
+    source: Literal["primary", "standby", "read database"] = Field(
+        description="Where reports, usage and the dashboard read from (LEDGER_READ_DATABASE_URL).")
+    lag_seconds: float | None
+    lag_bytes: int | None
+    status: Literal["ok", "unreachable"]
+    summary: str = Field(description='e.g. "reads from a standby, 2.5 s behind".')
+
+
+class ReplicationOut(BaseModel):
+    store: Literal["postgresql", "sqlite"]
+    role: Literal["primary", "standby", "embedded", "unknown"] = Field(
+        description="What the server the ledger writes to is; embedded: SQLite, a single file.")
+    safe: bool = Field(description="An acknowledged charge survives the loss of the primary.")
+    verdict: str = Field(description='"safe", "embedded, single file", or why a charge could be lost.')
+    synchronous: bool = Field(description="Commits wait for a synchronous standby.")
+    synchronous_commit: str | None
+    synchronous_standby_names: str | None
+    standbys_visible: bool = Field(description="The ledger's role may see the standbys' state (pg_monitor).")
+    standbys: list[StandbyOut]
+    reads: ReadsOut
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unreachable"]
+    replication: ReplicationOut | None = Field(
+        None, description="Whether charges are safe, and where reads come from; null when the database is unreachable.")
 
 
 def problem(description: str) -> dict[str, Any]:

@@ -26,7 +26,8 @@ def test_record_read_and_revoke_through_a_real_server(server):
     admin = server.new_key("--role", "admin")
     reader = server.new_key("--role", "read", "--account", "acme")
     with httpx.Client(base_url=server.url, timeout=30) as http:
-        assert http.get("/healthz").json() == {"status": "ok", "database": "ok"}
+        health = http.get("/healthz").json()
+        assert {k: health[k] for k in ("status", "database")} == {"status": "ok", "database": "ok"}
         assert "/v1/charges" in http.get("/openapi.json").json()["paths"]
         assert http.get("/docs").status_code == 200
 
