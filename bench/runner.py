@@ -20,6 +20,7 @@ from bench import (
     http,
     intake_sql,
     limit,
+    otlp,
     pgbench,
     readside,
     recording,
@@ -54,6 +55,7 @@ SCENARIOS: dict[str, Scenario] = {
     "compaction": readside.compaction,
     "report": readside.report,
     "http": http.http_api,
+    "otlp": otlp.otlp_ingestion,
 }
 
 
