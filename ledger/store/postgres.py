@@ -152,8 +152,15 @@ class PostgresStore(LedgerRecorder):
         try:
             cursor = connection.cursor()
             try:
-                with WATCHDOG.bounded(connection, call_deadline.get()):
+                deadline = call_deadline.get()
+                if deadline is None:
                     cursor.execute(sql, params)
+                else:
+                    WATCHDOG.arm(connection, deadline)
+                    try:
+                        cursor.execute(sql, params)
+                    finally:
+                        WATCHDOG.disarm(connection)
                 return cursor.fetchall()
             finally:
                 cursor.close()

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: How often the thread looks at armed connections (the bound's granularity).
 TICK_SECONDS = 0.2
+#: Ticks with nothing armed and no call made before the thread sleeps until the next arm.
+IDLE_TICKS = 25
 
 #: The monotonic time by which database calls made in this context must end (None: unbounded).
 call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("ledger_call_deadline", default=None)
@@ -54,15 +56,17 @@ class Watchdog:
         self._wake = threading.Event()
         self._pid = 0
         self._lock = threading.Lock()
-        #: Sockets shut down so far (for tests and logs).
+        #: Sockets shut down so far (for tests and logs), and calls armed so far.
         self.fired = 0
+        self._arms = 0
 
     def arm(self, connection: Any, deadline: float) -> None:
         """Bound the call about to run on ``connection`` (a psycopg2 connection) by ``deadline`` (monotonic)."""
         if self._pid != os.getpid():
             self._start()
-        self._armed[id(connection)] = _Armed(connection, deadline)
-        if not self._wake.is_set():  # at most once a tick: the thread clears it when it looks
+        self._armed[id(connection)] = _Armed(connection, deadline)  # before the check below (see _run)
+        self._arms += 1
+        if not self._wake.is_set():  # only when the thread went idle: it clears the flag just before
             self._wake.set()
 
     def disarm(self, connection: Any) -> None:
@@ -92,16 +96,27 @@ class Watchdog:
             thread.start()
 
     def _run(self) -> None:
+        """Tick while calls are being made; after a quiet spell, sleep until the next arm.
+
+        The wake flag stays set while the thread ticks, so an arm costs no
+        wake-up. Before sleeping the thread clears the flag, then looks at
+        the armed calls again: an arm stores its entry before it tests the
+        flag, so either the thread sees the entry or the arm sets the flag.
+        """
+        idle, seen = 0, -1
         while True:
-            if not self._armed:
-                self._wake.wait()
+            if idle >= IDLE_TICKS:
                 self._wake.clear()
-                continue
+                if not self._armed:
+                    self._wake.wait()
+                idle = 0
             time.sleep(self._tick)
             now = time.monotonic()
             for key, armed in list(self._armed.items()):
                 if armed.deadline <= now and self._armed.get(key) is armed:
                     self._expire(key, armed)
+            quiet = not self._armed and self._arms == seen
+            idle, seen = (idle + 1 if quiet else 0), self._arms
 
     def _expire(self, key: int, armed: _Armed) -> None:
         """Shut the connection's socket down: its blocked call fails at once."""
@@ -131,16 +146,26 @@ def remaining() -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
-@contextmanager
-def deadline_of(seconds: float | None) -> Iterator[None]:
-    """Database calls in the block end within ``seconds`` (a nested, earlier deadline wins)."""
-    if seconds is None:
-        yield
-        return
-    deadline = time.monotonic() + seconds
-    outer = call_deadline.get()
-    token = call_deadline.set(deadline if outer is None else min(outer, deadline))
-    try:
-        yield
-    finally:
-        call_deadline.reset(token)
+class deadline_of:  # lower case: used like a function, ``with deadline_of(seconds):``
+    """Database calls in the block end within ``seconds`` (a nested, earlier deadline wins; None: no bound).
+
+    A class rather than a generator: it sits on every recording call.
+    """
+
+    __slots__ = ("_seconds", "_token")
+
+    def __init__(self, seconds: float | None) -> None:
+        self._seconds = seconds
+        self._token: contextvars.Token[float | None] | None = None
+
+    def __enter__(self) -> None:
+        if self._seconds is None:
+            return
+        deadline = time.monotonic() + self._seconds
+        outer = call_deadline.get()
+        self._token = call_deadline.set(deadline if outer is None or deadline < outer else outer)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._token is not None:
+            call_deadline.reset(self._token)
+            self._token = None
