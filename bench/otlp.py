@@ -51,7 +51,7 @@ def otlp_ingestion(ctx: Context) -> list[Row]:
     except ImportError as exc:
         return [missing(name, ctx.kind, exc.name or "opentelemetry-proto")]
     accounts = account_ids(ctx.sizes.accounts)
-    count = max(PER_REQUEST, ctx.sizes.batch // 10 // PER_REQUEST * PER_REQUEST)
+    count = max(PER_REQUEST, ctx.sizes.batch // 5 // PER_REQUEST * PER_REQUEST)
     sides = {"ce": list(charges("ce", count, accounts)), "otlp": list(charges("otlp", count, accounts)),
              "otlpjson": list(charges("otlpjson", count, accounts))}
     requests = {
