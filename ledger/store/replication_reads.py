@@ -119,7 +119,7 @@ class Reads:
         if self.source == "standby":
             behind = "lag unknown" if self.lag_seconds is None else f"{seconds(self.lag_seconds)} s behind"
             return f"reads from a standby, {behind}"
-        return "reads from the read database (not a standby: it replays nothing, so it is not behind)"
+        return "reads from the read database (not a standby: no lag)"
 
 
 def seconds(value: float) -> str:
