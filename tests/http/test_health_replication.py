@@ -160,6 +160,12 @@ def test_an_unreachable_read_database_is_reported_and_the_server_stays_up(monkey
     monkeypatch.setenv("LEDGER_READ_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:1/nowhere")
     with serving(PG_URL) as server:
         answer = httpx.get(f"{server.url}/healthz", timeout=30)
+        admin = server.new_key("--role", "admin")
+        usage = httpx.get(f"{server.url}/v1/usage", headers=bearer(admin), timeout=30)
+        created = httpx.post(f"{server.url}/v1/charges", headers=bearer(admin), timeout=30,
+                            json={"account_id": "acme", "charge_type": "usage", "prompt_tokens": 1})
     assert answer.status_code == 200 and answer.json()["status"] == "ok"
+    assert usage.status_code == 503 and usage.headers["Retry-After"]  # the reports need the read database
+    assert created.status_code == 201  # writes never do
     reads = answer.json()["replication"]["reads"]
     assert reads["status"] == "unreachable" and "unreachable" in reads["summary"]
