@@ -122,47 +122,72 @@ def span_label(trace_id: bytes, span_id: bytes) -> str:
     return f"{trace_id.hex() or '-'}/{span_id.hex() or '-'}"
 
 
-def spans_of(request: Any) -> Iterator[tuple[dict[str, Any], Any]]:
-    """Each span of an ``ExportTraceServiceRequest`` with its resource's attributes."""
+@dataclass(frozen=True, slots=True)
+class SpanFacts:
+    """What the mapping reads of a span, whichever encoding it came in: ids, kind, status, times,
+    and the attributes it reads (:data:`READ`)."""
+
+    trace_id: bytes
+    span_id: bytes
+    kind: int
+    status_code: int
+    start_time_unix_nano: int
+    end_time_unix_nano: int
+    attributes: dict[str, Any]
+
+
+#: A span with its resource's attributes, as :func:`charges_of_spans` takes them.
+ResourceSpan = tuple[dict[str, Any], SpanFacts]
+
+
+def proto_spans(request: Any) -> Iterator[ResourceSpan]:
+    """Each span of a protobuf ``ExportTraceServiceRequest`` with its resource's attributes."""
     for resource_spans in request.resource_spans:
         resource = attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                yield resource, span
+                yield resource, SpanFacts(span.trace_id, span.span_id, span.kind, span.status.code,
+                                          span.start_time_unix_nano, span.end_time_unix_nano,
+                                          attributes(span.attributes))
 
 
 def charges_of(request: Any, *, scope: str | None = None) -> SpanCharges:
-    """The charges of an export's GenAI client spans; ``scope``: the account a scoped key acts for."""
+    """The charges of a protobuf export's GenAI client spans; ``scope``: the account a scoped key acts for."""
+    return charges_of_spans(proto_spans(request), scope=scope)
+
+
+def charges_of_spans(spans: Iterable[ResourceSpan], *, scope: str | None = None) -> SpanCharges:
+    """The charges of the GenAI client spans among ``spans``, and the GenAI spans rejected."""
     out = SpanCharges()
-    for resource, span in spans_of(request):
-        own = attributes(span.attributes)
-        if not is_charged(own, span):
+    for resource, span in spans:
+        if not is_charged(span):
             continue
-        label = span_label(span.trace_id, span.span_id)
-        mapped = span_charge(own, resource, span, scope=scope)
+        mapped = span_charge(resource, span, scope=scope)
         if isinstance(mapped, Rejection):
             out.rejected.append(mapped)
         else:
             fields, origin = mapped
             out.charges.append(fields)
-            out.spans.append(label)
+            out.spans.append(span_label(span.trace_id, span.span_id))
             out.origins.append(origin)
     return out
 
 
-def is_charged(own: Mapping[str, Any], span: Any) -> bool:
-    """Whether a span (its own attributes given) is a GenAI call that was, or may have been, billed."""
+def is_charged(span: SpanFacts) -> bool:
+    """Whether a span is a GenAI call that was, or may have been, billed."""
+    own = span.attributes
     if not MARKERS.intersection(own) or span.kind not in CALLING_KINDS:
         return False
     if own.get(OPERATION) in NOT_CALLS:
         return False
-    failed = span.status.code == STATUS_ERROR
+    failed = span.status_code == STATUS_ERROR
     return not (failed and not any(name in own for name in INPUT_TOKENS + OUTPUT_TOKENS))
 
 
-def span_charge(own: Mapping[str, Any], resource: Mapping[str, Any], span: Any, *,
+def span_charge(resource: Mapping[str, Any], span: SpanFacts, *,
                 scope: str | None = None) -> tuple[dict[str, Any], dict[str, str]] | Rejection:
     """One GenAI span's charge fields and where each came from, or why it cannot be a charge."""
+    own = span.attributes
     label = span_label(span.trace_id, span.span_id)
     errors: dict[str, str] = {}
     fields: dict[str, Any] = {}
@@ -263,7 +288,7 @@ def resolve_account(account: Any, scope: str | None, fields: dict[str, Any], ori
     fields["account_id"] = account
 
 
-def identify(own: Mapping[str, Any], span: Any, fields: dict[str, Any], origin: dict[str, str],
+def identify(own: Mapping[str, Any], span: SpanFacts, fields: dict[str, Any], origin: dict[str, str],
              errors: dict[str, str]) -> None:
     """The charge id (the response's id, else the span's ids) and the reference (the span's ids)."""
     trace_id, span_id = bytes(span.trace_id), bytes(span.span_id)

@@ -1,0 +1,127 @@
+"""OTLP JSON read into spans (ledger_service.integrations.otel_json): the same charges as the same
+export in protobuf, and a malformed field named by its path.
+
+Exports are made by the OpenTelemetry SDK's own encoder (the one its OTLP
+exporters use), then written as OTLP JSON: protobuf's JSON with hex ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+import pytest
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from ledger_service.integrations.otel import charges_of, charges_of_spans
+from ledger_service.integrations.otel_json import BadOtlpJson, json_spans
+
+
+def sdk_export() -> Any:
+    """An ExportTraceServiceRequest from the SDK: GenAI spans in both conventions, and others."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"ledger.account_id": "acct-j", "enduser.id": "u-r"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("tests.otel_json")
+    spans = [
+        ("chat", SpanKind.CLIENT, {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+                                   "gen_ai.usage.input_tokens": 9_000_000_000, "gen_ai.usage.output_tokens": 5,
+                                   "gen_ai.response.id": "r-1", "user.id": "u-1", "tags": ["a", "b"]}),
+        ("chat", SpanKind.INTERNAL, {"gen_ai.system": "anthropic", "gen_ai.response.model": "claude",
+                                     "gen_ai.usage.prompt_tokens": 12, "gen_ai.usage.completion_tokens": 3}),
+        ("embed", SpanKind.CLIENT, {"gen_ai.system": "openai", "gen_ai.usage.input_tokens": 7.0,
+                                    "gen_ai.operation.name": "embeddings"}),
+        ("agent", SpanKind.INTERNAL, {"gen_ai.operation.name": "invoke_agent", "gen_ai.usage.input_tokens": 99}),
+        ("GET", SpanKind.SERVER, {"http.method": "GET"}),
+        ("bad", SpanKind.CLIENT, {"gen_ai.provider.name": "openai", "gen_ai.usage.input_tokens": "12"}),
+    ]
+    for name, kind, attributes in spans:
+        with tracer.start_as_current_span(name, kind=kind, attributes=attributes) as span:
+            if name == "embed":
+                span.set_status(Status(StatusCode.ERROR))
+    provider.shutdown()
+    return encode_spans(memory.get_finished_spans())
+
+
+def otlp_json(message: Any) -> dict[str, Any]:
+    body = MessageToDict(message, use_integers_for_enums=True)
+    for resource_spans in body["resourceSpans"]:
+        for scope_spans in resource_spans["scopeSpans"]:
+            for span in scope_spans["spans"]:
+                for name in ("traceId", "spanId", "parentSpanId"):
+                    if name in span:
+                        span[name] = base64.b64decode(span[name]).hex()
+    return body
+
+
+def test_otlp_json_gives_the_same_charges_and_rejections_as_protobuf():
+    message = sdk_export()
+    from_protobuf = charges_of(message)
+    from_json = charges_of_spans(json_spans(otlp_json(message)))
+    assert from_json == from_protobuf
+    assert len(from_json.charges) == 3 and len(from_json.rejected) == 1  # the agent and HTTP spans are ignored
+
+
+def test_enum_names_snake_case_keys_and_numbers_are_read_as_protobufs_json_reader_reads_them():
+    message = sdk_export()
+    body = MessageToDict(message, preserving_proto_field_name=True)  # enum names, snake_case keys
+    for resource_spans in body["resource_spans"]:
+        for span in resource_spans["scope_spans"][0]["spans"]:
+            span["trace_id"] = base64.b64decode(span["trace_id"]).hex()
+            span["span_id"] = base64.b64decode(span["span_id"]).hex()
+            span.pop("parent_span_id", None)
+            span["start_time_unix_nano"] = int(span["start_time_unix_nano"])  # a number, not a string
+    assert charges_of_spans(json_spans(body)) == charges_of(message)
+
+
+def spoiled(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    body = copy.deepcopy(otlp_json(sdk_export()))
+    target: Any = body
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return body
+
+
+SPAN = ("resourceSpans", 0, "scopeSpans", 0, "spans", 0)
+
+
+@pytest.mark.parametrize(("path", "value", "named"), [
+    (("resourceSpans",), {"a": 1}, "resourceSpans: expected an array"),
+    ((*SPAN, "traceId"), "AAECAwQFBgcICQoLDA0ODw==", "traceId: must be hex"),
+    ((*SPAN, "spanId"), "00112233", "spanId: must be 8 bytes"),
+    ((*SPAN, "kind"), "CLIENT", "kind: expected one of"),
+    ((*SPAN, "endTimeUnixNano"), "soon", "endTimeUnixNano: expected an integer"),
+    ((*SPAN, "endTimeUnixNano"), "-1", "endTimeUnixNano: out of range"),
+    ((*SPAN, "attributes", 0, "value"), {"intValue": "1.5"}, "value.intValue: expected an integer"),
+    ((*SPAN, "attributes", 0, "value"), {"stringValue": "a", "intValue": "1"}, "an AnyValue holds one"),
+    ((*SPAN, "attributes", 0), "gen_ai.system=openai", "attributes[0]: expected an object"),
+    ((*SPAN, "status"), {"code": "BROKEN"}, "status.code: expected one of"),
+])
+def test_a_malformed_field_is_named_by_its_path(path, value, named):
+    body = spoiled(path, value)
+    if path[-1] == "value":  # make sure the spoiled attribute is one the mapping reads
+        body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"][0]["key"] = "gen_ai.usage.input_tokens"
+    with pytest.raises(BadOtlpJson, match=named.replace("(", r"\(").replace("[", r"\[")):
+        json_spans(body)
+
+
+def test_unknown_fields_and_unread_attributes_are_skipped():
+    message = sdk_export()
+    body = otlp_json(message)
+    span = body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["futureField"] = {"anything": [1, 2]}
+    span["attributes"].append({"key": "http.route", "value": {"unknownValue": True}})
+    assert charges_of_spans(json_spans(body)) == charges_of(message)
+
+
+def test_the_body_must_be_an_object():
+    with pytest.raises(BadOtlpJson, match="must be a JSON object"):
+        json_spans([1, 2])
