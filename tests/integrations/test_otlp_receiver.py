@@ -259,3 +259,18 @@ def test_the_key_is_checked_first_then_the_content_type(receiver):
     assert refused.status_code == 415
     assert refused.headers["content-type"] == "application/problem+json"
     assert payloads(receiver.ledger, "acct-k") == []
+
+
+def test_two_spans_of_one_response_are_one_charge_and_a_differing_one_is_a_conflict(receiver):
+    """An instrumented SDK and a framework each report the call: same response id, other span ids and times."""
+    same = call("openai", "gpt-4o", 64, 8, **{"gen_ai.response.id": "chatcmpl-shared"})
+    differing = call("openai", "gpt-4o", 65, 8, **{"gen_ai.response.id": "chatcmpl-shared"})
+    spans = finished_spans([same, same], {"ledger.account_id": "acct-shared"})
+    assert partial_success(post(receiver.url, receiver.ingest, encode_spans(spans).SerializeToString(), PROTOBUF)) \
+        == (0, "")
+    later = finished_spans([differing], {"ledger.account_id": "acct-shared"})
+    rejected, message = partial_success(post(receiver.url, receiver.ingest, json.dumps(otlp_json(later)).encode(), JSON))
+    assert rejected == 1
+    assert "charge 'chatcmpl-shared' was recorded before with another gen_ai.usage.input_tokens" in message
+    assert "total_tokens" not in message
+    assert totals(receiver.ledger, "acct-shared") == expected("acct-shared", [same])
