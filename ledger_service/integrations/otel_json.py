@@ -52,6 +52,7 @@ def json_spans(body: Any) -> list[ResourceSpan]:
 def _spans(body: dict[str, Any]) -> Iterator[ResourceSpan]:
     for r, resource_spans in enumerate(_list(body, "resourceSpans", "resource_spans", path="")):
         where = f"resourceSpans[{r}]"
+        resource_spans = _object(resource_spans, where)
         resource_obj = _field(resource_spans, "resource", where=where)
         resource = _attributes(_object(resource_obj, f"{where}.resource"), f"{where}.resource") \
             if resource_obj is not None else {}

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from google.protobuf.json_format import MessageToDict
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -95,6 +97,9 @@ SPAN = ("resourceSpans", 0, "scopeSpans", 0, "spans", 0)
 
 @pytest.mark.parametrize(("path", "value", "named"), [
     (("resourceSpans",), {"a": 1}, "resourceSpans: expected an array"),
+    (("resourceSpans", 0), None, "resourceSpans[0]: expected an object"),
+    (("resourceSpans", 0, "scopeSpans", 0), [], "scopeSpans[0]: expected an object"),
+    ((*SPAN,), "span", "spans[0]: expected an object"),
     ((*SPAN, "traceId"), "AAECAwQFBgcICQoLDA0ODw==", "traceId: must be hex"),
     ((*SPAN, "spanId"), "00112233", "spanId: must be 8 bytes"),
     ((*SPAN, "kind"), "CLIENT", "kind: expected one of"),
@@ -125,3 +130,30 @@ def test_unknown_fields_and_unread_attributes_are_skipped():
 def test_the_body_must_be_an_object():
     with pytest.raises(BadOtlpJson, match="must be a JSON object"):
         json_spans([1, 2])
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20)
+#: The names the reader looks for, so that generated bodies reach its every branch.
+NAMES = st.sampled_from(["resourceSpans", "resource", "attributes", "scopeSpans", "spans", "traceId", "spanId",
+                         "kind", "status", "code", "startTimeUnixNano", "endTimeUnixNano", "key", "value",
+                         "stringValue", "intValue", "doubleValue", "boolValue", "arrayValue", "kvlistValue",
+                         "bytesValue", "values", "gen_ai.usage.input_tokens", "gen_ai.system", "ledger.account_id"])
+SHAPED = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8) | NAMES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(NAMES, inner, max_size=4),
+    max_leaves=30)
+
+
+@settings(max_examples=300 * settings.default.max_examples // 100, deadline=None)
+@given(body=st.one_of(JSON_VALUES, SHAPED))
+def test_any_json_is_spans_or_a_named_refusal_never_another_error(body):
+    try:
+        spans = json_spans(body)
+    except BadOtlpJson as exc:
+        assert str(exc)
+        return
+    mapped = charges_of_spans(spans)
+    assert len(mapped.charges) + len(mapped.rejected) <= len(spans)
