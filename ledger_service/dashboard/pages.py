@@ -21,6 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from ledger.measures import MEASURES
+from ledger.store.replication_reads import reads_of
 from ledger_service.csvsafe import write_csv
 from ledger_service.dashboard import budget_panels, charts, csrf, session
 from ledger_service.dashboard.display import Display, summed
@@ -187,9 +188,10 @@ async def account(request: Request, account_id: str) -> Response:
     drawn["by_charge_type"] = Markup(charts.horizontal_bars("by-type", "Tokens by charge type", found.by_charge_type,
                                                             "charge_type", "total_tokens", _tokens))
     panels = await run_in_threadpool(budget_panels.panels, request.app.state.ledger, account_id, display_of(request))
+    reads = await run_in_threadpool(reads_of, request.app.state.ledger)  # no round trip without a read URL
     return page(request, "account.html", title=f"Account {account_id}", viewer=viewer, period=period,
                 figures=found, charts=drawn, account_id=account_id, panels=panels,
-                budget_legend=budget_panels.legend(), alerts_shown=budget_panels.ALERTS_SHOWN)
+                budget_legend=budget_panels.legend(), alerts_shown=budget_panels.ALERTS_SHOWN, reads=reads)
 
 
 @router.get("/overview/usage.csv")

@@ -71,6 +71,9 @@ def test_the_health_box_says_whether_charges_are_safe_and_where_figures_come_fro
         assert replication["verdict"] == "embedded, single file"
         assert "embedded, single file" in box(page, "primary")
         assert page.locator('.health [data-figure="standbys"]').count() == 0
+        page.goto("/dashboard/accounts/anyone")
+        assert page.locator('[data-figure="reads"]').count() == 0  # read from the primary: nothing to say
+        page.goto("/dashboard/overview")
     else:
         assert f"PostgreSQL primary, synchronous_commit {replication['synchronous_commit']}" in box(page, "primary")
         names = [s["name"] for s in replication["standbys"]]
@@ -78,4 +81,7 @@ def test_the_health_box_says_whether_charges_are_safe_and_where_figures_come_fro
         assert all(name in shown for name in names) and (names or shown == "none connected")
         assert page.locator('.health [data-figure="reads"]').get_attribute("data-source") == "read database"
         assert "on-standby" in page.content()  # the figures came from the read database
+        page.goto("/dashboard/accounts/on-standby")
+        assert page.locator('[data-figure="reads"]').inner_text() == f"These figures: {replication['reads']['summary']}."
+        page.goto("/dashboard/overview")
     screenshot(page, "overview-health", store_of(server))
