@@ -31,9 +31,10 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Self
 
 import psycopg2
 
@@ -100,8 +101,24 @@ class Formation:
     @property
     def url(self) -> str:
         """The ledger's multi-host URL: libpq tries each node and keeps the writable one."""
+        return self.database_url(self.dbname)
+
+    def database_url(self, dbname: str) -> str:
+        """The multi-host URL of another database of the formation (see :meth:`create_database`)."""
         hosts = "&".join(f"host=127.0.0.1:{self.ports[name]}" for name in self.names)
-        return f"postgresql+psycopg2://postgres@/{self.dbname}?{hosts}&target_session_attrs=read-write"
+        return f"postgresql+psycopg2://postgres@/{dbname}?{hosts}&target_session_attrs=read-write"
+
+    def create_database(self, dbname: str) -> None:
+        """Create a database on the primary (replicated to the standbys), unless it exists."""
+        connection = psycopg2.connect(self.node_dsn(self.primary(), "postgres"))
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+                if cursor.fetchone() is None:
+                    cursor.execute(f'CREATE DATABASE "{dbname}"')
+        finally:
+            connection.close()
 
     def node_dsn(self, name: str, dbname: str | None = None) -> str:
         return f"host=127.0.0.1 port={self.ports[name]} user=postgres dbname={dbname or self.dbname} connect_timeout=2"
@@ -116,7 +133,7 @@ class Formation:
 
     # -- life --------------------------------------------------------------------------
 
-    def __enter__(self) -> Formation:
+    def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:
@@ -309,7 +326,7 @@ class Formation:
 
     def _autoctl(self, *args: str, node: str = "setup", timeout: float = 120.0) -> str:
         assert self.root is not None
-        result = subprocess.run([PG_AUTOCTL, *args], env=self._environment(node), cwd=self.root,
+        result = subprocess.run([PG_AUTOCTL, *args], check=False, env=self._environment(node), cwd=self.root,
                                 capture_output=True, text=True, timeout=timeout, **self._as_postgres())
         if result.returncode != 0:
             raise FormationError(f"pg_autoctl {' '.join(args)} failed ({result.returncode}):\n"
