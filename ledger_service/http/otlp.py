@@ -127,7 +127,7 @@ def decoder() -> Decoder:
                413: otlp("The body is too large, compressed or once decompressed.", STATUS_SCHEMA),
                503: otlp("Busy or unavailable: retry after Retry-After seconds.", STATUS_SCHEMA),
                415: problem("Neither application/x-protobuf nor application/json, or an encoding other "
-                            "than gzip."),
+                            "than gzip or deflate."),
                501: problem("The server was installed without the [otel] extra."),
                **AUTH_PROBLEMS},
     openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": REQUEST_SCHEMA}}}},
@@ -143,8 +143,9 @@ async def export_traces(request: Request, caller: WriteCaller) -> Response:
         except ImportError:
             raise Problem(501, "OTLP needs the [otel] extra: pip install 'llm-usage-ledger[otel]'") from None
         settings = request.app.state.http
-        spans = decode(codec, await body_of(request, settings.max_body_bytes), kind)
-        accepted = await run_in_threadpool(ingest, request.app.state.ledger, caller, spans, settings.max_batch)
+        body = await body_of(request, settings.max_body_bytes)
+        accepted = await run_in_threadpool(ingest, request.app.state.ledger, caller, Export(codec, body, kind),
+                                           settings.max_batch)
     except Problem:
         await check_caller(request)  # an unknown key is 401 whatever the body
         raise
@@ -162,19 +163,42 @@ async def export_traces(request: Request, caller: WriteCaller) -> Response:
     return answer(codec, accepted, kind)
 
 
-async def body_of(request: Request, limit: int) -> bytes:
-    """The body, decompressed when gzip or deflate; at most ``limit`` bytes before and after (a gzip bomb stops there)."""
+@dataclass(frozen=True)
+class Body:
+    """A request's body as sent: at most ``limit`` bytes, in ``encoding`` ("identity", "gzip" or "deflate")."""
+
+    raw: bytes
+    encoding: str
+    limit: int
+
+    def bytes(self) -> bytes:
+        """The body decompressed, at most ``limit`` bytes (a gzip bomb stops there: 413)."""
+        return self.raw if self.encoding == "identity" else inflate(self.raw, self.limit, self.encoding)
+
+
+@dataclass(frozen=True)
+class Export:
+    """An export to decode: the classes, the body, and its content type."""
+
+    codec: Decoder
+    body: Body
+    kind: str
+
+    def spans(self) -> Iterable[ResourceSpan]:
+        return decode(self.codec, self.body.bytes(), self.kind)
+
+
+async def body_of(request: Request, limit: int) -> Body:
+    """The body as sent, refused (413) past ``limit`` bytes, and its content encoding (415 unless known)."""
     try:
         raw = await read_limited(request, limit)
     except Problem as too_large:
         raise OtlpRefusal(413, too_large.detail) from None
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("", "identity"):
-        return raw
-    if encoding not in WBITS:
+    encoding = request.headers.get("content-encoding", "identity").strip().lower() or "identity"
+    if encoding != "identity" and encoding not in WBITS:
         raise Problem(415, f"content encoding {encoding!r} is not accepted here; send gzip, deflate or none",
                       headers={"Accept-Encoding": ", ".join(WBITS)})
-    return inflate(raw, limit, encoding)
+    return Body(raw, encoding, limit)
 
 
 def inflate(raw: bytes, limit: int, encoding: str = "gzip") -> bytes:
@@ -198,8 +222,8 @@ def inflate(raw: bytes, limit: int, encoding: str = "gzip") -> bytes:
 def decode(codec: Decoder, raw: bytes, kind: str) -> Iterable[ResourceSpan]:
     """The spans of a protobuf or OTLP JSON ``ExportTraceServiceRequest``; 400 when the body is neither.
 
-    Protobuf spans are read lazily (in the worker thread); JSON ones are read
-    and checked here, so that a malformed body stores nothing.
+    Protobuf spans are read as the mapping goes (a parsed message is whole);
+    JSON ones are read and checked first: a malformed body stores nothing.
     """
     from google.protobuf.message import DecodeError
 
@@ -226,14 +250,15 @@ class Accepted:
     rejected: list[Rejection]
 
 
-def ingest(ledger: Ledger, caller: Caller, spans: Iterable[ResourceSpan], max_batch: int) -> Accepted:
-    """Record an export's GenAI spans (in batches of ``max_batch``); the rest are named as rejected.
+def ingest(ledger: Ledger, caller: Caller, export: Export, max_batch: int) -> Accepted:
+    """Check the key, decode the export, and record its GenAI spans (in batches of ``max_batch``);
+    the rest are named as rejected. All in the worker thread: the event loop only reads the body.
 
     A span the store could not take now (busy) raises, so the exporter retries
     the whole export: the spans already recorded are duplicates then, counted once.
     """
     key = caller.key(ledger)
-    mapped = charges_of_spans(spans, scope=key.account_id if key.scoped else None)
+    mapped = charges_of_spans(export.spans(), scope=key.account_id if key.scoped else None)
     rejected = list(mapped.rejected)
     charged = 0
     for start in range(0, len(mapped.charges), max_batch):
