@@ -24,11 +24,12 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from ledger.errors import BudgetExceeded
+from ledger.errors import BudgetExceeded, ReservationConflict
 from ledger_service.integrations.litellm_budgets import (
     DEFAULT_ESTIMATE_MICROS,
     DEFAULT_MAX_TOKENS,
     BudgetRefused,
+    CallIdReused,
     Estimate,
     Estimator,
     Hold,
@@ -55,7 +56,8 @@ from ledger_service.integrations.litellm_tally import Counts, Tally, log
 if TYPE_CHECKING:
     from ledger import Ledger
 
-__all__ = ["ACCOUNT_SOURCES", "BudgetRefused", "CallIdentity", "Counts", "LedgerCallback", "LedgerUnavailable"]
+__all__ = ["ACCOUNT_SOURCES", "BudgetRefused", "CallIdReused", "CallIdentity", "Counts", "LedgerCallback",
+           "LedgerUnavailable"]
 
 
 class LedgerCallback(CustomLogger):
@@ -234,11 +236,14 @@ class LedgerCallback(CustomLogger):
         hold = Hold(call_id, account, self.user_of(identity) or None, time.monotonic())
         try:
             guess = await asyncio.to_thread(self.estimate, data)
-            await asyncio.to_thread(self.destination.reserve, hold, guess.micros, guess.tokens, self.hold_seconds)
+            reused = await asyncio.to_thread(self.destination.reserve, hold, guess.micros, guess.tokens,
+                                             self.hold_seconds)
         except BudgetExceeded as refused:
             self.tally.add("refused")
             log.info("ledger: call %s refused: %s", call_id, refused)
             raise BudgetRefused(refused, self.refusal_status) from None
+        except ReservationConflict:
+            reused = True
         except Exception as exc:  # noqa: BLE001 - the ledger could not be asked
             if self.budget_unavailable == "refuse":
                 log.error("ledger: no reservation for call %s, refusing it: %s", call_id, exc)
@@ -246,9 +251,11 @@ class LedgerCallback(CustomLogger):
             self.tally.add("unreserved")
             log.warning("ledger: no reservation for call %s, letting it through unreserved: %s", call_id, exc)
             return
+        if reused:
+            self.tally.add("refused")
+            raise CallIdReused(call_id)
         self.holds.add(hold)
         self.tally.add("reserved")
-        return
 
     def estimate(self, data: Mapping[str, Any]) -> Estimate:
         """The call's estimate: ``estimate_micros(data)`` when given, else from ``max_tokens`` and the catalogue."""

@@ -68,6 +68,21 @@ class BudgetRefused(HTTPException):
         })
 
 
+class CallIdReused(HTTPException):
+    """The request's ``litellm_call_id`` (a client may set ``x-litellm-call-id``) was reserved before: 409.
+
+    A reservation is keyed on the call id, so a reused id would share the
+    first call's hold instead of being checked against the budget.
+    """
+
+    type = "call_id_reused"
+    param = "x-litellm-call-id"
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(status_code=409, detail={
+            "error": f"litellm_call_id {call_id!r} was already used for another call: send a new one (or none)"})
+
+
 class LedgerUnavailable(HTTPException):
     """The ledger could not be asked for a reservation and ``budget_unavailable="refuse"``: 503."""
 

@@ -81,10 +81,10 @@ class LocalLedger:
                      hold.reservation_id, exc)
             return self.ledger.record_charge(**held_charge(charge, hold))
 
-    def reserve(self, hold: Hold, micros: int, tokens: int, ttl_seconds: int) -> None:
-        """Hold the estimate; raises ``BudgetExceeded`` when a hard budget cannot take it."""
-        self.ledger.reserve(hold.account_id, user_id=hold.user_id, estimate_micros=micros, estimate_tokens=tokens,
-                            ttl_seconds=ttl_seconds, reservation_id=hold.reservation_id)
+    def reserve(self, hold: Hold, micros: int, tokens: int, ttl_seconds: int) -> bool:
+        """Hold the estimate; whether the id was reserved before. Raises ``BudgetExceeded`` (or ``ReservationConflict``)."""
+        return self.ledger.reserve(hold.account_id, user_id=hold.user_id, estimate_micros=micros, estimate_tokens=tokens,
+                            ttl_seconds=ttl_seconds, reservation_id=hold.reservation_id).duplicate
 
     def release(self, hold: Hold) -> None:
         try:

@@ -160,8 +160,11 @@ class RemoteLedger:
 
     # -- budgets -------------------------------------------------------------
 
-    def reserve(self, hold: Hold, micros: int, tokens: int, ttl_seconds: int) -> None:
-        """``POST /v1/reservations``; raises ``BudgetExceeded`` on 402, :class:`Unavailable` otherwise."""
+    def reserve(self, hold: Hold, micros: int, tokens: int, ttl_seconds: int) -> bool:
+        """``POST /v1/reservations``; whether the id was reserved before (200, or 409 for other terms).
+
+        Raises ``BudgetExceeded`` on 402, :class:`Unavailable` for any other answer.
+        """
         body = {"account_id": hold.account_id, "user_id": hold.user_id, "estimate_micros": micros,
                 "estimate_tokens": tokens, "ttl_seconds": ttl_seconds, "reservation_id": hold.reservation_id}
         try:
@@ -169,7 +172,9 @@ class RemoteLedger:
         except httpx.HTTPError as exc:
             raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
         if answer.status_code in (200, 201):
-            return
+            return answer.status_code == 200
+        if answer.status_code == 409 and _names_reservation(answer):
+            return True
         problem = _json(answer)
         if answer.status_code == 402 and isinstance(problem, dict):
             figures = {k: v for k, v in problem.items() if k.split("_")[0] in ("limit", "spent", "held", "remaining")}

@@ -25,7 +25,11 @@ from fastapi import HTTPException
 from litellm.caching.dual_cache import DualCache
 from litellm.proxy._types import UserAPIKeyAuth
 
-from ledger_service.integrations.litellm import BudgetRefused, LedgerCallback
+from ledger_service.integrations.litellm import (
+    BudgetRefused,
+    CallIdReused,
+    LedgerCallback,
+)
 from ledger_service.keys import create_key
 from tests.conftest import wait_until
 from tests.http.http_helpers import free_port
@@ -185,3 +189,14 @@ def test_remote_mode_reserves_refuses_and_captures_through_ledger_serve(ledger, 
     assert ledger.reservation_state("call-remote") == "captured"
     assert [c["charge_id"] for c in payloads(ledger, "acme")] == ["chatcmpl-remote-proxy"]
     assert ledger.budgets("acme")[0].spent_micros == cost(30, 10)
+
+
+def test_a_reused_call_id_is_refused_rather_than_sharing_the_first_calls_hold(ledger, callback):
+    # A client may set x-litellm-call-id; a second request under the same id must not ride on the first hold.
+    ledger.set_budget("acme-monthly", account_id="acme", limit_micros=1_000_000)
+    asyncio.run(pre_call(callback, request("call-same")))
+    for again in (request("call-same"), request("call-same", max_tokens=7)):
+        with pytest.raises(CallIdReused) as refused:
+            asyncio.run(pre_call(callback, again))
+        assert refused.value.status_code == 409
+    assert ledger.budgets("acme")[0].held_micros == ledger.get_reservation("call-same").estimate_micros
