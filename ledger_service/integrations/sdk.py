@@ -187,22 +187,47 @@ def _read_response_event(event: Any) -> Usage:
 
 
 def _read_message(message: Any) -> Usage:
-    """An Anthropic message: every billed input token (fresh, read from and written to the cache)."""
+    """An Anthropic message: every billed input token (fresh, read from and written to the cache).
+
+    A usage that lists ``iterations`` (the beta API's server-side tool loops,
+    compaction, advisor and fallback models) counts their sums: a compaction
+    iteration is not in the top-level fields. Each figure is never less than
+    the top-level one.
+    """
     usage = _get(message, "usage")
     if usage is None:
         raise _missing("response.usage", "the message carries no usage")
-    fresh = _tokens(usage, "usage.input_tokens")
-    read = _tokens(usage, "usage.cache_read_input_tokens", default=0)
-    written = _tokens(usage, "usage.cache_creation_input_tokens", default=0)
+    fresh, read, written, output = _anthropic_counts(usage, "usage")
+    iterations = _get(usage, "iterations")
+    if iterations:
+        if not isinstance(iterations, (list, tuple)):
+            raise UnreadableResponse({"response.usage.iterations": f"expected a list, got {iterations!r}"})
+        summed = [0, 0, 0, 0]
+        for index, iteration in enumerate(iterations):
+            counts = _anthropic_counts(iteration, f"usage.iterations[{index}]")
+            summed = [total + count for total, count in zip(summed, counts)]
+        if sum(summed[:3]) > fresh + read + written:
+            fresh, read, written = summed[:3]
+        output = max(output, summed[3])
     return Usage(
         charge_id=_text(message, "id"),
         provider="anthropic",
         model=_text(message, "model"),
         prompt_tokens=fresh + read + written,
-        completion_tokens=_tokens(usage, "usage.output_tokens"),
+        completion_tokens=output,
         created=None,
         cache_read_tokens=read,
         cache_write_tokens=written,
+    )
+
+
+def _anthropic_counts(usage: Any, path: str) -> tuple[int, int, int, int]:
+    """(fresh input, cache read, cache written, output) of a usage or one of its iterations."""
+    return (
+        _tokens(usage, f"{path}.input_tokens"),
+        _tokens(usage, f"{path}.cache_read_input_tokens", default=0),
+        _tokens(usage, f"{path}.cache_creation_input_tokens", default=0),
+        _tokens(usage, f"{path}.output_tokens"),
     )
 
 
@@ -249,7 +274,7 @@ def fold_message_events(events: Sequence[Any]) -> dict[str, Any]:
 
 
 def _usage_dict(usage: Any) -> dict[str, Any]:
-    names = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    names = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "iterations")
     return {name: _get(usage, name) for name in names}
 
 

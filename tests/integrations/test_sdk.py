@@ -460,3 +460,30 @@ def test_an_anthropic_stream_s_last_counts_supersede_its_first():
                                        + last["cache_creation_input_tokens"])
     assert fields["completion_tokens"] == last["output_tokens"]
     assert fields["charge_id"] == MESSAGE["id"]
+
+
+def test_an_anthropic_beta_message_counts_its_compaction_iterations(ledger, priced, requests_seen):
+    """A compaction iteration is not in the top-level usage: the charge counts every iteration."""
+    iterations = [
+        {"type": "compaction", "input_tokens": 150_000, "output_tokens": 3_000,
+         "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0},
+        {"type": "message", "input_tokens": 40, "output_tokens": 120,
+         "cache_read_input_tokens": 3_000, "cache_creation_input_tokens": 0},
+    ]
+    last = iterations[-1]
+    body = MESSAGE | {"usage": {key: last[key] for key in MESSAGE_USAGE} | {"iterations": iterations}}
+    transport = httpx2.MockTransport(answering({"/v1/messages": lambda _: json_answer(body)}, requests_seen, httpx2))
+    with httpx2.Client(transport=transport) as http_client:
+        client = anthropic.Anthropic(api_key="sk-ant-test", base_url="http://anthropic.test",
+                                     http_client=http_client, max_retries=0)
+        message = client.beta.messages.create(
+            model="claude-sonnet-4-5", max_tokens=256, messages=[{"role": "user", "content": "Hi"}])
+    assert len(message.usage.iterations) == len(iterations)
+    fields = charge_fields(message, account_id=ACCOUNT)
+    assert charge_fields(message.model_dump(), account_id=ACCOUNT) == fields
+
+    prompt = sum(it["input_tokens"] + it["cache_read_input_tokens"] + it["cache_creation_input_tokens"]
+                 for it in iterations)
+    completion = sum(it["output_tokens"] for it in iterations)
+    record_and_check(ledger, priced[CLAUDE], fields, charge_id=MESSAGE["id"], model=CLAUDE, provider="anthropic",
+                     prompt=prompt, completion=completion)
