@@ -12,8 +12,9 @@ price has one input rate: every input token a provider billed is a prompt
 token, cached or not. OpenAI's ``prompt_tokens`` (``input_tokens``) already
 include cached tokens; Anthropic's ``input_tokens`` leave out
 ``cache_read_input_tokens`` and ``cache_creation_input_tokens``, so the
-prompt tokens are their sum. The cache breakdown is kept in ``reference``
-(``cache_read_tokens=N cache_write_tokens=M``) for reconciliation.
+prompt tokens are their sum (as LiteLLM counts them). The cache breakdown is
+kept in ``reference`` (``cache_read_tokens=N cache_write_tokens=M``) for
+reconciliation.
 """
 
 from __future__ import annotations
