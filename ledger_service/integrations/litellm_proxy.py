@@ -47,6 +47,9 @@ class ProxyCallbackSettings(BaseSettings):
     batch_size: int = Field(default=100, ge=1, le=1000)
     buffer_size: int = Field(default=10_000, ge=1)
     block_seconds: float = Field(default=5.0, ge=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_backoff_seconds: float = Field(default=30.0, gt=0)
+    deadline_seconds: float | None = Field(default=None, gt=0)
 
 
 def callback_from_environment() -> LedgerCallback:
@@ -62,10 +65,12 @@ def callback_from_environment() -> LedgerCallback:
     }
     if settings.url:
         return LedgerCallback(url=settings.url, key=settings.key, batch_size=settings.batch_size,
-                              buffer_size=settings.buffer_size, block_seconds=settings.block_seconds, **options)
+                              buffer_size=settings.buffer_size, block_seconds=settings.block_seconds,
+                              timeout_seconds=settings.timeout_seconds,
+                              max_backoff_seconds=settings.max_backoff_seconds, **options)
     from ledger import Ledger, Settings
 
-    return LedgerCallback(ledger=Ledger(Settings()), **options)
+    return LedgerCallback(ledger=Ledger(Settings()), deadline_seconds=settings.deadline_seconds, **options)
 
 
 #: The instance config.yaml names.
