@@ -68,8 +68,9 @@ GRPC_CODES = {400: 3, 413: 8, 429: 8, 503: 14}  # INVALID_ARGUMENT, RESOURCE_EXH
 SAME_CALL = frozenset({"occurred_at", "reference"})
 #: zlib's window bits for each accepted Content-Encoding (HTTP's deflate is the zlib format).
 WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-#: How many rejection reasons ``error_message`` lists before saying how many more.
+#: How many rejection reasons ``error_message`` lists before saying how many more, and their longest.
 SHOWN_REASONS = 10
+REASON_CHARACTERS = 400
 
 STATUS_SCHEMA: dict[str, Any] = {
     "type": "object", "description": "google.rpc.Status",
@@ -299,7 +300,7 @@ def answer(codec: Decoder, accepted: Accepted, kind: str) -> Response:
     rejected = accepted.rejected
     message = ""
     if rejected:
-        shown = "; ".join(str(r) for r in rejected[:SHOWN_REASONS])
+        shown = "; ".join(_clipped(str(r)) for r in rejected[:SHOWN_REASONS])
         more = f"; and {len(rejected) - SHOWN_REASONS} more" if len(rejected) > SHOWN_REASONS else ""
         message = f"{len(rejected)} GenAI span(s) rejected: {shown}{more}"
     if kind == JSON:
@@ -310,6 +311,11 @@ def answer(codec: Decoder, accepted: Accepted, kind: str) -> Response:
         response.partial_success.rejected_spans = len(rejected)
         response.partial_success.error_message = message
     return Response(response.SerializeToString(), media_type=PROTOBUF)
+
+
+def _clipped(reason: str) -> str:
+    """A reason cut to :data:`REASON_CHARACTERS` (it may quote a span's value, which may be long)."""
+    return reason if len(reason) <= REASON_CHARACTERS else reason[:REASON_CHARACTERS - 1] + "…"
 
 
 def refused(refusal: OtlpRefusal, kind: str) -> Response:
