@@ -234,15 +234,22 @@ class RemoteLedger:
         attempt = 0
         while waiting:
             retry: list[Pending] = []
-            try:
-                plain = [item for item in waiting if item.hold is None]
-                for item in waiting:
-                    if item.hold is not None:
+            failures: list[str] = []
+            for item in waiting:  # captures one by one: one that fails leaves the others settled
+                if item.hold is not None:
+                    try:
                         retry += self._capture(item)
+                    except Transient as exc:
+                        retry.append(item)
+                        failures.append(str(exc))
+            plain = [item for item in waiting if item.hold is None]
+            try:
                 retry += self._post_batch(plain) if plain else []
             except Transient as exc:
-                retry = waiting
-                log.warning("ledger: %d charges not delivered yet (%s); retrying", len(retry), exc)
+                retry += plain
+                failures.append(str(exc))
+            if failures:
+                log.warning("ledger: %d charges not delivered yet (%s); retrying", len(retry), failures[-1])
             if retry and time.monotonic() >= self._give_up_at:
                 for item in retry:
                     self.tally.lost("failed", item.charge, "the callback closed before the ledger acknowledged it")
