@@ -17,8 +17,8 @@ A missing or unknown key is 401 and a key without ``write`` is 403, as on
 every write endpoint (problem+json); so is an unsupported content type (415),
 and a server installed without the ``[otel]`` extra answers 501.
 Protobuf is decoded by ``opentelemetry-proto``; OTLP JSON by
-:mod:`ledger_service.integrations.otel_json` (hex ids, and a tenth of the time
-of protobuf's generic JSON parser). The mapping of spans to charges is
+:mod:`ledger_service.integrations.otel_json` (hex ids, in a fraction of the
+time of protobuf's generic JSON parser). The mapping of spans to charges is
 :mod:`ledger_service.integrations.otel`.
 """
 
