@@ -177,3 +177,28 @@ def test_importing_the_package_or_the_ledger_does_not_import_litellm():
             "from ledger import Ledger; print(sorted(m for m in sys.modules if m.split('.')[0] == 'litellm'))")
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert found.stdout.strip() == "[]"
+
+
+def test_a_streamed_call_is_one_charge_with_the_streams_usage(ledger, callback):
+    def usage_of(chunks: list) -> tuple[str, int, int]:
+        last = [c for c in chunks if getattr(c, "usage", None)][-1]
+        return last.id, last.usage.prompt_tokens, last.usage.completion_tokens
+
+    sync_chunks = list(litellm.completion(
+        model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True},
+        metadata={"ledger_account_id": "acme"}, mock_response="A streamed answer in a few chunks."))
+
+    async def streamed() -> list:
+        stream = await litellm.acompletion(
+            model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True},
+            metadata={"ledger_account_id": "acme"}, mock_response="Another streamed answer.")
+        chunks = [chunk async for chunk in stream]
+        await asettled(callback, 2)
+        return chunks
+
+    async_chunks = asyncio.run(streamed())
+
+    charges = {c["charge_id"]: (c["charge_id"], c["prompt_tokens"], c["completion_tokens"])
+               for c in payloads(ledger, "acme")}
+    assert sorted(charges.values()) == sorted([usage_of(sync_chunks), usage_of(async_chunks)])
+    assert all(prompt > 0 and completion > 0 for _, prompt, completion in charges.values())
