@@ -19,7 +19,7 @@ LINKS = {
     "docs": (DOCS, "interactive API docs (Swagger UI)"),
     "redoc": (REDOC, "API reference (ReDoc)"),
     "openapi": ("/openapi.json", "OpenAPI document"),
-    "healthz": ("/healthz", "liveness and database reachability, no key"),
+    "healthz": ("/healthz", "liveness, database reachability and whether charges are safe (replication), no key"),
     "dashboard": ("/dashboard", "usage pages in a browser, signed in with a key"),
     "charges": ("/v1/charges", "POST one charge"),
     "charges_batch": ("/v1/charges/batch", "POST many charges"),
@@ -29,6 +29,7 @@ LINKS = {
     "budgets": ("/v1/budgets", "GET budgets' status; PUT /v1/budgets/{budget_id} sets one"),
     "reservations": ("/v1/reservations", "POST a reservation; then .../{id}/capture or .../{id}/release"),
     "balance": ("/v1/accounts/{account_id}/balance", "GET an account's prepaid credit balance"),
+    "traces": ("/v1/traces", "POST OTLP/HTTP traces: each GenAI client span becomes a charge"),
 }
 _HTML = ("text/html", "application/xhtml+xml")
 
