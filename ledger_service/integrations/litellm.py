@@ -99,7 +99,7 @@ class LedgerCallback(CustomLogger):
     ) -> None:
         super().__init__()
         if (ledger is None) == (url is None):
-            raise ValueError("LedgerCallback: give ledger= (in process) or url= and key= (ledger serve), not both")
+            raise ValueError("LedgerCallback: give either ledger= (in process) or url= and key= (ledger serve)")
         if url is not None and not key:
             raise ValueError("LedgerCallback: key= is required with url= (an ingest key: ledger keys create --role ingest)")
         if refusal_status not in (402, 429):
@@ -110,13 +110,13 @@ class LedgerCallback(CustomLogger):
                             ("default_max_tokens", default_max_tokens), ("hold_seconds", hold_seconds)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name}: a positive integer, got {value!r}")
+        self.account_of = account_resolver(account_from, account_key)
         self.tally = Tally(spill_path)
         self.destination: LocalLedger | RemoteLedger = (
             LocalLedger(ledger, self.tally, deadline_seconds=deadline_seconds) if ledger is not None else
             RemoteLedger(str(url), str(key), self.tally, batch_size=batch_size, buffer_size=buffer_size,
                          block_seconds=block_seconds, timeout_seconds=timeout_seconds,
                          max_backoff_seconds=max_backoff_seconds))
-        self.account_of = account_resolver(account_from, account_key)
         self.user_of: UserFrom = user_from or default_user
         self.charge_cache_hits = charge_cache_hits
         self.budgets = budgets
@@ -176,6 +176,7 @@ class LedgerCallback(CustomLogger):
             if found is not None:
                 self.destination.deliver(*found)
         except Exception:  # noqa: BLE001 - never break the caller's call; say so loudly
+            self.tally.add("failed")
             log.exception("ledger: the success callback failed; the call was not recorded: %s", _call_id(kwargs))
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
@@ -187,6 +188,7 @@ class LedgerCallback(CustomLogger):
             if not (remote and self.destination.offer(*found)):  # type: ignore[union-attr]
                 await asyncio.to_thread(self.destination.deliver, *found)
         except Exception:  # noqa: BLE001
+            self.tally.add("failed")
             log.exception("ledger: the success callback failed; the call was not recorded: %s", _call_id(kwargs))
 
     # -- failures release the hold ------------------------------------------------

@@ -31,7 +31,8 @@ class Counts:
     unresolved: int = 0
     #: Charges the ledger refused (invalid, or the id recorded with other facts): logged, spilled.
     rejected: int = 0
-    #: Charges that could not be delivered in time (ledger down past the deadline): logged, spilled.
+    #: Charges that could not be delivered in time (ledger down past the deadline): logged, spilled;
+    #: and calls the callback itself failed on (logged with the traceback).
     failed: int = 0
     #: Remote mode: charges that found the buffer full past ``block_seconds``: logged, spilled.
     dropped: int = 0
