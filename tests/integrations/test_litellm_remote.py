@@ -14,14 +14,17 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import asyncio
 import json
 import logging
+from collections.abc import Iterator
 
 import litellm
 import pytest
+import sqlalchemy as sa
 
+from ledger import Ledger, Settings
 from ledger.importer import import_file
 from ledger_service.integrations.litellm import LedgerCallback
 from ledger_service.keys import create_key
-from tests.conftest import wait_until
+from tests.conftest import PG_URL, wait_until
 from tests.http.http_helpers import free_port
 from tests.integrations.litellm_support import (
     MESSAGES,
@@ -129,3 +132,54 @@ def test_a_buffer_full_past_the_wait_drops_loudly_into_the_spill_file(ledger, tm
 def test_remote_mode_needs_a_key():
     with pytest.raises(ValueError, match="key= is required"):
         LedgerCallback(url="http://127.0.0.1:1")
+
+
+def admin_sql(sql: str) -> None:
+    engine = sa.create_engine(sa.engine.make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def own_database() -> Iterator[str]:
+    """A PostgreSQL database of this test's own, which it may make unreachable."""
+    name = f"{sa.engine.make_url(PG_URL).database}_litellm_down"
+    admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+def test_the_ledgers_database_down_answers_503_and_the_sender_retries_until_it_is_back(own_database, monkeypatch,
+                                                                                       caplog):
+    url = sa.engine.make_url(PG_URL).set(database=own_database).render_as_string(hide_password=False)
+    monkeypatch.setenv("LEDGER_RETRY_DEADLINE_SECONDS", "1")  # the server refuses at once instead of waiting
+    with Ledger(Settings(database_url=url)) as setup:
+        key = create_key(setup, "ingest")[1]
+    with serving_on(url, free_port()) as server:
+        callback = LedgerCallback(url=server, key=key, max_backoff_seconds=0.5)
+        with registered(callback), caplog.at_level(logging.WARNING, logger="ledger_service.integrations.litellm"):
+            call(0)
+            call(1)
+            wait_until(lambda: callback.counts.recorded == 2, "the first charges recorded", 30)
+            admin_sql(f'ALTER DATABASE "{own_database}" ALLOW_CONNECTIONS false')
+            admin_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{own_database}'")
+            for n in (2, 3, 4, 0):  # new calls, and a retry of one the ledger has
+                call(n)
+            wait_until(lambda: any("HTTP 503" in r.getMessage() for r in caplog.records), "a 503 answer", 60)
+            assert not callback.flush(timeout=0.5)
+            admin_sql(f'ALTER DATABASE "{own_database}" ALLOW_CONNECTIONS true')
+            assert callback.flush(timeout=60)
+        callback.close()
+
+    with Ledger(Settings(database_url=url)) as after:
+        assert [c["charge_id"] for c in payloads(after, "acme")] == [f"chatcmpl-remote-{n}" for n in range(5)]
+        assert after.account_totals("acme").charges == 5
+    assert (callback.counts.recorded, callback.counts.duplicates, callback.counts.failed) == (5, 1, 0)
