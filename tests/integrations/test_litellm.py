@@ -202,3 +202,23 @@ def test_a_streamed_call_is_one_charge_with_the_streams_usage(ledger, callback):
                for c in payloads(ledger, "acme")}
     assert sorted(charges.values()) == sorted([usage_of(sync_chunks), usage_of(async_chunks)])
     assert all(prompt > 0 and completion > 0 for _, prompt, completion in charges.values())
+
+
+def test_the_proxys_metadata_shapes_name_the_account(ledger):
+    # On the proxy the caller's metadata arrives as requester_metadata, the key's as user_api_key_auth_metadata.
+    price_gpt_4o(ledger)
+    by_default = LedgerCallback(ledger=ledger)
+    with registered(by_default):
+        litellm.completion(model="gpt-4o", messages=MESSAGES, mock_response=response("c-requester", 2, 1),
+                           metadata={"requester_metadata": {"ledger_account_id": "acme-requested"}})
+        settled(by_default, 1)
+    by_key = LedgerCallback(ledger=ledger, account_from=("key", "team"))
+    with registered(by_key):
+        litellm.completion(model="gpt-4o", messages=MESSAGES, mock_response=response("c-key", 2, 1),
+                           metadata={"ledger_account_id": "caller-says-so",
+                                     "user_api_key_auth_metadata": {"ledger_account_id": "acme-by-key"}})
+        settled(by_key, 1)
+
+    assert [c["charge_id"] for c in payloads(ledger, "acme-requested")] == ["c-requester"]
+    assert [c["charge_id"] for c in payloads(ledger, "acme-by-key")] == ["c-key"]
+    assert payloads(ledger, "caller-says-so") == []
