@@ -17,6 +17,7 @@ from rich.console import Console
 from bench import (
     budgets,
     endtoend,
+    failover,
     http,
     intake_sql,
     limit,
@@ -56,7 +57,10 @@ SCENARIOS: dict[str, Scenario] = {
     "report": readside.report,
     "http": http.http_api,
     "otlp": otlp.otlp_ingestion,
+    "failover": failover.failover,
 }
+#: Scenarios that start servers of their own (a failover formation): run only when --only names them.
+ON_REQUEST = frozenset({"failover"})
 
 
 def run(
@@ -82,7 +86,7 @@ def run(
     chosen = sizes or (Sizes.quick() if quick else Sizes.full())
     if charges is not None:
         chosen = chosen.with_overrides(charges=charges)
-    names = list(only) if only else list(SCENARIOS)
+    names = list(only) if only else [name for name in SCENARIOS if name not in ON_REQUEST]
     unknown = sorted(set(names) - set(SCENARIOS))
     if unknown:
         raise ValueError(f"unknown scenarios {unknown}; choose from {list(SCENARIOS)}")

@@ -119,6 +119,17 @@ class Formation:
                     cursor.execute(f'CREATE DATABASE "{dbname}"')
         finally:
             connection.close()
+        # A standby that has not replayed it answers "database does not exist", and libpq
+        # stops there instead of trying the next host of a multi-host URL.
+        self._wait(lambda: all(self._has_database(name, dbname) for name in self.names),
+                   f"every node to have database {dbname}", 60)
+
+    def _has_database(self, name: str, dbname: str) -> bool:
+        try:
+            psycopg2.connect(self.node_dsn(name, dbname)).close()
+            return True
+        except psycopg2.OperationalError:
+            return False
 
     def node_dsn(self, name: str, dbname: str | None = None) -> str:
         return f"host=127.0.0.1 port={self.ports[name]} user=postgres dbname={dbname or self.dbname} connect_timeout=2"
@@ -327,7 +338,8 @@ class Formation:
     def _autoctl(self, *args: str, node: str = "setup", timeout: float = 120.0) -> str:
         assert self.root is not None
         result = subprocess.run([PG_AUTOCTL, *args], check=False, env=self._environment(node), cwd=self.root,
-                                capture_output=True, text=True, timeout=timeout, **self._as_postgres())
+                                capture_output=True, text=True, errors="replace", timeout=timeout,
+                                **self._as_postgres())
         if result.returncode != 0:
             raise FormationError(f"pg_autoctl {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stderr[-4000:]}")
