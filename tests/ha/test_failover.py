@@ -3,7 +3,9 @@
 The primary's processes are SIGKILLed three times (failing over and back)
 while 8 writer processes (``record_charge``, ``record_charges`` and the Huey
 task path through ``ledger worker``), the projector and ``ledger serve``
-under HTTP load run throughout. Then every acknowledged charge is present
+under HTTP load run throughout. Two of the writers have a retry deadline
+shorter than a failover, so their calls raise ``LedgerUnavailable`` and they
+retry with the same ids, as a caller should. Then every acknowledged charge is present
 exactly once, every call that raised was retried with the same ids and
 resolved (to the original receipt when its first attempt had committed),
 the audit is clean, HTTP answered no 5xx but 503, and no call waited past
@@ -57,6 +59,9 @@ BASE_PORT = int(os.environ.get("LEDGER_TEST_HA_PORT", "5433"))
 JOBS_REDIS_URL = os.environ.get("LEDGER_TEST_JOBS_REDIS_URL", "redis://127.0.0.1:6379/14")
 KILLS = 3
 DEADLINE = 30.0  # LEDGER_RETRY_DEADLINE_SECONDS of every writer, the workers and the server
+#: Two writers run with a deadline shorter than a failover: their calls raise, and they retry with the same ids.
+SHORT = ("ws2", "wb2")
+SHORT_DEADLINE = 3.0
 HANG_DEADLINE = 4.0  # shorter than a failover, so a frozen primary must end in LedgerUnavailable
 #: What a call may take beyond its deadline: the last attempt's own ending and the return.
 SLACK = 5.0
@@ -293,8 +298,10 @@ def test_primary_killed_three_times_under_load_loses_nothing_and_counts_nothing_
     stop_file = tmp_path / "stop"
     journals = {f"w{kind[0]}{i}": tmp_path / f"w{kind[0]}{i}.jsonl"
                 for kind, count in (("single", 3), ("batch", 3)) for i in range(count)}
+    short_env = caller_environment(url, SHORT_DEADLINE)
     writers = [start_process([sys.executable, str(WORKERS), "single" if name[1] == "s" else "batch", name,
-                              str(path), str(stop_file)], env, tmp_path / f"{name}.log")
+                              str(path), str(stop_file)], short_env if name in SHORT else env,
+                             tmp_path / f"{name}.log")
                for name, path in journals.items()]
     projector_journal = tmp_path / "projector.jsonl"
     projector = start_process([sys.executable, str(WORKERS), "projector", "p", str(projector_journal),
@@ -342,9 +349,12 @@ def test_primary_killed_three_times_under_load_loses_nothing_and_counts_nothing_
         use_queue(huey, configured_queue_url())
 
     seen = Seen()
-    for path in journals.values():
+    short = Seen()
+    for name, path in journals.items():
         entries = read_journal(path, seen)
         assert entries and entries[-1]["event"] == "done", f"{path.name} did not finish: {entries[-3:]}"
+        if name in SHORT:
+            read_journal(path, short)
     for charge_id, fields in feed.enqueued.items():
         seen.add_charge(charge_id, fields)
     http = load.seen
@@ -352,6 +362,8 @@ def test_primary_killed_three_times_under_load_loses_nothing_and_counts_nothing_
     projector_entries = [json.loads(line) for line in projector_journal.read_text().splitlines()]
     errors = Counter(error for errors in seen.raised.values() for error in errors)
     print(f"{len(seen.expected)} charges ({len(feed.enqueued)} by task, {len(http.expected)} by HTTP); "
+          f"short-deadline writers: {sum(len(e) for e in short.raised.values())} raised, "
+          f"{len(short.duplicates & set(short.raised))} of their ids found recorded on retry; "
           f"raised {dict(errors)}, resolved as duplicates {len(seen.duplicates)}; HTTP {dict(load.statuses)}; "
           f"longest call {max(seen.longest, http.longest):.1f} s; projector errors "
           f"{sum(e['event'] == 'projector_error' for e in projector_entries)}")
@@ -366,6 +378,9 @@ def test_primary_killed_three_times_under_load_loses_nothing_and_counts_nothing_
     assert set(load.statuses) <= {200, 201, 503}, load.statuses
     assert load.failures == []
     assert max(seen.longest, http.longest) <= DEADLINE + SLACK
+    # The short-deadline writers felt every failover as LedgerUnavailable, within their deadline,
+    # and their retries with the same ids resolved each charge once (check_ledger).
+    assert short.raised and short.longest <= SHORT_DEADLINE + SLACK
     assert sum(e["event"] == "projected" for e in projector_entries) > 0
     from jobs.rejected import list_rejected
     from ledger import Ledger, Settings
