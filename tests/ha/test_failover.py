@@ -65,8 +65,9 @@ DEADLINE = 30.0  # LEDGER_RETRY_DEADLINE_SECONDS of every writer, the workers an
 SHORT = ("ws2", "wb2")
 SHORT_DEADLINE = 3.0
 HANG_DEADLINE = 4.0  # shorter than a failover, so a frozen primary must end in LedgerUnavailable
-#: What a call may take beyond its deadline: the last attempt's own ending and the return.
-SLACK = 5.0
+#: What a call may take beyond its deadline: the last attempt's own ending and the return, on a
+#: 2-core machine that CI's long run shares with other trials (5.1-5.9 s measured for a 4 s deadline).
+SLACK = 8.0
 TASK_WAVE = 20
 
 
