@@ -10,7 +10,7 @@ resolved first, and a charge of another account refuses the whole request
 machinery (dependency resolution, response handling): its route is
 documented from the endpoint as usual, but answered by
 :func:`record_charge_directly`, which does the same checks in one pass and
-hands the request to a worker thread once.
+hands the request to a worker thread once (:mod:`ledger_service.http.handoff`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ledger.errors import (
 from ledger_service.http.auth import Caller, WriteCaller, caller_of
 from ledger_service.http.bodies import read_json
 from ledger_service.http.encoding import JsonAnswer, encode
+from ledger_service.http.handoff import in_worker
 from ledger_service.http.problems import Problem, field_errors
 from ledger_service.http.schemas import (
     AUTH_PROBLEMS,
@@ -99,7 +100,7 @@ async def record_charge(request: Request, caller: WriteCaller) -> Response:
 async def record_charge_directly(request: Request) -> Response:
     caller = caller_of(request, "write")
     body = await read_json(request, JSON, request.app.state.http.max_body_bytes)
-    return await run_in_threadpool(_record_one, request.app.state.ledger, caller, body)
+    return await in_worker(_record_one, request.app.state.ledger, caller, body)
 
 
 setattr(record_charge, "direct", record_charge_directly)  # noqa: B010 - undeclared attribute
