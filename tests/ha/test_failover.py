@@ -15,7 +15,7 @@ new primary.
 
 Long profile only (``LEDGER_TEST_PROFILE=long``; CI's long run): a formation
 takes seconds to start and each failover about ten. The whole file takes
-about three minutes. Debian's ``pg-auto-failover-cli`` and
+about two and a half minutes. Debian's ``pg-auto-failover-cli`` and
 ``postgresql-15-auto-failover`` must be installed (``.ci/run`` does).
 """
 
