@@ -328,6 +328,10 @@ class Ledger(Application):
                     failover_pause(attempt, left)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _failing_over(self, call: Callable[[], Any]) -> Any:
+        """``call`` (idempotent), retried through a failover on PostgreSQL; as it is on SQLite."""
+        return self.retrying(call) if self.fails_over else call()
+
     def _append_with_quick_retry(self, charges: Sequence[Charge]) -> tuple[list[Appended], datetime]:
         """SQLite: an index race is retried, a dropped connection (a locked file) twice."""
         for attempt in range(self.settings.retry_attempts):
@@ -401,7 +405,7 @@ class Ledger(Application):
         used the id), and :class:`InvalidCharge` for a ``reason`` that is not
         storable text.
         """
-        return reversals.reverse_charge(self, charge_id, reason, account_id)
+        return self._failing_over(lambda: reversals.reverse_charge(self, charge_id, reason, account_id))
 
     def account_of_charge(self, charge_id: str) -> str:
         """The one account that recorded a charge with this id.
@@ -459,15 +463,17 @@ class Ledger(Application):
         (idempotency). Raises :class:`BudgetExceeded` when a hard budget in
         scope cannot hold the estimate, :class:`InvalidReservation` for bad terms.
         """
-        return reservations.reserve(self, account_id, **terms)
+        if terms.get("reservation_id") is None:  # made once, before the first attempt: a retry finds its hold
+            terms["reservation_id"] = reservations.new_reservation_id()
+        return self._failing_over(lambda: reservations.reserve(self, account_id, **terms))
 
     def capture(self, reservation_id: str, /, **charge_fields: Any) -> Capture:
         """Record the reserved call's charge and settle its hold (see :mod:`ledger.reservations`)."""
-        return reservations.capture(self, reservation_id, charge_fields)
+        return self._failing_over(lambda: reservations.capture(self, reservation_id, charge_fields))
 
     def release(self, reservation_id: str) -> None:
         """Release an uncaptured hold. Raises :class:`UnknownReservation`, :class:`ReservationConflict`."""
-        reservations.release(self, reservation_id)
+        self._failing_over(lambda: reservations.release(self, reservation_id))
 
     def reservation(self, account_id: str, **terms: Any) -> AbstractContextManager[ReservationScope]:
         """``reserve`` as a context manager: capture inside; the hold is released if the block raises or never captures."""

@@ -90,6 +90,11 @@ class Capture(Receipt):
     hold_expired: bool = False
 
 
+def new_reservation_id() -> str:
+    """An id for a reservation made without one (given before the first attempt, so a retry finds its hold)."""
+    return f"rsv_{uuid.uuid4().hex}"
+
+
 def _terms(
     account_id: Any, user_id: Any, estimate_micros: Any, estimate_tokens: Any, ttl_seconds: Any, reservation_id: Any
 ) -> tuple[str, str | None, int | None, int | None, int, str]:
@@ -104,7 +109,7 @@ def _terms(
         errors["ttl_seconds"] = "must be an integer number of seconds"
     elif not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
         errors["ttl_seconds"] = f"must be from 1 to {MAX_TTL_SECONDS} seconds (a day)"
-    rid = identifier(errors, "reservation_id", reservation_id, required=False) or f"rsv_{uuid.uuid4().hex}"
+    rid = identifier(errors, "reservation_id", reservation_id, required=False) or new_reservation_id()
     if errors:
         raise InvalidReservation(errors)
     assert account is not None
@@ -376,16 +381,16 @@ class ReservationScope:
         return self.reservation.expires_at
 
     def capture(self, **charge_fields: Any) -> Capture:
-        self.receipt = capture(self.ledger, self.reservation_id, charge_fields)
+        self.receipt = self.ledger.capture(self.reservation_id, **charge_fields)
         return self.receipt
 
 
 @contextmanager
 def reservation_scope(ledger: Ledger, account_id: Any, **terms: Any) -> Iterator[ReservationScope]:
     """Reserve; yield; release the hold if the block raised or ended without a capture."""
-    scope = ReservationScope(ledger, reserve(ledger, account_id, **terms))
+    scope = ReservationScope(ledger, ledger.reserve(account_id, **terms))  # the ledger's: retried through a failover
     try:
         yield scope
     finally:
         if scope.receipt is None:
-            release(ledger, scope.reservation_id)
+            ledger.release(scope.reservation_id)

@@ -109,6 +109,7 @@ class Sequencer:
         thread.join(timeout=10)
         self._pid = 0
         try:
-            self._drain(True)
+            with deadline_of(TURN_SECONDS):
+                self._drain(True)
         except Exception:
             log.warning("sequencing the intake at close failed", exc_info=True)

@@ -31,18 +31,19 @@ CONNECT_TIMEOUT = 1
 
 
 @pytest.fixture
-def proxy(postgres_url) -> Iterator[FaultProxy]:
-    proxy = FaultProxy()
-    yield proxy
-    proxy.close()
-
-
-@pytest.fixture
 def made() -> Iterator[list[Ledger]]:
     ledgers: list[Ledger] = []
     yield ledgers
     for ledger in ledgers:
         ledger.close()
+
+
+@pytest.fixture
+def proxy(postgres_url, made) -> Iterator[FaultProxy]:
+    """The proxy (closed before the test's ledgers are, so a failed test cannot leave them waiting on it)."""
+    proxy = FaultProxy()
+    yield proxy
+    proxy.close()
 
 
 @pytest.fixture
@@ -232,3 +233,33 @@ def test_the_sequencer_carries_on_after_a_cut_and_says_so_once(ledger, proxy, ca
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert sum(lost in line for line in lines) == 1
     assert sum("reached the database again" in line for line in lines) == 1
+
+
+# -- reservations: idempotent by reservation id -------------------------------------------
+
+
+def test_reserve_and_capture_through_lost_answers_hold_once_and_record_once(ledger, proxy, server):
+    """A reservation made without an id gets it before the first attempt; the capture's retry finds its charge."""
+    def holds() -> list[tuple[str, str]]:
+        with server.connect() as connection:
+            return [tuple(row) for row in connection.execute(sa.text("SELECT reservation_id, state FROM ledger_holds"))]
+
+    proxy.deafen()
+    future = in_thread(ledger.reserve, "acme", estimate_micros=1_000)
+    wait_until(holds, "the hold committed on the server", timeout=10)
+    proxy.cut()
+    proxy.thaw()
+    reservation = future.result(timeout=DEADLINE * 3)
+    assert holds() == [(reservation.reservation_id, "held")]
+
+    reservation = ledger.reserve("acme", estimate_micros=1_000)  # made here: its capture is one call
+    proxy.deafen()
+    future = in_thread(ledger.capture, reservation.reservation_id, charge_type="completion", prompt_tokens=3)
+    wait_until(lambda: dict(holds())[reservation.reservation_id] == "captured", "the capture committed",
+               timeout=10)
+    proxy.cut()
+    proxy.thaw()
+    captured = future.result(timeout=DEADLINE * 3)
+    assert captured.charge_id == reservation.reservation_id
+    assert indexed(server)[reservation.reservation_id] == 1
+    assert counted() == 2
