@@ -107,6 +107,7 @@ HEAVY = (
     "tests/reliability/test_jobs_delivery.py",
     "tests/reliability/test_budget_concurrency.py",
     "tests/integration/test_concurrent_writers.py",
+    "tests/ha/test_failover.py",
 )
 
 #: Tests whose sizes the profile sets (trial counts, Hypothesis examples): marked ``long``,

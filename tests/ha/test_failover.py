@@ -48,8 +48,8 @@ from http_helpers import bearer, serving
 
 pytestmark = [
     pytest.mark.long,
-    # One formation on fixed ports: under xdist both trials go to one worker, one after the other.
-    pytest.mark.xdist_group("ha"),
+    # One formation on fixed ports: tests/conftest.py puts this file in the "heavy" group, so under
+    # xdist both trials go to one worker, one after the other and after no other heavy trial.
     pytest.mark.skipif(PROFILE != "long", reason="failover trials run in the long profile only "
                        "(LEDGER_TEST_PROFILE=long): they start a pg_auto_failover formation and take minutes"),
 ]
