@@ -61,6 +61,13 @@ def _dbapi_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseExc
 DBAPI_ERRORS, CONNECTION_ERRORS = _dbapi_errors()
 
 
+def _dbapi_internal() -> tuple[type[BaseException], ...]:
+    """psycopg2's InternalError (a read-only server raises one), when it is installed."""
+    import psycopg2
+
+    return (psycopg2.InternalError,)
+
+
 def persistence_error(exc: BaseException) -> PersistenceError:
     """The library's error for a driver error (by DB-API class, most specific first)."""
     for cls in type(exc).__mro__:
@@ -275,3 +282,9 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 def connection_invalidated(exc: BaseException) -> bool:
     """Whether SQLAlchemy invalidated the connection this error came from (a retry gets a new one)."""
     return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+
+#: What an HTTP service answers 503 for when :func:`transient` says so (the internal
+#: errors too: a read-only server after a promotion raises one).
+DATABASE_ERRORS_SEEN_BY_HTTP: tuple[type[BaseException], ...] = (
+    *UNAVAILABLE_ERRORS, sa.exc.InternalError, InternalError, *(_dbapi_internal() if CONNECTION_ERRORS else ()),
+)

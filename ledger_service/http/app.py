@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from ledger.errors import BusyAccount, InvalidInput, LedgerError
 from ledger.settings import DashboardSettings, HttpSettings, Settings
-from ledger.store.engine import SQLALCHEMY_UNAVAILABLE
+from ledger.store.engine import DATABASE_ERRORS_SEEN_BY_HTTP
 from ledger.store.replication_reads import close_read_engine
 from ledger_service import dashboard as dashboard_pages
 from ledger_service.http import budgets, charges, docs, events, health, index, otlp, reading
@@ -31,6 +31,7 @@ from ledger_service.http.problems import (
     budget_problem,
     handle_problem,
     problem_response,
+    unavailable_problem,
 )
 from ledger_service.http.security_headers import STRICT_CSP, secure_send
 from ledger_service.http.slashes import RelativeSlashRedirect
@@ -124,7 +125,7 @@ def create_app(ledger: Ledger, http: HttpSettings | None = None, *, dashboard: D
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(LedgerError, _ledger_error)
     app.add_exception_handler(ProjectionError, _projection_error)
-    for error in SQLALCHEMY_UNAVAILABLE:
+    for error in DATABASE_ERRORS_SEEN_BY_HTTP:
         app.add_exception_handler(error, _database_error)
     return app
 
@@ -164,7 +165,7 @@ async def _ledger_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidInput):
         return problem_response(Problem(422, str(exc), errors=[{"field": k, "detail": v}
                                                                for k, v in sorted(exc.errors.items())]), request)
-    mapped = budget_problem(exc)
+    mapped = budget_problem(exc) or unavailable_problem(exc)
     if mapped is not None:
         return problem_response(mapped, request)
     if isinstance(exc, BusyAccount):
@@ -180,6 +181,9 @@ async def _projection_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """503 + Retry-After while the database is unreachable, read-only or restarting; any other database error is a 500."""
+    mapped = unavailable_problem(exc)
+    if mapped is None:
+        raise exc
     log.warning("database unavailable on %s: %s", request.url.path, exc)
-    return problem_response(Problem(503, "the database is unavailable; retry later",
-                                    headers={"Retry-After": "5"}), request)
+    return problem_response(mapped, request)

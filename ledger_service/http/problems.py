@@ -16,11 +16,13 @@ from fastapi import Request
 from ledger.errors import (
     BudgetExceeded,
     LedgerError,
+    LedgerUnavailable,
     ReservationConflict,
     UnknownBudget,
     UnknownReservation,
     UnknownWebhook,
 )
+from ledger.store.engine import transient
 from ledger.text import printable
 from ledger_service.http.encoding import JsonAnswer
 
@@ -125,4 +127,23 @@ def budget_problem(exc: LedgerError) -> Problem | None:
     for kind, (field, what) in UNKNOWN.items():
         if isinstance(exc, kind):
             return Problem(404, str(exc), errors=[{"field": field, "detail": what}])
+    return None
+
+
+#: Seconds a client is asked to wait while the database is unreachable (a failover takes about 10).
+RETRY_AFTER_SECONDS = 5
+
+
+def unavailable_problem(exc: BaseException) -> Problem | None:
+    """503 with ``Retry-After`` while the database cannot be reached (a failover's window); None otherwise.
+
+    The ledger's own retries ran out (:class:`LedgerUnavailable`, naming the
+    charge ids to retry with), or a read met a lost, read-only or shutting
+    down server: the request may be repeated as it was.
+    """
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if isinstance(exc, LedgerUnavailable):
+        return Problem(503, str(exc), headers=headers, charge_ids=exc.charge_ids)
+    if transient(exc):
+        return Problem(503, "the database is unavailable; retry later", headers=headers)
     return None
