@@ -10,11 +10,13 @@ SIGSTOPped primary). Counts are read straight from the server, past the proxy.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -263,3 +265,36 @@ def test_reserve_and_capture_through_lost_answers_hold_once_and_record_once(ledg
     assert captured.charge_id == reservation.reservation_id
     assert indexed(server)[reservation.reservation_id] == 1
     assert counted() == 2
+
+
+# -- ledger serve: 503 with Retry-After during the window, never 500 ------------------------
+
+
+def test_ledger_serve_answers_503_with_retry_after_while_the_database_is_gone(proxy, monkeypatch, server):
+    from tests.http.http_helpers import bearer, ledger_command, serving
+
+    monkeypatch.setenv("LEDGER_RETRY_DEADLINE_SECONDS", str(DEADLINE))
+    monkeypatch.setenv("LEDGER_CONNECT_TIMEOUT_SECONDS", str(CONNECT_TIMEOUT))
+    with serving(proxy.url(PG_URL)) as running:
+        key = json.loads(ledger_command(PG_URL, "keys", "create", "--role", "ingest", "--json"))["key"]
+
+        def post(charge_id: str) -> httpx.Response:
+            return httpx.post(f"{running.url}/v1/charges", json=charge(charge_id), headers=bearer(key),
+                              timeout=DEADLINE * 4)
+
+        assert post("h-0").status_code in (200, 201)
+        proxy.cut(refuse=True)
+        refused = post("h-1")
+        assert refused.status_code == 503, refused.text
+        assert int(refused.headers["Retry-After"]) > 0
+        assert "h-1" in refused.json()["charge_ids"]
+        proxy.heal()
+        proxy.freeze()
+        frozen = post("h-2")
+        assert frozen.status_code == 503, frozen.text
+        assert int(frozen.headers["Retry-After"]) > 0
+        proxy.thaw()
+        for charge_id in ("h-1", "h-2"):
+            assert post(charge_id).status_code in (200, 201)
+    assert {charge_id: indexed(server)[charge_id] for charge_id in ("h-0", "h-1", "h-2")} == {
+        "h-0": 1, "h-1": 1, "h-2": 1}
