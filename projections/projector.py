@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from ledger.billing_keys import billing_date_function
 from ledger.store import event_log, read_model
 from ledger.store._moved import moved
+from ledger.store.watchdog import deadline_of
 from projections.day_fold import fold_rows
 from projections.errors import PositionMoved, ProjectionError
 from projections.tracking import LIVE, Target, lock_position, move_position
@@ -56,6 +57,11 @@ __getattr__ = moved(__name__, {
     "postgres_upsert_sql": "ledger.store.read_model:postgres_upsert_sql",
 })
 
+
+#: The client-side bound on one batch's transaction (see :mod:`ledger.store.watchdog`): a frozen
+#: primary cannot hold the projector; the batch rolls back whole and the next run (the worker's
+#: retry) applies it, exactly once, from the position committed with the last one.
+BATCH_SECONDS = 300.0
 
 def write_fold(session: Session, dialect: str, table: str, fold: DayFold, now: datetime) -> None:
     """Clear the days rollups reset, then add the batch's deltas (to the records table named ``table``)."""
@@ -147,7 +153,7 @@ class Projector:
                 while max_events is None or consumed < max_events:
                     limit = self.batch_size if max_events is None else min(self.batch_size, max_events - consumed)
                     try:
-                        with self.store.transaction(commit=True) as session:
+                        with deadline_of(BATCH_SECONDS), self.store.transaction(commit=True) as session:
                             count, _ = self.apply_batch(session, limit, stop)
                     except PositionMoved:
                         continue  # rolled back; read the winner's position and go on

@@ -298,3 +298,24 @@ def test_ledger_serve_answers_503_with_retry_after_while_the_database_is_gone(pr
             assert post(charge_id).status_code in (200, 201)
     assert {charge_id: indexed(server)[charge_id] for charge_id in ("h-0", "h-1", "h-2")} == {
         "h-0": 1, "h-1": 1, "h-2": 1}
+
+
+def test_the_projector_carries_on_after_a_cut_exactly_once(ledger, proxy):
+    """A run that loses the database fails as transient (the worker retries it); the next one completes,
+    each charge projected once: the audit, which reads the log, finds the records equal to it."""
+    from jobs.retries import is_transient
+    from projections import Projector
+    from projections.audit import audit
+
+    for n in range(30):
+        ledger.record_charge(**charge(f"p-{n}", account=f"acct-{n % 3}"))
+    Projector(ledger).run(max_events=10)
+    proxy.cut(refuse=True)
+    with pytest.raises(Exception) as raised:
+        Projector(ledger).run()
+    assert is_transient(raised.value)
+    proxy.heal()
+    projector = Projector(ledger)
+    projector.run()
+    assert projector.position() == ledger.log_position()
+    assert audit(ledger).clean
