@@ -58,6 +58,7 @@ from ledger.rollup_day import RollupDay
 from ledger.rollup_digest import RAW_TOPICS
 from ledger.store import event_log
 from ledger.store._moved import moved
+from ledger.store.watchdog import deadline_of
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -202,6 +203,11 @@ def _snapshot(session: Session, ledger: Ledger, account: Account) -> None:
     )
 
 
+#: The client-side bound on one account's transaction (see :mod:`ledger.store.watchdog`): a frozen
+#: primary cannot hold compaction; the account's transaction rolls back whole and the next run does it.
+ACCOUNT_SECONDS = 300.0
+
+
 def _compact_account(
     ledger: Ledger,
     aggregate_id: UUID,
@@ -222,7 +228,7 @@ def _compact_account(
     lock_first = False
     while True:
         try:
-            with ledger.store.transaction(commit=not dry_run) as session:
+            with deadline_of(ACCOUNT_SECONDS), ledger.store.transaction(commit=not dry_run) as session:
                 if lock_first:
                     ledger.store.lock_for_append(session)
                 account = _load_account(ledger, aggregate_id)
