@@ -219,11 +219,26 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return found
 
 
+def _codes_by_class() -> dict[type[BaseException], str]:
+    """The driver's error class of each SQLSTATE the retries know (for an error whose code is not filled in)."""
+    try:
+        from psycopg2 import errors
+    except ImportError:  # SQLite only
+        return {}
+    return {errors.lookup(code): code for code in (*RECONNECT_SQLSTATES, *RETRY_SQLSTATES)}
+
+
+_CODES_BY_CLASS = _codes_by_class()
+
+
 def sqlstate(exc: BaseException) -> str | None:
-    """The PostgreSQL SQLSTATE behind ``exc``, if the driver reported one."""
+    """The PostgreSQL SQLSTATE behind ``exc``, if the driver reported one (or its class names one)."""
     for cause in _causes(exc):
         code = getattr(cause, "pgcode", None)
         if isinstance(code, str):
+            return code
+        code = _CODES_BY_CLASS.get(type(cause))
+        if code is not None:
             return code
     return None
 

@@ -319,3 +319,22 @@ def test_the_projector_carries_on_after_a_cut_exactly_once(ledger, proxy):
     projector.run()
     assert projector.position() == ledger.log_position()
     assert audit(ledger).clean
+
+
+# -- multi-host URLs -----------------------------------------------------------------------
+
+
+def test_a_multi_host_url_records_on_the_host_that_answers(postgres_url, made, server):
+    """libpq tries each ``host`` in turn; a dead first host is passed over (and the writable one kept)."""
+    from tests.http.http_helpers import free_port
+
+    target = sa.engine.make_url(postgres_url)
+    dead = f"127.0.0.1:{free_port()}"
+    url = (f"postgresql+psycopg2://{target.username}@/{target.database}"
+           f"?host={dead}&host={target.host}:{target.port or 5432}")
+    ledger = Ledger(Settings(database_url=url, retry_deadline_seconds=10, connect_timeout_seconds=1))
+    made.append(ledger)
+    assert ledger.record_charge(**charge("m-1")).charge_id == "m-1"
+    assert indexed(server) == {"m-1": 1}
+    with ledger.store.engine.connect() as connection:
+        assert connection.exec_driver_sql("SHOW transaction_read_only").scalar() == "off"
