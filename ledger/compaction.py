@@ -297,7 +297,8 @@ def compact(
         zone=ledger.settings.zone,
         time_zone=ledger.settings.billing_tz,
     )
-    ledger.sequence()  # acknowledged charges are in the log, so their days count as unprojected
+    with deadline_of(ACCOUNT_SECONDS):
+        ledger.sequence()  # acknowledged charges are in the log, so their days count as unprojected
     due = plan(ledger, rules, SCAN_BATCH_SIZE)
     chunks = list(due.chunks(MAX_EVENTS_PER_TRANSACTION))
     hook = on_step or (lambda step, aggregate_id: None)

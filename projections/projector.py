@@ -145,7 +145,8 @@ class Projector:
         batch in memory.
         """
         self.prepare()
-        self.ledger.sequence()  # every charge acknowledged so far is in the log before it is read
+        with deadline_of(BATCH_SECONDS):
+            self.ledger.sequence()  # every charge acknowledged so far is in the log before it is read
         consumed = 0
         self._read_ahead = self.dialect == "postgresql" and max_events is None and self.target.owner is None
         with gc_paused():

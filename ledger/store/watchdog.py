@@ -112,7 +112,7 @@ class Watchdog:
                 idle = 0
             time.sleep(self._tick)
             now = time.monotonic()
-            for key, armed in list(self._armed.items()):
+            for key, armed in self._armed.copy().items():  # a copy: callers arm and disarm meanwhile
                 if armed.deadline <= now and self._armed.get(key) is armed:
                     self._expire(key, armed)
             quiet = not self._armed and self._arms == seen
