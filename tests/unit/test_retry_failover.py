@@ -137,3 +137,42 @@ def test_ledger_unavailable_says_what_to_do_and_names_the_ids():
     text = str(error)
     assert "could not be reached within 30 s" in text
     assert "retried with the same charge id" in text and "'c-1'" in text
+
+
+def test_a_store_failure_fails_a_shared_batch_at_once_without_trying_each_request_alone():
+    """Against a store that is down, trying each request of a failed batch alone would wait once per request."""
+    from ledger.group_commit import GroupCommit
+
+    calls: list[int] = []
+    leader_in = threading.Event()
+    release = threading.Event()
+
+    def append(items, _recorded_at):
+        calls.append(len(items))
+        if len(calls) == 1:  # the first caller's lone batch holds the store while the others queue
+            leader_in.set()
+            release.wait(10)
+            return list(items)
+        raise ConnectionError("the store is down")
+
+    group = GroupCommit(append, window=0, shared_failure=lambda exc: isinstance(exc, ConnectionError))
+    errors: list[BaseException] = []
+
+    def submit(item: int) -> None:
+        try:
+            group.submit([item])
+        except ConnectionError as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=submit, args=(0,))
+    first.start()
+    leader_in.wait(10)
+    others = [threading.Thread(target=submit, args=(n,)) for n in range(1, 6)]
+    for thread in others:
+        thread.start()
+    time.sleep(0.2)  # the five queue behind the leader
+    release.set()
+    for thread in [first, *others]:
+        thread.join(10)
+    assert calls == [1, 5]  # one shared attempt for the five, none alone
+    assert len(errors) == 5
