@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from ledger.errors import BusyAccount, InvalidInput, LedgerError
 from ledger.settings import DashboardSettings, HttpSettings, Settings
 from ledger.store.engine import DATABASE_ERRORS_SEEN_BY_HTTP
+from ledger.store.watchdog import deadline_of
 from ledger.store.replication_reads import close_read_engine
 from ledger_service import dashboard as dashboard_pages
 from ledger_service.http import budgets, charges, docs, events, health, index, otlp, reading
@@ -31,6 +32,7 @@ from ledger_service.http.problems import (
     budget_problem,
     handle_problem,
     problem_response,
+    request_seconds,
     unavailable_problem,
 )
 from ledger_service.http.security_headers import STRICT_CSP, secure_send
@@ -71,7 +73,8 @@ class LedgerApp(FastAPI):
                 and not scope.get("root_path") and not self.root_path):
             await self._record_charge(scope, receive, send)
             return
-        await super().__call__(scope, receive, send)
+        with deadline_of(request_seconds(self.state.ledger.settings.retry_deadline_seconds)):
+            await super().__call__(scope, receive, send)
 
     async def _record_charge(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self

@@ -134,6 +134,17 @@ def budget_problem(exc: LedgerError) -> Problem | None:
 RETRY_AFTER_SECONDS = 5
 
 
+def request_seconds(retry_deadline_seconds: float) -> float:
+    """How long a request's database calls may take in all: twice the writes' retry deadline (60 s by default).
+
+    A frozen primary answers nothing and no TCP timeout ends the wait, so a
+    read without this bound would wait for it forever; past it the call's
+    connection is shut down (:mod:`ledger.store.watchdog`) and the request is
+    answered 503 with ``Retry-After``. Writes end sooner, by their own deadline.
+    """
+    return 2.0 * retry_deadline_seconds
+
+
 def unavailable_problem(exc: BaseException) -> Problem | None:
     """503 with ``Retry-After`` while the database cannot be reached (a failover's window); None otherwise.
 

@@ -296,6 +296,13 @@ def test_ledger_serve_answers_503_with_retry_after_while_the_database_is_gone(pr
         proxy.thaw()
         for charge_id in ("h-1", "h-2"):
             assert post(charge_id).status_code in (200, 201)
+        admin = json.loads(ledger_command(PG_URL, "keys", "create", "--role", "admin", "--json"))["key"]
+        totals = f"{running.url}/v1/accounts/acme/totals"
+        assert httpx.get(totals, headers=bearer(admin), timeout=DEADLINE * 4).status_code == 200
+        with proxy.frozen():  # a read waits on a frozen server for the request's bound, not forever
+            read = httpx.get(totals, headers=bearer(admin), timeout=DEADLINE * 6)
+        assert read.status_code == 503, read.text
+        assert int(read.headers["Retry-After"]) > 0
     assert {charge_id: indexed(server)[charge_id] for charge_id in ("h-0", "h-1", "h-2")} == {
         "h-0": 1, "h-1": 1, "h-2": 1}
 
