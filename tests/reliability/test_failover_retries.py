@@ -147,7 +147,8 @@ def test_group_commit_through_a_cut_counts_every_charge_once(ledger, proxy, serv
     proxy.deafen()
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         futures = [pool.submit(ledger.record_charge, **charge(charge_id)) for charge_id in ids]
-        wait_until(lambda: indexed(server), "a shared transaction committed", timeout=10)
+        wait_until(lambda: any(charge_id.startswith("g-") for charge_id in indexed(server)),
+                   "a shared transaction committed", timeout=10)
         proxy.cut()
         proxy.thaw()
         receipts = [future.result(timeout=DEADLINE * 3) for future in futures]
