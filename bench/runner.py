@@ -19,6 +19,7 @@ from bench import (
     endtoend,
     failover,
     http,
+    http_wrk,
     intake_sql,
     limit,
     otlp,
@@ -56,6 +57,7 @@ SCENARIOS: dict[str, Scenario] = {
     "compaction": readside.compaction,
     "report": readside.report,
     "http": http.http_api,
+    "http-wrk": http_wrk.http_api_wrk,
     "otlp": otlp.otlp_ingestion,
     "failover": failover.failover,
 }
@@ -142,7 +144,7 @@ def _run_one(name: str, scenario: Scenario, ctx: Context, problems: list[str]) -
 
 #: Scenarios whose rows write one charge (or row) per commit per writer: each is
 #: compared with pgbench and psycopg2 at 1 client, or at ``writers`` if it has several.
-WRITE_SCENARIOS = frozenset({"raw", "pgbench", "intake-sql", "crud", "single", "hot", "concurrent", "scaling", "http"})
+WRITE_SCENARIOS = frozenset({"raw", "pgbench", "intake-sql", "crud", "single", "hot", "concurrent", "scaling", "http", "http-wrk"})
 #: Rows of those scenarios that are not one commit per charge per writer.
 _NOT_ONE_PER_COMMIT = re.compile(r"aggregation|end to end|/call|rows/commit")
 _WRITERS = re.compile(r"(\d+) (?:writer )?(?:processes|threads|clients|HTTP clients)\b")

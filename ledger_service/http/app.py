@@ -22,10 +22,19 @@ from starlette.types import Receive, Scope, Send
 from ledger.errors import BusyAccount, InvalidInput, LedgerError
 from ledger.settings import DashboardSettings, HttpSettings, Settings
 from ledger.store.engine import DATABASE_ERRORS_SEEN_BY_HTTP
-from ledger.store.watchdog import deadline_of
 from ledger.store.replication_reads import close_read_engine
+from ledger.store.watchdog import deadline_of
 from ledger_service import dashboard as dashboard_pages
-from ledger_service.http import budgets, charges, docs, events, health, index, otlp, reading
+from ledger_service.http import (
+    budgets,
+    charges,
+    docs,
+    events,
+    health,
+    index,
+    otlp,
+    reading,
+)
 from ledger_service.http.auth import check_caller
 from ledger_service.http.problems import (
     Problem,
