@@ -27,6 +27,7 @@ __all__ = [
     "InvalidPrice",
     "Ledger",
     "LedgerError",
+    "LedgerUnavailable",
     "Outcome",
     "Price",
     "PriceTable",
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 _ERRORS = {"AlreadyReversed", "AmbiguousCharge", "BusyAccount", "ChargeConflict", "InvalidCharge",
-           "InvalidPrice", "LedgerError", "UnknownAccount", "UnknownCharge", "Unpriced"}
+           "InvalidPrice", "LedgerError", "LedgerUnavailable", "UnknownAccount", "UnknownCharge", "Unpriced"}
 
 
 def _module_of(name: str) -> ModuleType | None:

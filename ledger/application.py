@@ -85,6 +85,7 @@ from ledger.store.factory import (
     POOL_SIZE,
 )
 from ledger.store.recorder import APPLICATION_NAME, LedgerRecorder
+from ledger.store.replication_reads import close_read_engine
 from ledger.store.watchdog import deadline_of
 from ledger.webhooks import WebhookEndpoint
 
@@ -183,6 +184,7 @@ class Ledger(Application):
             return
         self._closed = True
         atexit.unregister(self._close_at_exit)
+        close_read_engine(self)
         self.store.close()
         super().close()
         self.factory.close()
