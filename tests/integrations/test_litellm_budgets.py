@@ -31,7 +31,7 @@ from ledger_service.integrations.litellm import (
     LedgerCallback,
 )
 from ledger_service.keys import create_key
-from tests.conftest import wait_until
+from conftest import wait_until
 from tests.http.http_helpers import free_port
 from tests.integrations.litellm_support import (
     COMPLETION_RATE,

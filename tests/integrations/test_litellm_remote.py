@@ -24,7 +24,7 @@ from ledger import Ledger, Settings
 from ledger.importer import import_file
 from ledger_service.integrations.litellm import LedgerCallback
 from ledger_service.keys import create_key
-from tests.conftest import PG_URL, wait_until
+from conftest import PG_URL, wait_until
 from tests.http.http_helpers import free_port
 from tests.integrations.litellm_support import (
     MESSAGES,

@@ -308,6 +308,10 @@ def _killing_round(
 
     procs = [start(w) for w in range(WRITERS)]
     try:
+        # Kills start once writers are acknowledging (on a loaded machine they may take a while to
+        # start): a victim killed later has acknowledgements to check.
+        while not any(_acknowledged(path) for path in acks) and time.monotonic() < deadline:
+            time.sleep(0.02)
         while kills < 12 and time.monotonic() < deadline:
             time.sleep(rng.uniform(0.02, 0.25))
             alive = [w for w, p in enumerate(procs) if p.is_alive()]

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from ledger import Ledger, Settings
 from ledger.errors import LedgerUnavailable
-from tests.conftest import PG_URL, wait_until
+from conftest import PG_URL, wait_until
 from tests.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.postgres
