@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -174,6 +175,30 @@ def reset_postgres(url: str = PG_URL) -> None:
         ) from exc
     finally:
         engine.dispose()
+
+
+def admin_sql(sql: str) -> None:
+    """``sql`` on the server's ``postgres`` database, outside a transaction (CREATE, DROP, ALTER DATABASE)."""
+    engine = sa.create_engine(sa.engine.make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def scratch_database(suffix: str) -> Iterator[str]:
+    """A database of the test's own beside the run's (``<database>_<suffix>``), which the test may make
+    unreachable (``ALTER DATABASE ... ALLOW_CONNECTIONS false``); dropped afterwards whatever happened."""
+    name = f"{sa.engine.make_url(PG_URL).database}_{suffix}"
+    admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def ensure_database(url: str = PG_URL, timeout: float = 60.0) -> None:

@@ -24,11 +24,11 @@ from typing import Any
 
 import litellm
 import sqlalchemy as sa
+from conftest import wait_until
 
 from ledger import Ledger
 from ledger.store.schema import charge_index
 from ledger_service.integrations.litellm import LedgerCallback
-from conftest import wait_until
 from tests.http.http_helpers import wait_healthy
 
 #: gpt-4o in micro-units per million tokens (the catalogue the tests set).

@@ -21,6 +21,7 @@ from typing import Any
 
 import litellm
 import pytest
+from conftest import wait_until
 from fastapi import HTTPException
 from litellm.caching.dual_cache import DualCache
 from litellm.proxy._types import UserAPIKeyAuth
@@ -31,7 +32,6 @@ from ledger_service.integrations.litellm import (
     LedgerCallback,
 )
 from ledger_service.keys import create_key
-from conftest import wait_until
 from tests.http.http_helpers import free_port
 from tests.integrations.litellm_support import (
     COMPLETION_RATE,

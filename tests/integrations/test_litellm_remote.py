@@ -19,12 +19,12 @@ from collections.abc import Iterator
 import litellm
 import pytest
 import sqlalchemy as sa
+from conftest import PG_URL, admin_sql, scratch_database, wait_until
 
 from ledger import Ledger, Settings
 from ledger.importer import import_file
 from ledger_service.integrations.litellm import LedgerCallback
 from ledger_service.keys import create_key
-from conftest import PG_URL, wait_until
 from tests.http.http_helpers import free_port
 from tests.integrations.litellm_support import (
     MESSAGES,
@@ -134,26 +134,11 @@ def test_remote_mode_needs_a_key():
         LedgerCallback(url="http://127.0.0.1:1")
 
 
-def admin_sql(sql: str) -> None:
-    engine = sa.create_engine(sa.engine.make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql(sql)
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
 def own_database() -> Iterator[str]:
     """A PostgreSQL database of this test's own, which it may make unreachable."""
-    name = f"{sa.engine.make_url(PG_URL).database}_litellm_down"
-    admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin_sql(f'CREATE DATABASE "{name}"')
-    try:
+    with scratch_database("litellm_down") as name:
         yield name
-    finally:
-        admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.postgres

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL
+from conftest import PG_URL, admin_sql, scratch_database
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
@@ -34,29 +34,10 @@ from tests.integrations.test_otlp_receiver import (
 pytestmark = pytest.mark.postgres
 
 
-def admin_engine() -> sa.engine.Engine:
-    return sa.create_engine(sa.engine.make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
-
-
-def run(sql: str) -> None:
-    engine = admin_engine()
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql(sql)
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
 def own_database() -> Iterator[str]:
-    name = f"{sa.engine.make_url(PG_URL).database}_otlp_down"
-    run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    run(f'CREATE DATABASE "{name}"')
-    try:
+    with scratch_database("otlp_down") as name:
         yield name
-    finally:
-        run(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_an_unreachable_store_is_503_with_retry_after_and_the_retry_counts_once(own_database, monkeypatch):
@@ -70,13 +51,13 @@ def test_an_unreachable_store_is_503_with_retry_after_and_the_retry_counts_once(
     body = encode_spans(finished_spans(calls, {"ledger.account_id": "acct-down"})).SerializeToString()
     headers = {**bearer(key), "Content-Type": PROTOBUF}
     with serving(url) as server:
-        run(f'ALTER DATABASE "{own_database}" ALLOW_CONNECTIONS false')
-        run(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{own_database}'")
+        admin_sql(f'ALTER DATABASE "{own_database}" ALLOW_CONNECTIONS false')
+        admin_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{own_database}'")
         down = httpx.post(f"{server.url}/v1/traces", content=body, headers=headers, timeout=60)
         assert down.status_code == 503, down.text
         assert int(down.headers["retry-after"]) >= 1
         assert down.headers["content-type"] == PROTOBUF
-        run(f'ALTER DATABASE "{own_database}" ALLOW_CONNECTIONS true')
+        admin_sql(f'ALTER DATABASE "{own_database}" ALLOW_CONNECTIONS true')
         for _ in range(2):  # the exporter's retry, and a resend of it
             back = httpx.post(f"{server.url}/v1/traces", content=body, headers=headers, timeout=60)
             assert back.status_code == 200, back.text

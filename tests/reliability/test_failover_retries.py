@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from conftest import PG_URL, wait_until
 
 from ledger import Ledger, Settings
 from ledger.errors import LedgerUnavailable
-from conftest import PG_URL, wait_until
 from tests.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.postgres
