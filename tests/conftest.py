@@ -177,6 +177,16 @@ def reset_postgres(url: str = PG_URL) -> None:
         engine.dispose()
 
 
+def scalar(url: str, sql: str) -> Any:
+    """The one value ``sql`` answers on ``url``, read on a connection of its own."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return connection.exec_driver_sql(sql).scalar_one()
+    finally:
+        engine.dispose()
+
+
 def admin_sql(sql: str) -> None:
     """``sql`` on the server's ``postgres`` database, outside a transaction (CREATE, DROP, ALTER DATABASE)."""
     engine = sa.create_engine(sa.engine.make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")

@@ -16,7 +16,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import IO, Iterator
 
 import httpx
 import pytest
@@ -76,6 +76,13 @@ class Server:
     url: str
     database_url: str
     process: subprocess.Popen
+    log: IO[str]
+
+    def output(self) -> str:
+        """What the server has printed so far (its log file is never an unread pipe)."""
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
 
     def new_key(self, *args: str) -> str:
         return json.loads(ledger_command(self.database_url, "keys", "create", "--json", *args))["key"]
@@ -94,9 +101,10 @@ def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 30) -> bo
 
 
 @contextmanager
-def serving(store_url: str) -> Iterator[Server]:
-    """``ledger serve`` on a free loopback port for the ``with`` block, up when /healthz answers."""
-    port = free_port()
+def serving(store_url: str, port: int | None = None) -> Iterator[Server]:
+    """``ledger serve`` on ``port`` (default: a free loopback port) for the ``with`` block, up when
+    /healthz answers. A test that stops the server and starts it again on the same address passes the port."""
+    port = port or free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # The server's output goes to a file, never an unread pipe: a burst of logged
     # tracebacks would fill the pipe and block the server mid-test.
@@ -112,7 +120,7 @@ def serving(store_url: str) -> Iterator[Server]:
                 if process.poll() is not None:
                     raise RuntimeError(f"ledger serve exited: {log.read()}")
                 raise RuntimeError(f"ledger serve did not come up: {log.read()}")
-            yield Server(url, store_url, process)
+            yield Server(url, store_url, process, log)
         finally:
             process.terminate()
             try:

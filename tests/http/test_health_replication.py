@@ -8,19 +8,11 @@ read-only, holding usage of its own, so the answers say which database served th
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import IO
-
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL, ensure_database, reset_postgres
-from http_helpers import bearer, free_port, serving, wait_healthy
+from conftest import PG_URL, ensure_database, reset_postgres, scalar
+from http_helpers import bearer, serving
 
 from ledger import Ledger, Settings
 from ledger.store.replication import Replication, read_replication
@@ -42,43 +34,17 @@ def server_state() -> Replication:
         engine.dispose()
 
 
-@contextmanager
-def logged_server(store_url: str, **env: str) -> Iterator[tuple[str, subprocess.Popen, IO[str]]]:
-    """``ledger serve`` with ``env`` added, its output kept in a file the test reads."""
-    port = free_port()
-    with tempfile.TemporaryFile(mode="w+") as log:
-        process = subprocess.Popen([sys.executable, "-m", "ledger_service.cli", "--database-url", store_url, "serve",
-                                    "--host", "127.0.0.1", "--port", str(port)],
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, stdout=log,
-                                   stderr=subprocess.STDOUT, text=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            if not wait_healthy(url, process):
-                log.seek(0)
-                raise RuntimeError(f"ledger serve did not come up: {log.read()}")
-            yield url, process, log
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def output(log: IO[str]) -> str:
-    log.flush()
-    log.seek(0)
-    return log.read()
-
-
 @pytest.mark.postgres
 def test_healthz_on_postgresql_says_whether_charges_are_safe_and_serve_warned_once(tmp_path):
     reset_postgres(PG_URL)
     state = server_state()
-    with logged_server(PG_URL) as (url, _process, log):
-        answer = httpx.get(f"{url}/healthz", timeout=30)
+    with serving(PG_URL) as server:
+        answer = httpx.get(f"{server.url}/healthz", timeout=30)
         assert answer.status_code == 200
         body = answer.json()
         HealthOut.model_validate(body)
-        documented = httpx.get(f"{url}/openapi.json", timeout=30).json()["components"]["schemas"]
-        said = output(log)
+        documented = httpx.get(f"{server.url}/openapi.json", timeout=30).json()["components"]["schemas"]
+        said = server.output()
     assert (body["status"], body["database"]) == ("ok", "ok")
     replication = body["replication"]
     assert (replication["store"], replication["role"]) == ("postgresql", "primary")
@@ -98,9 +64,9 @@ def test_healthz_on_postgresql_says_whether_charges_are_safe_and_serve_warned_on
 
 
 def test_healthz_on_sqlite_says_embedded_single_file_and_serve_warns_nothing(tmp_path):
-    with logged_server(f"sqlite:///{tmp_path / 'ledger.db'}") as (url, _process, log):
-        body = httpx.get(f"{url}/healthz", timeout=30).json()
-        said = output(log)
+    with serving(f"sqlite:///{tmp_path / 'ledger.db'}") as server:
+        body = httpx.get(f"{server.url}/healthz", timeout=30).json()
+        said = server.output()
     HealthOut.model_validate(body)
     assert (body["status"], body["database"]) == ("ok", "ok")
     replication = body["replication"]
@@ -146,12 +112,7 @@ def test_usage_reads_the_read_database_while_charges_and_totals_stay_on_the_prim
 
 
 def _count(url: str, table: str) -> int:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as connection:
-            return connection.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
-    finally:
-        engine.dispose()
+    return scalar(url, f"SELECT count(*) FROM {table}")
 
 
 @pytest.mark.postgres

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL, ensure_database, reset_postgres
+from conftest import PG_URL, ensure_database, reset_postgres, scalar
 
 from ledger import Ledger, Settings
 from ledger.store.replication_reads import make_read_engine, read_engine, reads_of
@@ -41,12 +41,7 @@ def charge(account: str, n: int, tokens: int) -> dict[str, object]:
 
 
 def count(url: str, table: str) -> int:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as connection:
-            return connection.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
-    finally:
-        engine.dispose()
+    return scalar(url, f"SELECT count(*) FROM {table}")
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL, wait_until
+from conftest import PG_URL, scalar, wait_until
 
 from ledger import Ledger, Settings
 from ledger.store.keys import reader_of
@@ -46,12 +46,7 @@ def with_options(url: str, options: str) -> str:
 
 
 def server_setting(name: str, url: str = PG_URL) -> str:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as connection:
-            return connection.exec_driver_sql(f"SHOW {name}").scalar_one()
-    finally:
-        engine.dispose()
+    return scalar(url, f"SHOW {name}")
 
 
 def server_state() -> Replication:

@@ -15,9 +15,6 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import asyncio
 import json
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,7 +26,7 @@ from conftest import wait_until
 from ledger import Ledger
 from ledger.store.schema import charge_index
 from ledger_service.integrations.litellm import LedgerCallback
-from tests.http.http_helpers import wait_healthy
+from tests.http.http_helpers import serving
 
 #: gpt-4o in micro-units per million tokens (the catalogue the tests set).
 PROMPT_RATE, COMPLETION_RATE = 2_500_000, 10_000_000
@@ -82,37 +79,21 @@ async def asettled(callback: LedgerCallback, calls: int) -> None:
     await asyncio.to_thread(settled, callback, calls)
 
 
-def payloads(ledger: Ledger, account: str) -> list[dict[str, Any]]:
-    """The facts of each charge recorded for ``account``, as the charge-id index keeps them."""
-    query = sa.select(charge_index.c.payload).where(charge_index.c.account_id == account)
+def payloads(ledger: Ledger, account: str | None = None) -> list[dict[str, Any]]:
+    """The facts of each charge recorded (for ``account``, when given), as the charge-id index keeps them."""
+    query = sa.select(charge_index.c.payload)
+    if account is not None:
+        query = query.where(charge_index.c.account_id == account)
     with ledger.store.engine.connect() as connection:
         return sorted((json.loads(row) for row in connection.execute(query).scalars()), key=lambda p: p["charge_id"])
 
 
 def all_payloads(ledger: Ledger) -> list[dict[str, Any]]:
-    query = sa.select(charge_index.c.payload)
-    with ledger.store.engine.connect() as connection:
-        return sorted((json.loads(row) for row in connection.execute(query).scalars()), key=lambda p: p["charge_id"])
+    return payloads(ledger)
 
 
 @contextmanager
 def serving_on(store_url: str, port: int) -> Iterator[str]:
     """``ledger serve`` on this loopback port for the block (up when /healthz answers); its URL."""
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile(mode="w+") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ledger_service.cli", "--database-url", store_url, "serve",
-             "--host", "127.0.0.1", "--port", str(port)],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT, text=True)
-        try:
-            if not wait_healthy(url, process):
-                log.seek(0)
-                raise RuntimeError(f"ledger serve did not come up: {log.read()}")
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with serving(store_url, port) as server:
+        yield server.url
