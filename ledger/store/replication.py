@@ -74,8 +74,20 @@ class Replication:
     role_name: str | None
     sees_standbys: bool
     standbys: tuple[Standby, ...]
-    #: Why an acknowledged charge could be lost with the primary; empty: it could not.
-    reasons: tuple[str, ...]
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why an acknowledged charge could be lost with the primary; empty: it could not (or SQLite)."""
+        if self.store == "sqlite":
+            return ()
+        return unsafe_reasons(
+            in_recovery=self.in_recovery,
+            synchronous_commit=self.synchronous_commit or "",
+            synchronous_standby_names=self.synchronous_standby_names or "",
+            role_name=self.role_name or "",
+            sees_standbys=self.sees_standbys,
+            standbys=self.standbys,
+        )
 
     @property
     def safe(self) -> bool:
@@ -113,7 +125,7 @@ class ReadLag:
 
 EMBEDDED_REPLICATION = Replication(store="sqlite", in_recovery=False, synchronous_commit=None,
                                    synchronous_standby_names=None, role_name=None, sees_standbys=False,
-                                   standbys=(), reasons=())
+                                   standbys=())
 
 
 def unsafe_reasons(*, in_recovery: bool, synchronous_commit: str, synchronous_standby_names: str,
@@ -149,14 +161,6 @@ def read_replication(engine: sa.engine.Engine) -> Replication:
         role_name=facts["role_name"],
         sees_standbys=bool(facts["sees_standbys"]),
         standbys=standbys,
-        reasons=unsafe_reasons(
-            in_recovery=bool(facts["in_recovery"]),
-            synchronous_commit=facts["synchronous_commit"],
-            synchronous_standby_names=facts["synchronous_standby_names"],
-            role_name=facts["role_name"],
-            sees_standbys=bool(facts["sees_standbys"]),
-            standbys=standbys,
-        ),
     )
 
 
