@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ledger_service.integrations.otel import charges_of, charges_of_spans
 from ledger_service.integrations.otel_json import BadOtlpJson, json_spans
+from tests.integrations.otlp_support import message_json
 
 
 def sdk_export() -> Any:
@@ -52,21 +53,10 @@ def sdk_export() -> Any:
     return encode_spans(memory.get_finished_spans())
 
 
-def otlp_json(message: Any) -> dict[str, Any]:
-    body = MessageToDict(message, use_integers_for_enums=True)
-    for resource_spans in body["resourceSpans"]:
-        for scope_spans in resource_spans["scopeSpans"]:
-            for span in scope_spans["spans"]:
-                for name in ("traceId", "spanId", "parentSpanId"):
-                    if name in span:
-                        span[name] = base64.b64decode(span[name]).hex()
-    return body
-
-
 def test_otlp_json_gives_the_same_charges_and_rejections_as_protobuf():
     message = sdk_export()
     from_protobuf = charges_of(message)
-    from_json = charges_of_spans(json_spans(otlp_json(message)))
+    from_json = charges_of_spans(json_spans(message_json(message)))
     assert from_json == from_protobuf
     assert len(from_json.charges) == 3 and len(from_json.rejected) == 1  # the agent and HTTP spans are ignored
 
@@ -84,7 +74,7 @@ def test_enum_names_snake_case_keys_and_numbers_are_read_as_protobufs_json_reade
 
 
 def spoiled(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
-    body = copy.deepcopy(otlp_json(sdk_export()))
+    body = copy.deepcopy(message_json(sdk_export()))
     target: Any = body
     for step in path[:-1]:
         target = target[step]
@@ -120,7 +110,7 @@ def test_a_malformed_field_is_named_by_its_path(path, value, named):
 
 def test_unknown_fields_and_unread_attributes_are_skipped():
     message = sdk_export()
-    body = otlp_json(message)
+    body = message_json(message)
     span = body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
     span["futureField"] = {"anything": [1, 2]}
     span["attributes"].append({"key": "http.route", "value": {"unknownValue": True}})

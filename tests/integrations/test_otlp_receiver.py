@@ -8,7 +8,6 @@ as the specification writes them. Charges are read back through the ledger.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -19,7 +18,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from conftest import PG_URL, reset_postgres
-from google.protobuf.json_format import MessageToDict
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -36,6 +34,7 @@ from ledger import Ledger, Settings, UnknownAccount
 from ledger.store.schema import charge_index
 from ledger_service.keys import create_key
 from tests.http.http_helpers import bearer, serving
+from tests.integrations.otlp_support import message_json
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -95,14 +94,7 @@ def finished_spans(calls: Sequence[Mapping[str, Any]], resource: Mapping[str, An
 
 def otlp_json(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
     """The spans as an OTLP JSON ExportTraceServiceRequest: ids in hex, enums as integers."""
-    body = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
-    for resource_spans in body["resourceSpans"]:
-        for scope_spans in resource_spans["scopeSpans"]:
-            for span in scope_spans["spans"]:
-                for name in ("traceId", "spanId", "parentSpanId"):
-                    if name in span:
-                        span[name] = base64.b64decode(span[name]).hex()
-    return body
+    return message_json(encode_spans(spans))
 
 
 def post(url: str, key: str, body: bytes, kind: str, *, gzipped: bool = False) -> httpx.Response:
