@@ -42,6 +42,17 @@ def index_count(ledger: Ledger) -> int:
     return int(count)
 
 
+def index_ids(ledger: Ledger, prefix: str) -> set[str]:
+    """The charge ids in the charge-id index that start with ``prefix``."""
+    engine = ledger.store.engine
+    assert isinstance(engine, sa.engine.Engine)
+    query = sa.select(charge_index.c.charge_id).where(charge_index.c.charge_id.startswith(prefix, autoescape=True))
+    with engine.connect() as connection:
+        ids = set(connection.execute(query).scalars())
+        connection.rollback()
+    return ids
+
+
 def check_recorded(url: str, accounts: Iterable[str], expected: Tally, *, accepted: int | None = None) -> None:
     """A fresh ledger on ``url`` shows exactly the expected totals and index rows."""
     ledger = Ledger.from_url(url)

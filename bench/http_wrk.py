@@ -27,9 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
-from bench.checks import check_recorded
+from bench.checks import check_recorded, index_ids
 from bench.context import Context
 from bench.http import HTTP_TARGET, _as_json, _concurrently, _latency, _server
 from bench.recording import open_accounts
@@ -86,9 +84,9 @@ def http_api_wrk(ctx: Context) -> list[Row]:
                             wrk_seconds += seconds
                             answered += done
                             wrk_latency.append(latency)
+            recorded = index_ids(ledger, PREFIX)
         finally:
             ledger.close()
-        recorded = _recorded_ids(url)
         unknown = recorded - made.keys()
         if unknown:
             raise Inconsistent(f"{len(unknown)} charges recorded that wrk never generated")
@@ -131,14 +129,3 @@ def _run_wrk(wrk: str, base_url: str, key: str, bodies: Sequence[dict[str, Any]]
     seconds = float(done.group(2)) / (1000 if done.group(3) == "ms" else 1)
     return seconds, int(done.group(1)), (report["p50_us"], report["p99_us"])
 
-
-def _recorded_ids(url: str) -> set[str]:
-    """The charge ids wrk's turns recorded (read from the charge index)."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(sa.text("SELECT charge_id FROM ledger_charge_index WHERE charge_id LIKE :p"),
-                                      {"p": f"{PREFIX}%"})
-            return {row[0] for row in rows}
-    finally:
-        engine.dispose()
