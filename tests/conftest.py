@@ -187,6 +187,17 @@ def scalar(url: str, sql: str) -> Any:
         engine.dispose()
 
 
+def replication_of(url: str) -> Any:
+    """The replication state of the server at ``url`` (ledger.store.replication), on a connection of its own."""
+    from ledger.store.replication import read_replication
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        return read_replication(engine)
+    finally:
+        engine.dispose()
+
+
 def admin_sql(sql: str) -> None:
     """``sql`` on the server's ``postgres`` database, outside a transaction (CREATE, DROP, ALTER DATABASE)."""
     engine = sa.create_engine(sa.engine.make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")

@@ -11,11 +11,10 @@ from __future__ import annotations
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL, ensure_database, reset_postgres, scalar
+from conftest import PG_URL, ensure_database, replication_of, reset_postgres, scalar
 from http_helpers import bearer, serving
 
 from ledger import Ledger, Settings
-from ledger.store.replication import Replication, read_replication
 from ledger_service.http.schemas import HealthOut
 from projections import Projector
 
@@ -26,18 +25,10 @@ READ_ONLY = sa.engine.make_url(READ_URL).update_query_dict(
     {"options": "-c default_transaction_read_only=on"}).render_as_string(hide_password=False)
 
 
-def server_state() -> Replication:
-    engine = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
-    try:
-        return read_replication(engine)
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.postgres
 def test_healthz_on_postgresql_says_whether_charges_are_safe_and_serve_warned_once(tmp_path):
     reset_postgres(PG_URL)
-    state = server_state()
+    state = replication_of(PG_URL)
     with serving(PG_URL) as server:
         answer = httpx.get(f"{server.url}/healthz", timeout=30)
         assert answer.status_code == 200

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL, scalar, wait_until
+from conftest import PG_URL, replication_of, scalar, wait_until
 
 from ledger import Ledger, Settings
 from ledger.store.keys import reader_of
 from ledger.store.replication import (
-    Replication,
     Standby,
     read_replication,
     unsafe_reasons,
@@ -47,15 +46,6 @@ def with_options(url: str, options: str) -> str:
 
 def server_setting(name: str, url: str = PG_URL) -> str:
     return scalar(url, f"SHOW {name}")
-
-
-def server_state() -> Replication:
-    """The test server's state, read on a connection of its own."""
-    engine = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
-    try:
-        return read_replication(engine)
-    finally:
-        engine.dispose()
 
 
 def standby(name: str, sync_state: str | None, state: str | None = "streaming") -> Standby:
@@ -176,7 +166,7 @@ def warnings_of(stderr: str) -> list[str]:
 
 
 def test_a_writer_on_postgresql_warns_once_per_process_and_on_sqlite_never(tmp_path):
-    state = server_state()
+    state = replication_of(PG_URL)
     for url in (PG_URL, f"sqlite:///{tmp_path / 'ledger.db'}"):
         done = subprocess.run([sys.executable, "-c", OPEN_TWICE.format(url=url)], capture_output=True, text=True,
                               timeout=120, cwd=ROOT, check=False)
@@ -209,7 +199,7 @@ def test_a_replication_state_that_cannot_be_read_is_logged_and_never_fatal(caplo
 
 
 def test_ledger_worker_warns_at_start_before_any_task(tmp_path):
-    state = server_state()
+    state = replication_of(PG_URL)
     log = tmp_path / "worker.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LEDGER_DATABASE_URL": PG_URL, "LEDGER_HUEY_URL": JOBS_REDIS_URL}
     with log.open("w") as out:
@@ -232,7 +222,7 @@ def test_ledger_health_says_what_the_server_says(tmp_path):
         return subprocess.run([sys.executable, "-m", "ledger_service.cli", "--database-url", url, "health", *extra],
                               capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
 
-    state = server_state()
+    state = replication_of(PG_URL)
     shown = health(PG_URL, "--json")
     assert shown.returncode == 0, shown.stderr
     answer = json.loads(shown.stdout)
