@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
 
 from http_helpers import ledger_command, server  # noqa: F401 - fixture
-from ledger_service.secret_key import default_path
 from test_dashboard_session import form_token, sign_in
 
 
@@ -82,7 +82,7 @@ def test_revoking_the_key_and_expiry_end_a_session_at_once(server):
         assert http.get("/dashboard/accounts/acme").status_code == 401
 
 
-def test_a_copy_of_the_database_holds_no_usable_session_or_secret(server):
+def test_a_copy_of_the_database_holds_no_usable_session_or_secret(server, secret_key_file):
     admin = server.new_key("--role", "admin")
     with httpx.Client(base_url=server.url, timeout=30, follow_redirects=True) as http:
         sign_in(http, admin)
@@ -90,7 +90,8 @@ def test_a_copy_of_the_database_holds_no_usable_session_or_secret(server):
     tables, dump = database_dump(server.database_url)
     assert "dashboard_sessions" in tables and "dashboard_secret" not in tables
     assert cookie not in dump and admin not in dump
-    assert default_path().read_text().strip() not in dump  # the signing key stays outside the database
+    key = Path(secret_key_file).read_text().strip()  # the server's key: the run's file (conftest)
+    assert key and key not in dump  # the signing key stays outside the database
     [stored] = sessions_in(server.database_url)
     assert stored["digest"] == hashlib.sha256(cookie.encode()).hexdigest()
     assert set(stored) == {"digest", "key_id", "created_at", "expires_at"}
