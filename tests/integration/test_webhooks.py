@@ -49,6 +49,14 @@ DEADLINE = 45.0
 wait_for = partial(wait_until, timeout=DEADLINE)
 
 
+class _Listener(ThreadingHTTPServer):
+    """A listening socket with room for many deliverers connecting at once (the default backlog, 5,
+    resets connections when three deliverers post together: a refusal of the test's, not the ledger's)."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class Receiver:
     """A webhook receiver on 127.0.0.1: answers 503 to its first ``fail_first`` requests, then 200.
 
@@ -79,8 +87,7 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Listener(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
