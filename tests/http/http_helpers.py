@@ -1,8 +1,11 @@
 """Helpers and fixtures the HTTP tests share (imported by each test module, so no second conftest).
 
 The app on the test's store through the ASGI client, and a real ``ledger
-serve``. Keys are made the way an operator makes them: through the library
-for the ASGI tests, through ``ledger keys create --json`` for the server.
+serve``: one per test (``server``), or one per module and store
+(``shared_server``) for tests that keep to rows of their own. Keys are made
+the way an operator makes them: through the library for the ASGI tests,
+through ``ledger keys create --json`` for the server (run in this process by
+typer's runner: the same command, without starting Python again).
 """
 
 from __future__ import annotations
@@ -14,14 +17,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Iterator
+from typing import IO
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from conftest import PG_URL, ensure_database, reset_postgres
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from ledger_service.cli import app as cli_app
 from ledger_service.http import create_app
 from ledger_service.keys import create_key
 
@@ -39,8 +47,19 @@ def free_port() -> int:
 def ledger_command(url: str, *args: str) -> str:
     """``ledger --database-url URL ARGS`` as a user runs it; its stdout."""
     result = subprocess.run([sys.executable, "-m", "ledger_service.cli", "--database-url", url, *args],
-                            capture_output=True, text=True, timeout=120)
+                            check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def ledger_cli(url: str, *args: str) -> str:
+    """``ledger --database-url URL ARGS`` run in this process (typer's runner); its stdout.
+
+    The same command as :func:`ledger_command` for a test's set-up (keys, prices), without the
+    half second a new Python process costs; tests of the installed command use :func:`ledger_command`.
+    """
+    result = CliRunner().invoke(cli_app, ["--database-url", url, *args])
+    assert result.exit_code == 0, (result.exit_code, result.stdout, result.stderr)
     return result.stdout
 
 
@@ -85,7 +104,12 @@ class Server:
         return self.log.read()
 
     def new_key(self, *args: str) -> str:
-        return json.loads(ledger_command(self.database_url, "keys", "create", "--json", *args))["key"]
+        """A new key's secret: ``ledger keys create --json ARGS`` on the server's store."""
+        return self.new_key_made(*args)["key"]
+
+    def new_key_made(self, *args: str) -> dict[str, str]:
+        """``ledger keys create --json ARGS`` on the server's store: the key's id and secret."""
+        return json.loads(ledger_cli(self.database_url, "keys", "create", "--json", *args))
 
 
 def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 30) -> bool:
@@ -134,4 +158,42 @@ def serving(store_url: str, port: int | None = None) -> Iterator[Server]:
 def server(store_url) -> Iterator[Server]:
     """``ledger serve`` on the test's store."""
     with serving(store_url) as running:
+        yield running
+
+
+#: The stores a module's shared server runs on, named as conftest's ``store_url`` names them.
+STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def module_database_url() -> str:
+    """The PostgreSQL database of the modules' shared servers: the run's (or worker's) database + ``_serve``.
+
+    A database apart, so a test of the same module that empties the run's database (``store_url``,
+    ``postgres_url``) never drops tables under a shared server that is still running.
+    """
+    url = sa.engine.make_url(PG_URL)
+    return url.set(database=f"{url.database}_serve").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="module", params=STORES)
+def module_store_url(request, tmp_path_factory) -> Iterator[str]:
+    """A store for the module, once per store kind: empty when the module starts (and, on PostgreSQL, when it ends)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('module-store') / 'ledger.db'}"
+        return
+    url = module_database_url()
+    ensure_database(url)
+    reset_postgres(url)
+    yield url
+    reset_postgres(url)
+
+
+@pytest.fixture(scope="module")
+def shared_server(module_store_url) -> Iterator[Server]:
+    """One ``ledger serve`` for the module's tests, per store.
+
+    For tests that use keys, accounts and ids of their own and neither stop the server, change its
+    settings, need an empty store nor count the whole store; the others take ``server``.
+    """
+    with serving(module_store_url) as running:
         yield running
