@@ -3,7 +3,9 @@
 Through a real ``ledger serve``: every endpoint, with bodies that would
 otherwise be 400 (malformed JSON), 413 (too large), 415 (wrong content type)
 or 422 (bad fields), answers 401 to a caller without a valid key, and stores
-nothing. A key outside its role is 403 before its body is looked at.
+nothing. A key outside its role is 403 before its body is looked at. One
+server per store serves the module: each test makes its own keys, and counts
+what it stored from its own start.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
-from http_helpers import bearer, ledger_command, server  # noqa: F401 - fixture
+from http_helpers import Server, bearer, ledger_cli, module_store_url, shared_server  # noqa: F401 - fixtures
 from ledger import Ledger, Settings
+
+#: One worker runs the module, so its shared server starts once per store.
+pytestmark = pytest.mark.xdist_group("http-auth-first")
 
 UNKNOWN = "lk_0123456789abcdef_" + "A" * 43  # well formed, never issued
 GOOD = {"account_id": "acme", "charge_type": "completion", "prompt_tokens": 1, "charge_id": "c1"}
@@ -56,20 +62,20 @@ def stored(url: str) -> int:
         ledger.close()
 
 
-def credentials(server) -> dict[str, dict[str, str]]:
-    revoked = server.new_key("--role", "admin")
-    key_id = json.loads(ledger_command(server.database_url, "keys", "list", "--json"))[-1]["id"]
-    ledger_command(server.database_url, "keys", "revoke", key_id)
+def credentials(server: Server) -> dict[str, dict[str, str]]:
+    """Each way of holding no valid key; the revoked key is made and revoked with ``ledger keys``."""
+    revoked = server.new_key_made("--role", "admin")
+    ledger_cli(server.database_url, "keys", "revoke", revoked["id"])
     return {"no key": {}, "not bearer": {"Authorization": "Basic YWxhZGRpbjpvcGVuc2VzYW1l"},
             "malformed": bearer("nope"), "scheme only": {"Authorization": "Bearer"},
-            "unknown": bearer(UNKNOWN), "revoked": bearer(revoked)}
+            "unknown": bearer(UNKNOWN), "revoked": bearer(revoked["key"])}
 
 
-def test_every_endpoint_answers_401_before_looking_at_the_body(server):
-    refused = credentials(server)
-    before = stored(server.database_url)
+def test_every_endpoint_answers_401_before_looking_at_the_body(shared_server):
+    refused = credentials(shared_server)
+    before = stored(shared_server.database_url)
     failures = []
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    with httpx.Client(base_url=shared_server.url, timeout=60) as http:
         for path, content_type, valid in WRITES:
             for body_name, (content, kind) in bodies(content_type, valid).items():
                 for who, headers in refused.items():
@@ -84,37 +90,37 @@ def test_every_endpoint_answers_401_before_looking_at_the_body(server):
                 if answer.status_code != 401:
                     failures.append((path, who, answer.status_code))
     assert failures == []
-    assert stored(server.database_url) == before
+    assert stored(shared_server.database_url) == before
 
 
-def test_a_declared_oversized_body_is_401_unread(server):
+def test_a_declared_oversized_body_is_401_unread(shared_server):
     """A Content-Length over the limit is answered at once: 401 to an unknown key, 413 to a known one."""
-    admin = server.new_key("--role", "admin")
+    admin = shared_server.new_key("--role", "admin")
     huge = b"[" + b"1," * (LIMIT // 2) + b"1]"
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    with httpx.Client(base_url=shared_server.url, timeout=60) as http:
         for path, content_type, _ in WRITES:
             headers = {"Content-Type": content_type}
             assert http.post(path, content=huge, headers={**headers, **bearer(UNKNOWN)}).status_code == 401
             assert http.post(path, content=huge, headers={**headers, **bearer(admin)}).status_code == 413
 
 
-def test_a_key_outside_its_role_is_403_before_its_body_is_judged(server):
-    reader = server.new_key("--role", "read", "--account", "acme")
-    before = stored(server.database_url)
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+def test_a_key_outside_its_role_is_403_before_its_body_is_judged(shared_server):
+    reader = shared_server.new_key("--role", "read", "--account", "acme")
+    before = stored(shared_server.database_url)
+    with httpx.Client(base_url=shared_server.url, timeout=60) as http:
         for path, content_type, valid in WRITES:
             for body_name, (content, kind) in bodies(content_type, valid).items():
                 answer = http.post(path, content=content, headers={**bearer(reader), "Content-Type": kind})
                 assert answer.status_code == 403, (path, body_name, answer.text)
-    assert stored(server.database_url) == before
+    assert stored(shared_server.database_url) == before
 
 
-def test_a_valid_key_still_gets_each_body_refusal(server):
+def test_a_valid_key_still_gets_each_body_refusal(shared_server):
     """The order changed, not the checks: with a good key each bad body gets its own status."""
-    admin = server.new_key("--role", "admin")
+    admin = shared_server.new_key("--role", "admin")
     expected = {"too large": 413, "wrong content type": 415, "no content type": 415, "malformed JSON": 400,
                 "not UTF-8": 400}
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    with httpx.Client(base_url=shared_server.url, timeout=60) as http:
         for path, content_type, valid in WRITES:
             for body_name, status in expected.items():
                 content, kind = bodies(content_type, valid)[body_name]
@@ -122,9 +128,9 @@ def test_a_valid_key_still_gets_each_body_refusal(server):
                 assert answer.status_code == status, (path, body_name, answer.text)
 
 
-def test_bad_query_parameters_are_401_for_an_unknown_key(server):
+def test_bad_query_parameters_are_401_for_an_unknown_key(shared_server):
     """FastAPI's own parameter checks answer after the key's: a bad limit is no way to probe without one."""
-    for name, headers in credentials(server).items():
+    for name, headers in credentials(shared_server).items():
         for query in ("limit=0", "limit=many", "acount=x"):
-            answer = httpx.get(f"{server.url}/v1/usage?{query}", headers=headers, timeout=30)
+            answer = httpx.get(f"{shared_server.url}/v1/usage?{query}", headers=headers, timeout=30)
             assert answer.status_code == 401, (name, query, answer.text)

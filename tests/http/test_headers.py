@@ -1,5 +1,5 @@
 """Every response carries nosniff, a referrer policy and frame-ancestors 'none'; no redirect echoes Host.
-Through a real ``ledger serve`` (and the app in process for an unexpected error)."""
+Through a real ``ledger serve``, one per store for the module (and the app in process for an unexpected error)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from http_helpers import bearer, server  # noqa: F401 - fixture
+from http_helpers import bearer, module_store_url, shared_server  # noqa: F401 - fixtures
 from ledger_service.http import charges, create_app
 from ledger_service.keys import create_key
 from test_dashboard_session import form_token, sign_in
+
+#: One worker runs the module, so its shared server starts once per store.
+pytestmark = pytest.mark.xdist_group("http-headers")
 
 CHARGE = {"account_id": "acme", "user_id": "ada", "charge_type": "completion", "provider": "openai",
           "model": "gpt-4o", "prompt_tokens": 12, "completion_tokens": 3, "charge_id": "h-1"}
@@ -24,9 +27,9 @@ def assert_secure(response: httpx.Response, what: str) -> None:
     assert len(response.headers.get_list("referrer-policy")) == 1, what
 
 
-def test_every_kind_of_response_carries_the_security_headers(server):
-    admin = server.new_key("--role", "admin")
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+def test_every_kind_of_response_carries_the_security_headers(shared_server):
+    admin = shared_server.new_key("--role", "admin")
+    with httpx.Client(base_url=shared_server.url, timeout=30) as http:
         answers = {
             "health": http.get("/healthz"),
             "openapi": http.get("/openapi.json"),
@@ -82,21 +85,21 @@ def test_an_unexpected_error_on_the_direct_charge_path_is_a_500_with_the_headers
     ("/dashboard/sign-in/", "/dashboard/sign-in"),
     ("/dashboard/accounts/%E8%B4%A6/", "/dashboard/accounts/%E8%B4%A6"),
 ])
-def test_trailing_slash_redirects_are_relative_whatever_the_host_header(server, path, location):
-    answer = httpx.get(f"{server.url}{path}", headers={"Host": "evil.example"}, timeout=30)
+def test_trailing_slash_redirects_are_relative_whatever_the_host_header(shared_server, path, location):
+    answer = httpx.get(f"{shared_server.url}{path}", headers={"Host": "evil.example"}, timeout=30)
     assert answer.status_code == 307 and answer.headers["location"] == location
     assert "evil" not in str(answer.headers) and "evil" not in answer.text
 
 
 @pytest.mark.parametrize("path", ["//evil.example/", "//evil.example/v1/usage/", "/\\evil.example/", "/no/such/"])
-def test_no_redirect_leaves_the_site(server, path):
-    answer = httpx.get(f"{server.url}{path}", headers={"Host": "evil.example"}, timeout=30)
+def test_no_redirect_leaves_the_site(shared_server, path):
+    answer = httpx.get(f"{shared_server.url}{path}", headers={"Host": "evil.example"}, timeout=30)
     assert answer.status_code == 404 and "location" not in answer.headers
 
 
-def test_the_dashboards_redirects_are_relative_whatever_the_host_header(server):
-    reader = server.new_key("--role", "read", "--account", "acme")
-    with httpx.Client(base_url=server.url, timeout=30, headers={"Host": "evil.example"}) as http:
+def test_the_dashboards_redirects_are_relative_whatever_the_host_header(shared_server):
+    reader = shared_server.new_key("--role", "read", "--account", "acme")
+    with httpx.Client(base_url=shared_server.url, timeout=30, headers={"Host": "evil.example"}) as http:
         assert http.get("/dashboard").headers["location"] == "/dashboard/sign-in"
         signed_in = sign_in(http, reader)
         assert signed_in.status_code == 303 and signed_in.headers["location"] == "/dashboard"

@@ -1,4 +1,7 @@
-"""The main paths through a real ``ledger serve`` (uvicorn on a loopback port), on SQLite and PostgreSQL."""
+"""The main paths through a real ``ledger serve`` (uvicorn on a loopback port), on SQLite and PostgreSQL.
+
+The SDK tests share one server per store (accounts of their own); the tests that read the whole store
+(``ledger report``, ``keys list``) or record documented events byte for byte start their own."""
 
 from __future__ import annotations
 
@@ -15,7 +18,10 @@ from openmeter import Client
 
 from ledger.settings import HttpSettings
 
-from http_helpers import bearer, ledger_command, server  # noqa: F401 - fixture
+from http_helpers import bearer, ledger_command, module_store_url, server, shared_server  # noqa: F401 - fixtures
+
+#: One worker runs the module, so its shared server starts once per store.
+pytestmark = pytest.mark.xdist_group("http-server")
 
 CHARGE = {"account_id": "acme", "user_id": "ada", "charge_type": "completion", "provider": "openai",
           "model": "gpt-4o", "prompt_tokens": 120, "completion_tokens": 30, "charge_id": "req-1",
@@ -89,36 +95,36 @@ def test_record_read_and_revoke_through_a_real_server(server):
         assert refused.headers["www-authenticate"].startswith("Bearer")
 
 
-def test_openmeter_sdk_ingests_unchanged_and_totals_follow(server):
-    key = server.new_key("--role", "ingest")
-    reader = server.new_key("--role", "read", "--account", "customer-1")
+def test_openmeter_sdk_ingests_unchanged_and_totals_follow(shared_server):
+    key = shared_server.new_key("--role", "ingest")
+    reader = shared_server.new_key("--role", "read", "--account", "customer-1")
     events = [
         {"specversion": "1.0", "id": f"call-{n}", "source": "gateway", "type": "prompt", "subject": "customer-1",
          "time": "2026-02-01T10:00:00Z", "data": {"tokens": tokens, "type": kind, "model": "gpt-4o"}}
         for n, (tokens, kind) in enumerate([(100, "input"), (40, "output"), (7, "input")])
     ]
-    with Client(endpoint=server.url, token=key) as client:
+    with Client(endpoint=shared_server.url, token=key) as client:
         client.events.ingest_events(events)
         client.events.ingest_events(events)  # a resend: duplicates, counted once
         client.events.ingest_event({**events[0], "id": "call-9", "data": {"prompt_tokens": 5,
                                                                           "completion_tokens": 6}})
-    totals = httpx.get(f"{server.url}/v1/accounts/customer-1/totals", headers=bearer(reader)).json()
+    totals = httpx.get(f"{shared_server.url}/v1/accounts/customer-1/totals", headers=bearer(reader)).json()
     assert (totals["charges"], totals["prompt_tokens"], totals["completion_tokens"]) == (4, 112, 46)
 
 
-def test_cloudevents_sdk_structured_event_is_recorded_once(server):
-    key = server.new_key("--role", "ingest", "--account", "customer-2")
-    reader = server.new_key("--role", "read", "--account", "customer-2")
+def test_cloudevents_sdk_structured_event_is_recorded_once(shared_server):
+    key = shared_server.new_key("--role", "ingest", "--account", "customer-2")
+    reader = shared_server.new_key("--role", "read", "--account", "customer-2")
     event = CloudEvent({"type": "usage", "source": "billing-proxy", "id": "evt-1", "subject": "customer-2",
                         "time": "2026-02-02T08:30:00+00:00"},
                        {"prompt_tokens": 10, "completion_tokens": 3, "model": "claude", "provider": "anthropic"})
     headers, body = to_structured(event)
     for _ in range(2):
-        answer = httpx.post(f"{server.url}/api/v1/events", content=body, headers={**headers, **bearer(key)})
+        answer = httpx.post(f"{shared_server.url}/api/v1/events", content=body, headers={**headers, **bearer(key)})
         assert answer.status_code == 204, answer.text
-    totals = httpx.get(f"{server.url}/v1/accounts/customer-2/totals", headers=bearer(reader)).json()
+    totals = httpx.get(f"{shared_server.url}/v1/accounts/customer-2/totals", headers=bearer(reader)).json()
     assert (totals["charges"], totals["total_tokens"]) == (1, 13)
-    usage = httpx.get(f"{server.url}/v1/usage", params={"group_by": "charge_type,provider"},
+    usage = httpx.get(f"{shared_server.url}/v1/usage", params={"group_by": "charge_type,provider"},
                       headers=bearer(reader)).json()["data"]
     assert [(r["charge_type"], r["provider"]) for r in usage] == [("usage", "anthropic")]
 
