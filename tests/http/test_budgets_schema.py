@@ -4,17 +4,19 @@
 here the new operations get more examples of their own, hostile text in
 their paths, query and bodies, and every status the flow reaches (201, 200,
 204, 402, 404, 409, 422, 403, 401) is checked against what is documented.
+One server per store serves the module; the flow uses accounts and ids no
+generated request names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-from http_helpers import Server, bearer, serving
+from http_helpers import Server, bearer, module_store_url, shared_server  # noqa: F401 - fixtures
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -28,6 +30,9 @@ from schemathesis.specs.openapi.checks import (
 from ledger import Ledger, Settings
 from ledger_service.keys import create_key
 from tests.reliability.hostile_corpus import HOSTILE_NAMES, HOSTILE_TEXT, url_safe
+
+#: One worker runs the module, so its shared server starts once per store.
+pytestmark = pytest.mark.xdist_group("http-budgets-schema")
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 SETTINGS: dict[str, Any] = {"deadline": None, "suppress_health_check": list(HealthCheck), "database": None}
@@ -68,14 +73,13 @@ def test_the_routes_are_documented_with_their_statuses(api_server):
                 assert op["security"] == [{"HTTPBearer": []}], (method, path)
 
 
-@pytest.fixture
-def api_server(store_url) -> Iterator[Server]:
-    """``ledger serve`` on the test's store."""
-    with serving(store_url) as running:
-        yield running
+@pytest.fixture(scope="module")
+def api_server(shared_server) -> Server:
+    """The module's ``ledger serve`` on its store."""
+    return shared_server
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def admin(api_server) -> str:
     return api_server.new_key("--role", "admin")
 
@@ -115,8 +119,8 @@ def test_hostile_text_in_the_new_operations_is_refused_or_answered_never_a_5xx(a
 def test_each_status_of_the_flow_is_as_documented(api_server, admin):
     ledger = Ledger(Settings(database_url=api_server.database_url))
     try:
-        reader = create_key(ledger, "read", "acme")[1]
-        scoped = create_key(ledger, "ingest", "other")[1]
+        reader = create_key(ledger, "read", "flow-acme")[1]
+        scoped = create_key(ledger, "ingest", "flow-other")[1]
     finally:
         ledger.close()
     by_name = {f"{op.method.upper()} {op.path}": op for op in new_operations(api_server.url)}
@@ -138,39 +142,40 @@ def test_each_status_of_the_flow_is_as_documented(api_server, admin):
 
     put, reserve = "PUT /v1/budgets/{budget_id}", "POST /v1/reservations"
     capture, release = "POST /v1/reservations/{reservation_id}/capture", "POST /v1/reservations/{reservation_id}/release"
-    call(put, 201, body={"account_id": "acme", "limit_tokens": 100}, budget_id="b")
-    call(put, 200, body={"account_id": "acme", "limit_tokens": 100}, budget_id="b")
-    call(put, 422, body={"account_id": "acme", "limit_tokens": 0}, budget_id="b")
-    call(put, 403, key=reader, body={"account_id": "acme", "limit_tokens": 1}, budget_id="b")
-    call(put, 401, key=None, body={"account_id": "acme", "limit_tokens": 1}, budget_id="b")
-    call("GET /v1/budgets/{budget_id}", 200, key=reader, budget_id="b")
-    call("GET /v1/budgets/{budget_id}", 404, budget_id="none")
+    call(put, 201, body={"account_id": "flow-acme", "limit_tokens": 100}, budget_id="flow-b")
+    call(put, 200, body={"account_id": "flow-acme", "limit_tokens": 100}, budget_id="flow-b")
+    call(put, 422, body={"account_id": "flow-acme", "limit_tokens": 0}, budget_id="flow-b")
+    call(put, 403, key=reader, body={"account_id": "flow-acme", "limit_tokens": 1}, budget_id="flow-b")
+    call(put, 401, key=None, body={"account_id": "flow-acme", "limit_tokens": 1}, budget_id="flow-b")
+    call("GET /v1/budgets/{budget_id}", 200, key=reader, budget_id="flow-b")
+    call("GET /v1/budgets/{budget_id}", 404, budget_id="flow-none")
     call("GET /v1/budgets", 200, key=reader, query={})
-    call("GET /v1/budgets", 403, key=reader, query={"account": "other"})
-    call(reserve, 201, body={"account_id": "acme", "estimate_tokens": 60, "reservation_id": "r"})
-    call(reserve, 200, body={"account_id": "acme", "estimate_tokens": 60, "reservation_id": "r"})
-    call(reserve, 409, body={"account_id": "acme", "estimate_tokens": 61, "reservation_id": "r"})
-    call(reserve, 402, body={"account_id": "acme", "estimate_tokens": 41})
-    call(reserve, 422, body={"account_id": "acme", "estimate_tokens": 1, "ttl_seconds": 0})
-    call(reserve, 403, key=scoped, body={"account_id": "acme", "estimate_tokens": 1})
+    call("GET /v1/budgets", 403, key=reader, query={"account": "flow-other"})
+    call(reserve, 201, body={"account_id": "flow-acme", "estimate_tokens": 60, "reservation_id": "flow-r"})
+    call(reserve, 200, body={"account_id": "flow-acme", "estimate_tokens": 60, "reservation_id": "flow-r"})
+    call(reserve, 409, body={"account_id": "flow-acme", "estimate_tokens": 61, "reservation_id": "flow-r"})
+    call(reserve, 402, body={"account_id": "flow-acme", "estimate_tokens": 41})
+    call(reserve, 422, body={"account_id": "flow-acme", "estimate_tokens": 1, "ttl_seconds": 0})
+    call(reserve, 403, key=scoped, body={"account_id": "flow-acme", "estimate_tokens": 1})
     charge = {"charge_type": "completion", "prompt_tokens": 10, "completion_tokens": 20}
-    call(capture, 403, key=scoped, body=charge, reservation_id="r")
-    call(capture, 201, body=charge, reservation_id="r")
-    call(capture, 200, body=charge, reservation_id="r")
-    call(capture, 409, body={**charge, "prompt_tokens": 11}, reservation_id="r")
-    call(capture, 404, body=charge, reservation_id="none")
-    call(capture, 422, body={**charge, "prompt_tokens": -1}, reservation_id="r")
-    call(release, 409, reservation_id="r")
-    call(reserve, 201, body={"account_id": "acme", "estimate_tokens": 10, "reservation_id": "s"})
-    call(release, 200, reservation_id="s")
-    call(release, 404, reservation_id="none")
-    call("POST /v1/accounts/{account_id}/credits", 201, body={"amount_micros": 5, "grant_id": "g"}, account_id="acme")
-    call("POST /v1/accounts/{account_id}/credits", 200, body={"amount_micros": 5, "grant_id": "g"}, account_id="acme")
-    call("POST /v1/accounts/{account_id}/credits", 422, body={"amount_micros": -5}, account_id="acme")
-    call("GET /v1/accounts/{account_id}/balance", 200, key=reader, account_id="acme")
-    call("GET /v1/accounts/{account_id}/balance", 403, key=reader, account_id="other")
-    call("DELETE /v1/budgets/{budget_id}", 204, budget_id="b")
-    call("DELETE /v1/budgets/{budget_id}", 404, budget_id="b")
+    call(capture, 403, key=scoped, body=charge, reservation_id="flow-r")
+    call(capture, 201, body=charge, reservation_id="flow-r")
+    call(capture, 200, body=charge, reservation_id="flow-r")
+    call(capture, 409, body={**charge, "prompt_tokens": 11}, reservation_id="flow-r")
+    call(capture, 404, body=charge, reservation_id="flow-none")
+    call(capture, 422, body={**charge, "prompt_tokens": -1}, reservation_id="flow-r")
+    call(release, 409, reservation_id="flow-r")
+    call(reserve, 201, body={"account_id": "flow-acme", "estimate_tokens": 10, "reservation_id": "flow-s"})
+    call(release, 200, reservation_id="flow-s")
+    call(release, 404, reservation_id="flow-none")
+    credits = "POST /v1/accounts/{account_id}/credits"
+    call(credits, 201, body={"amount_micros": 5, "grant_id": "flow-g"}, account_id="flow-acme")
+    call(credits, 200, body={"amount_micros": 5, "grant_id": "flow-g"}, account_id="flow-acme")
+    call(credits, 422, body={"amount_micros": -5}, account_id="flow-acme")
+    call("GET /v1/accounts/{account_id}/balance", 200, key=reader, account_id="flow-acme")
+    call("GET /v1/accounts/{account_id}/balance", 403, key=reader, account_id="flow-other")
+    call("DELETE /v1/budgets/{budget_id}", 204, budget_id="flow-b")
+    call("DELETE /v1/budgets/{budget_id}", 404, budget_id="flow-b")
     assert {status for _, status in seen} == {200, 201, 204, 401, 402, 403, 404, 409, 422}
 
 

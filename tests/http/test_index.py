@@ -1,26 +1,31 @@
-"""``GET /`` leads somewhere: a browser to the dashboard (a relative redirect), an API client to a JSON index."""
+"""``GET /`` leads somewhere: a browser to the dashboard (a relative redirect), an API client to a JSON index.
+
+The two server tests share one server per store."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from http_helpers import client, server  # noqa: F401 - fixtures
+from http_helpers import client, module_store_url, shared_server  # noqa: F401 - fixtures
 from ledger_service.http.index import prefers_html
+
+#: One worker runs the module, so its shared server starts once per store.
+pytestmark = pytest.mark.xdist_group("http-index")
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
 
 
-def test_a_browser_is_sent_to_the_dashboard_by_a_relative_redirect(server):
-    answer = httpx.get(f"{server.url}/", headers={"Accept": BROWSER, "Host": "evil.example"}, timeout=30)
+def test_a_browser_is_sent_to_the_dashboard_by_a_relative_redirect(shared_server):
+    answer = httpx.get(f"{shared_server.url}/", headers={"Accept": BROWSER, "Host": "evil.example"}, timeout=30)
     assert answer.status_code == 303 and answer.headers["location"] == "/dashboard"
     assert "evil" not in str(answer.headers) and "accept" in answer.headers["vary"].lower()
-    followed = httpx.get(f"{server.url}/", headers={"Accept": BROWSER}, follow_redirects=True, timeout=30)
+    followed = httpx.get(f"{shared_server.url}/", headers={"Accept": BROWSER}, follow_redirects=True, timeout=30)
     assert followed.url.path == "/dashboard/sign-in" and 'name="key"' in followed.text
 
 
-def test_an_api_client_gets_an_index_whose_links_answer(server):
-    with httpx.Client(base_url=server.url, timeout=30, headers={"Host": "evil.example"}) as http:
+def test_an_api_client_gets_an_index_whose_links_answer(shared_server):
+    with httpx.Client(base_url=shared_server.url, timeout=30, headers={"Host": "evil.example"}) as http:
         answer = http.get("/")
         assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
         links = {name: link["href"] for name, link in answer.json()["links"].items()}

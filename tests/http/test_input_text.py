@@ -5,7 +5,8 @@ points, and in ids invisible and direction controls) in each field gets the
 field named with the character (``U+200B``) and nothing stored, one charge,
 a batch item (its valid neighbour stored, once) or an event alike; hostile
 field names are named escaped. No answer is a 5xx, and every answer is JSON
-that decodes.
+that decodes. One server per store serves the module: each test's charges
+have ids of its own, and each counts what it added to the store.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
-from http_helpers import bearer, server  # noqa: F401 - fixture
+from http_helpers import bearer, module_store_url, shared_server  # noqa: F401 - fixtures
 from ledger import Ledger, Settings
 from tests.reliability.hostile_corpus import HOSTILE_NAMES
+
+#: One worker runs the module, so its shared server starts once per store.
+pytestmark = pytest.mark.xdist_group("http-input-text")
 
 REFUSED = {"a\x00b": "U+0000", "x\x1b[2J": "U+001B", "two\nlines": "U+000A", "x\x85y": "U+0085",
            "\ud800": "U+D800", "x\udfff": "U+DFFF", "\u0378": "U+0378"}
@@ -36,12 +41,13 @@ EVENT = {"specversion": "1.0", "id": "e", "source": "gw", "type": "prompt", "sub
 
 
 class Door:
-    """The server, an admin key, and the store's charge count to compare with."""
+    """The server, an admin key, and the store's charge count to compare with; charge ids start ``prefix``."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, prefix: str) -> None:
         self.http = httpx.Client(base_url=server.url, timeout=30,
                                  headers=bearer(server.new_key("--role", "admin")))
         self.ledger = Ledger(Settings(database_url=server.database_url))
+        self.prefix = prefix
         self.serial = 0
 
     def post(self, path: str, body: Any, content_type: str = "application/json") -> httpx.Response:
@@ -61,7 +67,7 @@ class Door:
 
     def fresh(self, **fields: Any) -> dict[str, Any]:
         self.serial += 1
-        return {**CHARGE, "charge_id": f"c-{self.serial}", **fields}
+        return {**CHARGE, "charge_id": f"{self.prefix}-{self.serial}", **fields}
 
     def close(self) -> None:
         self.http.close()
@@ -86,8 +92,8 @@ def expectations() -> list[tuple[str, str, str | None]]:
     return cases
 
 
-def test_each_character_class_in_each_charge_field(server):
-    door = Door(server)
+def test_each_character_class_in_each_charge_field(shared_server):
+    door = Door(shared_server, "charge")
     try:
         failures = []
         for name, value, code in expectations():
@@ -112,8 +118,8 @@ def test_each_character_class_in_each_charge_field(server):
         door.close()
 
 
-def test_each_character_class_in_each_event_field(server):
-    door = Door(server)
+def test_each_character_class_in_each_event_field(shared_server):
+    door = Door(shared_server, "event")
     try:
         failures = []
         serial = 0
@@ -139,8 +145,8 @@ def test_each_character_class_in_each_event_field(server):
         door.close()
 
 
-def test_hostile_field_names_are_named_escaped_and_nothing_else_is_lost(server):
-    door = Door(server)
+def test_hostile_field_names_are_named_escaped_and_nothing_else_is_lost(shared_server):
+    door = Door(shared_server, "name")
     try:
         for name in HOSTILE_NAMES:
             shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in name)
@@ -157,22 +163,22 @@ def test_hostile_field_names_are_named_escaped_and_nothing_else_is_lost(server):
             event = {**EVENT, "id": f"name-{ascii(name)}", name: "x", "data": {**EVENT["data"], name: 1}}
             assert door.post("/api/v1/events", event, "application/cloudevents+json").status_code == 204
             assert door.charges() - before == 2
-            reversal = door.post("/v1/charges/c-1/reversal", {name: 1})
+            reversal = door.post("/v1/charges/name-1/reversal", {name: 1})
             assert reversal.status_code == 422, reversal.text
     finally:
         door.close()
 
 
-def test_reversal_reasons_follow_the_free_text_rules(server):
-    door = Door(server)
+def test_reversal_reasons_follow_the_free_text_rules(shared_server):
+    door = Door(shared_server, "reason")
     try:
-        assert door.post("/v1/charges", door.fresh()).status_code == 201  # c-1
+        assert door.post("/v1/charges", door.fresh()).status_code == 201  # reason-1
         for value, code in REFUSED.items():
-            answer = door.post("/v1/charges/c-1/reversal", {"reason": value, "account_id": "acme"})
+            answer = door.post("/v1/charges/reason-1/reversal", {"reason": value, "account_id": "acme"})
             assert answer.status_code == 422 and named(answer, "reason", code), answer.text
-        for path in ("/v1/charges/c%001/reversal", "/v1/charges/c%E2%80%8B1/reversal"):
+        for path in ("/v1/charges/reason%001/reversal", "/v1/charges/reason%E2%80%8B1/reversal"):
             assert door.post(path, {"account_id": "acme"}).status_code == 404
-        answer = door.post("/v1/charges/c-1/reversal", {"reason": "\u202eevil \u200b", "account_id": "acme"})
+        answer = door.post("/v1/charges/reason-1/reversal", {"reason": "\u202eevil \u200b", "account_id": "acme"})
         assert answer.status_code == 200, answer.text
     finally:
         door.close()

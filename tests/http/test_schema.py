@@ -8,6 +8,8 @@ Two properties, bounded so each store takes seconds:
   other controls, invisible and direction-control characters, unassigned code
   points: :data:`hostile_corpus.HOSTILE_TEXT`) never gets a 5xx, and the log
   grows by exactly what the answer says was stored: nothing for a refusal.
+
+One server per store serves both.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from http_helpers import bearer, server  # noqa: F401 - fixture
+from http_helpers import bearer, module_store_url, shared_server  # noqa: F401 - fixtures
 from ledger import Ledger, Settings
 from tests.reliability.hostile_corpus import HOSTILE_NAMES, HOSTILE_TEXT, url_safe
+
+#: One worker runs the module, so its shared server starts once per store.
+pytestmark = pytest.mark.xdist_group("http-schema")
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 #: Names of text fields in any body (charges, batch items, reversals, events, event data):
@@ -61,15 +66,15 @@ class Log:
 
 
 @pytest.fixture
-def log(server) -> Iterator[Log]:
-    log = Log(server.database_url)
+def log(shared_server) -> Iterator[Log]:
+    log = Log(shared_server.database_url)
     yield log
     log.ledger.close()
 
 
-def test_every_operation_answers_as_documented(server):
-    key = server.new_key("--role", "admin")
-    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+def test_every_operation_answers_as_documented(shared_server):
+    key = shared_server.new_key("--role", "admin")
+    schema = schemathesis.openapi.from_url(f"{shared_server.url}/openapi.json")
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
         @given(case=schema.as_strategy(mode))
@@ -85,9 +90,9 @@ def test_every_operation_answers_as_documented(server):
         answers_as_documented()
 
 
-def test_hostile_text_anywhere_is_refused_or_stored_as_answered(server, log):
-    key = server.new_key("--role", "admin")
-    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+def test_hostile_text_anywhere_is_refused_or_stored_as_answered(shared_server, log):
+    key = shared_server.new_key("--role", "admin")
+    schema = schemathesis.openapi.from_url(f"{shared_server.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {f"{o.method.upper()} {o.path}" for o in operations} >= {
         "POST /v1/charges", "POST /v1/charges/batch", "POST /v1/charges/{charge_id}/reversal",
