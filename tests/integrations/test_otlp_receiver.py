@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL, reset_postgres
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -33,8 +32,11 @@ from opentelemetry.trace import SpanKind
 from ledger import Ledger, Settings, UnknownAccount
 from ledger.store.schema import charge_index
 from ledger_service.keys import create_key
-from tests.http.http_helpers import bearer, serving
+from tests.http.http_helpers import bearer, module_store_url, serving  # noqa: F401 - fixture
 from tests.integrations.otlp_support import message_json
+
+#: One worker runs the module, so its server starts once per store.
+pytestmark = pytest.mark.xdist_group("otlp-receiver")
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -51,18 +53,13 @@ class Receiver:
     read_k: str
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def receiver(request, tmp_path_factory) -> Iterator[Receiver]:
+@pytest.fixture(scope="module")
+def receiver(module_store_url) -> Iterator[Receiver]:
     """One server per store for the module: each test uses accounts of its own."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('otlp') / 'ledger.db'}"
-    else:
-        reset_postgres(PG_URL)
-        url = PG_URL
-    ledger = Ledger(Settings(database_url=url))
+    ledger = Ledger(Settings(database_url=module_store_url))
     try:
         keys = [create_key(ledger, *args)[1] for args in (("ingest",), ("ingest", "acct-a"), ("read", "acct-k"))]
-        with serving(url) as server:
+        with serving(module_store_url) as server:
             yield Receiver(server.url, ledger, *keys)
     finally:
         ledger.close()
