@@ -78,7 +78,7 @@ def own_api(ledger, store_url) -> Iterator[Api]:
 
 
 @pytest.fixture(scope="module")
-def priced_server(module_store_url) -> Iterator[tuple[Ledger, Server]]:
+def priced_server(module_store_url) -> Iterator[tuple[Ledger, Server]]:  # noqa: F811 - the fixture imported above
     """The module's server on its store, priced, and a ledger on that store to make keys with."""
     ledger = Ledger(Settings(database_url=module_store_url))
     try:

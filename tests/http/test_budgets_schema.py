@@ -74,7 +74,7 @@ def test_the_routes_are_documented_with_their_statuses(api_server):
 
 
 @pytest.fixture(scope="module")
-def api_server(shared_server) -> Server:
+def api_server(shared_server) -> Server:  # noqa: F811 - the fixture imported above
     """The module's ``ledger serve`` on its store."""
     return shared_server
 

@@ -54,7 +54,7 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-def receiver(module_store_url) -> Iterator[Receiver]:
+def receiver(module_store_url) -> Iterator[Receiver]:  # noqa: F811 - the fixture imported above
     """One server per store for the module: each test uses accounts of its own."""
     ledger = Ledger(Settings(database_url=module_store_url))
     try:
