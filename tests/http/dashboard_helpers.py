@@ -1,19 +1,29 @@
 """What the dashboard's browser tests share: Chromium, the seeded usage, signing in, the figures shown.
 
+One Chromium per test process: launched by the first test that asks for the
+``browser`` fixture, kept for the rest of the run (each test opens its own
+context, so no cookies or pages pass from one test to the next), closed when
+pytest ends.
+
 Screenshots of each page are kept under ``$LEDGER_TEST_ARTIFACTS/screenshots``
 (default ``.artifacts/screenshots`` in the checkout), which ``.ci/run`` prints.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from http_helpers import Server, bearer, ledger_command
-from playwright.sync_api import Page, sync_playwright
+from http_helpers import Server, bearer, ledger_cli
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from ledger import Ledger, Settings
+from ledger.store.schema import dashboard_sessions
 
 ARTIFACTS = Path(os.environ.get("LEDGER_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / ".artifacts"))
 SCREENSHOTS = ARTIFACTS / "screenshots"
@@ -23,20 +33,58 @@ PERIOD = {"from": "2026-11-20", "to": "2026-11-30"}
 FIGURES = ("charges", "prompt_tokens", "completion_tokens", "total_tokens", "cost_micros", "unpriced_charges")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is needed: apt-get install -y chromium (see .ci/run)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+class _Chromium:
+    """The process's Playwright and Chromium, started on first use."""
+
+    playwright: Playwright | None = None
+    browser: Browser | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def get(cls, config: pytest.Config) -> Browser:
+        if cls.playwright is None:
+            cls.playwright = sync_playwright().start()
+            cls.loop = asyncio.get_running_loop()  # Playwright's: marked running after each of its calls
+            config.add_cleanup(cls.stop)
+        asyncio.events._set_running_loop(cls.loop)  # as Playwright's calls expect it
+        if cls.browser is None or not cls.browser.is_connected():
+            executable = shutil.which("chromium")
+            assert executable, "Debian's chromium is needed: apt-get install -y chromium (see .ci/run)"
+            cls.browser = cls.playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        return cls.browser
+
+    @classmethod
+    def stop(cls) -> None:
+        asyncio.events._set_running_loop(cls.loop)
+        if cls.browser is not None and cls.browser.is_connected():
+            cls.browser.close()
+        cls.playwright.stop()  # its loop ends, and with it the thread's running loop
+
+
+@pytest.fixture
+def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
+    """The process's Chromium (one launch per test process, not per module).
+
+    Playwright's sync API leaves its own event loop marked as running in this
+    thread between calls; it is unmarked after the test, so a later test of the
+    process may still call ``asyncio.run``.
+    """
+    try:
+        yield _Chromium.get(request.config)
+    finally:
+        asyncio.events._set_running_loop(None)
+
+
+def end_sessions(database_url: str) -> None:
+    """No dashboard session on the store, as on a fresh one (each request looks its session up there)."""
+    with Ledger(Settings(database_url=database_url)) as ledger, ledger.store.engine.begin() as connection:
+        connection.execute(dashboard_sessions.delete())
 
 
 def seed(server: Server) -> dict[str, str]:
     """Two accounts' usage in November (prices for one model) and the keys to look at it."""
-    ledger_command(server.database_url, "prices", "set", "--provider", "openai", "--model", "gpt-4o",
-                   "--prompt", "2500000", "--completion", "10000000", "--effective-from", "2026-01-01T00:00:00Z")
+    ledger_cli(server.database_url, "prices", "set", "--provider", "openai", "--model", "gpt-4o",
+               "--prompt", "2500000", "--completion", "10000000", "--effective-from", "2026-01-01T00:00:00Z")
     admin = server.new_key("--role", "admin")
     keys = {"admin": admin, "read_a": server.new_key("--role", "read", "--account", "acct-a")}
     items = [{"account_id": account, "user_id": user, "charge_type": kind, "provider": provider, "model": model,

@@ -13,7 +13,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import PG_URL, reset_postgres
 from dashboard_helpers import (
     PERIOD,
     api_totals,
@@ -25,21 +24,16 @@ from dashboard_helpers import (
     sign_in,
     store_of,
 )
-from http_helpers import serving
+from http_helpers import module_store_url, serving  # noqa: F401 - a fixture
 
 # One worker runs them in a row, so they share one seeded server per store.
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("dashboard")]
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def seeded(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def seeded(module_store_url):  # noqa: F811 - the fixture imported above
     """A server with the seeded usage, shared by the tests that only read it (one per store)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'ledger.db'}"
-    else:
-        reset_postgres(PG_URL)
-        url = PG_URL
-    with serving(url) as server:
+    with serving(module_store_url) as server:
         yield server, seed(server)
 
 
@@ -124,7 +118,7 @@ def test_after_signing_out_pages_answer_as_for_no_key(site):
 
 
 def test_a_bad_key_is_refused_without_echoing_it(site):
-    server, keys, page = site
+    _server, _keys, page = site
     sign_in(page, "lk_0123456789abcdef_" + "x" * 43)
     assert page.get_by_role("alert").is_visible()
     page.goto("/dashboard/overview")
@@ -149,7 +143,7 @@ def repeated_ids(html: str) -> list[str]:
 
 
 def test_every_id_on_every_page_is_unique(site):
-    server, keys, page = site
+    _server, keys, page = site
     page.goto("/dashboard/sign-in")
     pages = {"sign-in": page.content()}
     sign_in(page, keys["admin"])

@@ -13,9 +13,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import PG_URL, reset_postgres
 from dashboard_helpers import browser, screenshot, seed, sign_in, store_of  # noqa: F401 - a fixture
-from http_helpers import serving
+from http_helpers import module_store_url, serving  # noqa: F401 - a fixture
 from playwright.sync_api import Page
 from test_dashboard import repeated_ids
 
@@ -65,18 +64,13 @@ def arrange(ledger: Ledger) -> None:
     assert ledger.check_budget_alerts() == []  # the reservations fired them already
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def budgeted(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def budgeted(module_store_url):  # noqa: F811 - the fixture imported above
     """A seeded server whose acct-a and acct-b have budgets, its keys, and a ledger on its store."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('dashboard-budgets') / 'ledger.db'}"
-    else:
-        reset_postgres(PG_URL)
-        url = PG_URL
-    with serving(url) as server:
+    with serving(module_store_url) as server:
         keys = seed(server)
         keys["read_b"] = server.new_key("--role", "read", "--account", "acct-b")
-        ledger = Ledger(Settings(database_url=url))
+        ledger = Ledger(Settings(database_url=module_store_url))
         try:
             arrange(ledger)
             yield server, keys, ledger
