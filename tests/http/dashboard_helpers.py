@@ -75,6 +75,12 @@ def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
         asyncio.events._set_running_loop(None)
 
 
+def sessions_in(database_url: str) -> list[dict]:
+    """Every row of ``dashboard_sessions`` on the store, whoever signed in."""
+    with Ledger(Settings(database_url=database_url)) as ledger, ledger.store.engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(dashboard_sessions.select())]
+
+
 def end_sessions(database_url: str) -> None:
     """No dashboard session on the store, as on a fresh one (each request looks its session up there)."""
     with Ledger(Settings(database_url=database_url)) as ledger, ledger.store.engine.begin() as connection:

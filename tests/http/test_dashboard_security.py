@@ -1,5 +1,7 @@
 """The dashboard's defences in a real browser (Playwright, Debian's Chromium, against ``ledger serve``):
-a signed-out cookie is dead, a forged or cross-site form post is refused, downloaded CSV holds no formulas."""
+a signed-out cookie is dead, a forged or cross-site form post is refused, downloaded CSV holds no formulas.
+
+One server per store for the module, seeded once; each test starts with no dashboard session on it."""
 
 from __future__ import annotations
 
@@ -9,27 +11,42 @@ from pathlib import Path
 
 import httpx
 import pytest
+from dashboard_helpers import (
+    browser,  # noqa: F401 - a fixture
+    choose_period,
+    end_sessions,
+    screenshot,
+    sessions_in,
+    sign_in,
+    store_of,
+)
+from http_helpers import bearer, module_store_url, shared_server  # noqa: F401 - fixtures
 
-from http_helpers import bearer, server  # noqa: F401 - fixture
-from dashboard_helpers import browser, choose_period, screenshot, sign_in, store_of  # noqa: F401 - fixture
-from test_sessions import sessions_in
-
-pytestmark = pytest.mark.browser
+# One worker runs the module, so its shared server starts once per store.
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("dashboard-security")]
 
 EVIL = "http://evil.example"
 NASTY = ('=HYPERLINK("http://x")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3")
 
 
-@pytest.fixture
-def nasty_site(server, browser):  # noqa: F811 - the fixtures imported above
-    """A server whose accounts, users and models are named like formulas; its admin key; a fresh page."""
-    admin = server.new_key("--role", "admin")
+@pytest.fixture(scope="module")
+def nasty(shared_server):  # noqa: F811 - the fixture imported above
+    """The module's server, whose accounts, users and models are named like formulas, and its admin key."""
+    admin = shared_server.new_key("--role", "admin")
     items = [{"account_id": account, "user_id": user, "charge_type": "completion", "provider": "openai",
               "model": model, "prompt_tokens": 100 + n, "completion_tokens": 7, "charge_id": f"nasty-{n}",
               "occurred_at": "2026-11-25T12:00:00Z"}
              for n, (account, user, model) in enumerate(zip(NASTY, reversed(NASTY), NASTY[1:] + NASTY[:1]))]
-    answer = httpx.post(f"{server.url}/v1/charges/batch", json={"charges": items}, headers=bearer(admin))
+    answer = httpx.post(f"{shared_server.url}/v1/charges/batch", json={"charges": items}, headers=bearer(admin))
     assert answer.json()["recorded"] == len(items)
+    return shared_server, admin
+
+
+@pytest.fixture
+def nasty_site(nasty, browser):  # noqa: F811 - the fixture imported above
+    """The nasty server with no dashboard session yet (as when it started), its admin key, and a fresh page."""
+    server, admin = nasty
+    end_sessions(server.database_url)
     context = browser.new_context(base_url=server.url, accept_downloads=True)
     page = context.new_page()
     yield server, admin, page
@@ -100,7 +117,7 @@ def test_forms_posted_from_another_site_are_refused(nasty_site):
 
 
 def test_a_downloaded_csv_shows_formulas_as_text_and_numbers_as_numbers(nasty_site):
-    server, admin, page = nasty_site
+    _server, admin, page = nasty_site
     sign_in(page, admin)
     choose_period(page)
     with page.expect_download() as download:
