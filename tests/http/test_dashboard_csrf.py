@@ -1,19 +1,30 @@
 """Every dashboard form post needs its token and a same-origin browser: otherwise 403 and nothing changes.
-Through a real ``ledger serve``, on SQLite and PostgreSQL."""
+Through a real ``ledger serve``, on SQLite and PostgreSQL: one per store for the module, each test starting with
+no dashboard session on it."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
+from dashboard_helpers import end_sessions, sessions_in
 from fastapi.testclient import TestClient
-
-from http_helpers import keys, server  # noqa: F401 - fixtures
-from ledger_service.http import create_app
+from http_helpers import Server, keys, module_store_url, shared_server  # noqa: F401 - fixtures
 from test_dashboard_session import form_token, sign_in
-from test_sessions import sessions_in
+
+from ledger_service.http import create_app
+
+# One worker runs the module, so its shared server starts once per store.
+pytestmark = pytest.mark.xdist_group("dashboard-csrf")
 
 CROSS_SITE = [{"Origin": "http://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"},
               {"Sec-Fetch-Site": "same-site"}, {"Origin": "http://evil.example", "Sec-Fetch-Site": "same-origin"}]
+
+
+@pytest.fixture
+def server(shared_server) -> Server:  # noqa: F811 - the fixture imported above
+    """The module's server with no dashboard session on it, as when it started."""
+    end_sessions(shared_server.database_url)
+    return shared_server
 
 
 def browser_like(server) -> httpx.Client:
@@ -61,7 +72,7 @@ def test_sign_out_from_another_site_or_without_the_token_is_403_and_the_session_
 
 
 @pytest.mark.parametrize("origin", ["https://ledger.example", "https://ledger.example:443", "HTTPS://Ledger.Example"])
-def test_the_own_origin_is_matched_with_its_default_port_and_in_any_case(ledger, keys, origin):
+def test_the_own_origin_is_matched_with_its_default_port_and_in_any_case(ledger, keys, origin):  # noqa: F811
     with TestClient(create_app(ledger), base_url="https://ledger.example") as https:
         token = form_token(https.get("/dashboard/sign-in").text)
         answer = https.post("/dashboard/sign-in", data={"key": keys.admin, "csrf_token": token},
