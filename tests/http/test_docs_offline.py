@@ -1,6 +1,7 @@
 """``/docs`` and ``/redoc`` work without internet: Swagger UI and ReDoc come from the installed package,
 every asset URL is this server's own and answers, and each page's policy lets exactly those scripts run.
-Through a real ``ledger serve``, and in Debian's Chromium with every request off the loopback refused."""
+Through a real ``ledger serve`` (one per store for the module: the tests only read), and in Debian's Chromium
+with every request off the loopback refused."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from dashboard_helpers import browser, screenshot, store_of  # noqa: F401 - a fixture
+from http_helpers import module_store_url, shared_server  # noqa: F401 - fixtures
 
-from http_helpers import server  # noqa: F401 - fixture
-from dashboard_helpers import browser, screenshot, store_of  # noqa: F401 - fixture
+# One worker runs the module, so its shared server starts once per store.
+pytestmark = pytest.mark.xdist_group("docs-offline")
 
 PAGES = ("/docs", "/redoc", "/docs/oauth2-redirect")
 #: ReDoc always tries its maker's logo from their CDN and hides it when it cannot load: the policy
@@ -24,7 +27,8 @@ def asset_urls(html: str) -> list[str]:
     return [a or b for a, b in _URL.findall(html)]
 
 
-def test_the_docs_reference_only_local_assets_that_answer(server):
+def test_the_docs_reference_only_local_assets_that_answer(shared_server):  # noqa: F811 - the fixture imported above
+    server = shared_server
     with httpx.Client(base_url=server.url, timeout=30) as http:
         for path in PAGES:
             page = http.get(path)
@@ -46,7 +50,8 @@ def test_the_docs_reference_only_local_assets_that_answer(server):
 
 @pytest.mark.browser
 @pytest.mark.parametrize(("path", "rendered"), [("/docs", ".opblock"), ("/redoc", "[data-section-id]")])
-def test_the_docs_render_in_a_browser_without_internet(server, browser, path, rendered):  # noqa: F811
+def test_the_docs_render_in_a_browser_without_internet(shared_server, browser, path, rendered):  # noqa: F811
+    server = shared_server
     context = browser.new_context(base_url=server.url)
     page = context.new_page()
     elsewhere: list[str] = []
