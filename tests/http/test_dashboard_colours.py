@@ -8,11 +8,11 @@ from collections import defaultdict
 
 import httpx
 import pytest
-
+from dashboard_helpers import browser, screenshot, sign_in, store_of  # noqa: F401 - fixture
 from http_helpers import bearer, server  # noqa: F401 - fixture
+
 from ledger_service.dashboard.charts import stacked_bars, ticks
 from ledger_service.dashboard.styles import SLOTS, home_style, probes, styles
-from dashboard_helpers import browser, screenshot, sign_in, store_of  # noqa: F401 - fixture
 
 QUERY = "period=custom&from=2026-11-20&to=2026-11-26"
 MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-haiku-3.5"),
@@ -55,7 +55,7 @@ def many_series(server, browser):  # noqa: F811 - the fixtures imported above
 
 @pytest.mark.browser
 def test_every_series_keeps_one_fill_across_pages_and_none_is_shared_in_a_chart(many_series):
-    server, admin, page = many_series
+    running, admin, page = many_series
     sign_in(page, admin)
     looks: dict[str, set[str]] = defaultdict(set)
     charts = 0
@@ -69,7 +69,7 @@ def test_every_series_keeps_one_fill_across_pages_and_none_is_shared_in_a_chart(
                 assert set(paints) == {legend[series]}, f"{path} {chart['chart']}: {series} drawn unlike its legend"
             for series, paint in legend.items():
                 looks[series].add(paint)
-        screenshot(page, f"colours{path.replace('/', '-')}", store_of(server))
+        screenshot(page, f"colours{path.replace('/', '-')}", store_of(running))
     assert charts == 2 * (1 + len(ACCOUNTS))
     assert len(looks) == len(MODELS)
     changed = {series: paints for series, paints in looks.items() if len(paints) != 1}
@@ -124,6 +124,7 @@ def test_an_empty_chart_shows_one_zero_and_says_so():
 
 def test_tick_labels_never_repeat():
     for top in (1, 2, 5, 9, 99, 12_345, 4_000_001):
-        drawn = stacked_bars("c", "Tokens", ["2026-01-01"], ["s"], lambda day, series: top, lambda v: f"{v:,}")
+        drawn = stacked_bars("c", "Tokens", ["2026-01-01"], ["s"], lambda day, series, top=top: top,
+                             lambda v: f"{v:,}")
         labels = re.findall(r'class="axis tick">([^<]*)<', drawn)
         assert len(labels) == len(set(labels)) >= 2, (top, labels)

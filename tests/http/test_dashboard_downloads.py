@@ -8,10 +8,10 @@ from urllib.parse import quote, unquote
 
 import httpx
 import pytest
-
 from http_helpers import bearer, server  # noqa: F401 - fixture
-from ledger_service.http.disposition import ascii_fallback, attachment
 from test_dashboard_session import sign_in
+
+from ledger_service.http.disposition import ascii_fallback, attachment
 
 PERIOD = {"period": "custom", "from": "2026-01-01", "to": "2026-01-31"}
 ACCOUNTS = ["账户", 'a"b', "a\\b", "plain-acct", "ünï cødé; x=1", "%41%22"]
@@ -25,7 +25,7 @@ def names_of(header: str) -> tuple[str, str]:
     return plain[0], unquote(extended[0], errors="strict")
 
 
-def test_downloads_name_any_account_safely(server):
+def test_downloads_name_any_account_safely(server):  # noqa: F811 - the fixture imported above
     admin = server.new_key("--role", "admin")
     charges = [{"account_id": account, "user_id": "ada", "charge_type": "completion", "prompt_tokens": 5,
                 "completion_tokens": 1, "charge_id": f"d-{n}", "occurred_at": "2026-01-15T12:00:00Z"}

@@ -10,11 +10,11 @@ from html.parser import HTMLParser
 
 import pytest
 from fastapi.testclient import TestClient
+from test_dashboard_session import sign_in
 
 from ledger_service.dashboard.money import axis_money, cost_text, money, pricing
 from ledger_service.http import create_app
 from ledger_service.keys import create_key
-from test_dashboard_session import sign_in
 
 PERIOD = {"period": "custom", "from": "2026-03-01", "to": "2026-03-07"}
 PRICE = {"provider": "openai", "model": "gpt-4o", "prompt_micros_per_million": 2_500_000,
@@ -84,9 +84,9 @@ def test_costs_read_as_money_with_the_exact_amount_in_the_title(signed_in):
 
 def test_unpriced_and_partly_unpriced_rows_are_marked(signed_in):
     page = signed_in.get("/dashboard/overview", params=PERIOD).text
-    by_account = re.search(r'<table>\s*<caption>Top accounts by cost</caption>.*?</table>', page, re.S).group(0)
-    rows = {re.search(r'>(acct-\w)</a>', row).group(1): [c for c in cells(row) if "title" in c[1]][0]
-            for row in re.findall(r"<tr>.*?</tr>", by_account, re.S) if "acct-" in row}
+    by_account = re.search(r'<table>\s*<caption>Top accounts by cost</caption>.*?</table>', page, re.DOTALL).group(0)
+    rows = {re.search(r'>(acct-\w)</a>', row).group(1): next(c for c in cells(row) if "title" in c[1])
+            for row in re.findall(r"<tr>.*?</tr>", by_account, re.DOTALL) if "acct-" in row}
     assert rows["acct-b"][2] == "unpriced" and rows["acct-b"][1]["data-pricing"] == "unpriced"
     assert rows["acct-a"][2].endswith("(partly unpriced)") and rows["acct-a"][1]["data-pricing"] == "partly unpriced"
     assert rows["acct-c"][2] == "$0.01" and "data-pricing" not in rows["acct-c"][1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -31,11 +31,11 @@ def site(store_url, browser):  # noqa: F811 - the fixture imported above
 
 def test_the_default_period_holds_today_and_the_30_days_before(site):
     server, keys, page = site
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     first = today - timedelta(days=30)
     edges = [{"account_id": "edge", "user_id": "ada", "charge_type": "completion", "prompt_tokens": 1,
               "completion_tokens": 1, "charge_id": f"edge-{n}", "occurred_at": at}
-             for n, at in enumerate((f"{first.isoformat()}T00:00:01Z", datetime.now(timezone.utc).isoformat(),
+             for n, at in enumerate((f"{first.isoformat()}T00:00:01Z", datetime.now(UTC).isoformat(),
                                      f"{(first - timedelta(days=1)).isoformat()}T23:59:59Z"))]
     answer = httpx.post(f"{server.url}/v1/charges/batch", json={"charges": edges}, headers=bearer(keys["admin"]))
     assert answer.json()["recorded"] == 3
