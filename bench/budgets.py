@@ -15,7 +15,7 @@ kind of store and load (issue 23):
   a budget holds, so budgets must not slow it.
 
 The multi-process kinds take turns twice in mirrored order (once with
-``--quick``, or with fewer than ``MIRROR_FROM`` items per writer), each on a
+``--quick`` or ``turns=1``, or with fewer than ``MIRROR_FROM`` items per writer), each on a
 fresh store. Afterwards every store must show exactly
 the charges sent, and a budget's spent exactly their tokens with nothing
 held: a scenario that loses or double-counts a charge is inconsistent, not slow.
@@ -122,8 +122,8 @@ def _many_processes(ctx: Context) -> list[Row]:
     hot = account_ids(1, "hot")
     kinds = ["plain", "pairs", "three-budgets"]
     done: dict[str, list[tuple[int, float]]] = {kind: [] for kind in kinds}
-    once = ctx.quick or per < MIRROR_FROM
-    for turn, order in enumerate([kinds] if once else [kinds, kinds[::-1]]):
+    orders = ctx.turns(kinds)
+    for turn, order in enumerate(orders[:1] if per < MIRROR_FROM else orders):
         for kind in order:
             ctx.log(f"{n} processes, {kind} (turn {turn + 1})")
             done[kind].append(_run(ctx, kind, n, per, hot, f"b{kind}{turn}"))

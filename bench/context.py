@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from bench.rows import Row
 from bench.sizes import Sizes
 from bench.stores import Store
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -26,6 +28,11 @@ class Context:
     def baseline(self, key: str) -> Row | None:
         """A row measured earlier in this run on this store."""
         return self.measured.get(key)
+
+    def turns(self, kinds: Sequence[T]) -> list[list[T]]:
+        """The kinds in mirrored turns (ABC, CBA): one with ``--quick`` or ``turns=1``, else ``sizes.turns``."""
+        count = 1 if self.quick else max(1, self.sizes.turns)
+        return [list(kinds) if turn % 2 == 0 else list(kinds)[::-1] for turn in range(count)]
 
     def remember(self, row: Row) -> Row:
         if row.key:

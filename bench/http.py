@@ -41,6 +41,8 @@ HTTP_TARGET = at_least(0.5, ">= 0.5x in-process record_charge", (POSTGRESQL, SQL
 #: Seconds the server may take to start, and one request to be answered.
 STARTUP_SECONDS = 60.0
 REQUEST_SECONDS = 30.0
+#: Seconds between two looks at a starting server's /healthz.
+READY_POLL = 0.02
 TURNS = 4
 
 
@@ -148,8 +150,6 @@ def _poster(base_url: str, key: str) -> Callable[[dict[str, Any]], None]:
 @contextmanager
 def _server(database_url: str) -> Iterator[str]:
     """``ledger serve`` on a free loopback port until the block ends."""
-    import httpx
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -165,18 +165,27 @@ def _server(database_url: str) -> Iterator[str]:
             if process.poll() is not None:
                 log.seek(0)
                 raise RuntimeError(f"ledger serve exited: {log.read()[-500:]}")
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+            if _healthy(port):
+                break
             if time.monotonic() > deadline:
                 raise TimeoutError("ledger serve did not answer /healthz")
-            time.sleep(0.1)
+            time.sleep(READY_POLL)
         yield base_url
     finally:
         stop(process)
         log.close()
+
+
+def _healthy(port: int) -> bool:
+    """Whether the server on ``port`` answers ``/healthz`` with 200 (a refused connection: not yet)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
 
 
 def _latency(seconds: list[float]) -> str:

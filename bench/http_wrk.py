@@ -18,9 +18,11 @@ totals equal what both sides recorded.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -54,8 +56,9 @@ def http_api_wrk(ctx: Context) -> list[Row]:
     accounts = account_ids(ctx.sizes.accounts)
     smoke = ctx.sizes.concurrent_per_writer < SMOKE_BELOW
     turns, seconds_each = (SMOKE_TURNS, SMOKE_WRK_SECONDS) if smoke else (TURNS, WRK_SECONDS)
+    seconds_each = min(seconds_each, ctx.sizes.wrk_seconds)
     per_turn = max(1, clients * ctx.sizes.concurrent_per_writer // turns)
-    ready = WRK_CHARGES_PER_SECOND * seconds_each
+    ready = WRK_CHARGES_PER_SECOND * math.ceil(seconds_each)
     with ctx.fresh("http-wrk") as url, tempfile.TemporaryDirectory() as scratch:
         expected = open_accounts(url, accounts, "http-wrk")
         ledger = Ledger.from_url(url)
@@ -104,28 +107,51 @@ def http_api_wrk(ctx: Context) -> list[Row]:
 
 
 def _run_wrk(wrk: str, base_url: str, key: str, bodies: Sequence[dict[str, Any]], clients: int,
-             seconds_each: int, scratch: Path) -> tuple[float, int, tuple[int, int]]:
+             seconds_each: float, scratch: Path) -> tuple[float, int, tuple[int, int]]:
     """(seconds, answered requests, (p50 µs, p99 µs)) of one wrk turn; every answer a 2xx."""
     path = scratch / "bodies.jsonl"
     path.write_text("".join(json.dumps(body, separators=(",", ":")) + "\n" for body in bodies))
     env = {**os.environ, "WRK_BODIES": str(path), "WRK_KEY": key, "WRK_THREADS": str(clients)}
-    run = subprocess.run([wrk, f"-t{clients}", f"-c{clients}", f"-d{seconds_each}s", "--latency", "-s", str(SCRIPT),
-                          base_url], env=env, capture_output=True, text=True, timeout=seconds_each * 10 + 30, check=False)
-    if run.returncode != 0:
-        raise RuntimeError(f"wrk failed ({run.returncode}): {run.stderr.strip()[-300:]}")
-    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", run.stdout)
+    command = [wrk, f"-t{clients}", f"-c{clients}", f"-d{math.ceil(seconds_each)}s", "--latency", "-s", str(SCRIPT),
+               base_url]
+    returncode, stdout, stderr = _wrk_for(command, env, seconds_each)
+    if returncode != 0:
+        raise RuntimeError(f"wrk failed ({returncode}): {stderr.strip()[-300:]}")
+    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", stdout)
     if done is None:
-        raise RuntimeError(f"wrk's summary not found: {run.stdout[-300:]}")
-    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", run.stdout)
+        raise RuntimeError(f"wrk's summary not found: {stdout[-300:]}")
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", stdout)
     if failed is not None:
         raise Inconsistent(f"wrk got {failed.group(1)} answers other than 2xx")
-    errors = re.search(r"Socket errors: (.*)", run.stdout)
+    errors = re.search(r"Socket errors: (.*)", stdout)
     if errors is not None and "timeout 0" not in errors.group(1):
         raise Inconsistent(f"wrk socket errors: {errors.group(1)}")
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    report = json.loads(stdout.strip().splitlines()[-1])
     share = -(-len(bodies) // clients)
     if max(report["generated"]) >= share:
         raise Inconsistent("wrk ran out of charges: raise WRK_CHARGES_PER_SECOND")
     seconds = float(done.group(2)) / (1000 if done.group(3) == "ms" else 1)
     return seconds, int(done.group(1)), (report["p50_us"], report["p99_us"])
 
+
+
+def _wrk_for(command: list[str], env: dict[str, str], seconds: float) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of wrk run for ``seconds``.
+
+    ``-d`` counts whole seconds, so a shorter turn is ended by SIGINT, which wrk
+    takes as "stop now and report" (its summary then gives the time it really ran).
+    A SIGINT that comes before wrk listens for it is ignored: the turn runs its whole second.
+    """
+    limit = math.ceil(seconds) * 10 + 30
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        if seconds < math.ceil(seconds):
+            try:
+                process.wait(timeout=seconds)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = process.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    return process.returncode, stdout, stderr

@@ -224,7 +224,7 @@ def intake_sql(ctx: Context) -> list[Row]:
     pgbench.require_pgbench()
     n, per = ctx.sizes.writers, ctx.sizes.scaling_per_writer
     kinds = ["raw", "intake"]
-    orders = [kinds] if ctx.quick else [kinds, kinds[::-1]]
+    orders = ctx.turns(kinds)
     done: dict[str, list[tuple[int, float]]] = {kind: [] for kind in kinds}
     notes: list[str] = []
     for turn, order in enumerate(orders):

@@ -7,7 +7,7 @@ inserted one row per transaction by ``pgbench`` itself (a custom script,
 ``bench/pgbench_raw_insert.sql``, prepared statements), and by the leanest
 Python client: psycopg2, one INSERT + COMMIT per row. Both at 1 client and
 at ``writers`` clients (8), taking turns in mirrored order (once with
-``--quick``), each on an empty store. The runner then gives every write row
+``--quick`` or ``turns=1``), each on an empty store. The runner then gives every write row
 of the run its ratio against both (``bench.runner.compare_with_limits``).
 
 ``pgbench`` is looked for in ``LEDGER_BENCH_PGBENCH``, on ``PATH`` and in
@@ -239,7 +239,7 @@ def pgbench_limit(ctx: Context) -> list[Row]:
     plan = {"pgbench-1": (1, sizes.single), "psycopg-1": (1, sizes.single),
             "pgbench-n": (n, sizes.scaling_per_writer), "psycopg-n": (n, sizes.scaling_per_writer)}
     kinds = list(plan)
-    orders = [kinds] if ctx.quick else [kinds, kinds[::-1]]
+    orders = ctx.turns(kinds)
     done: dict[str, list[tuple[int, float]]] = {kind: [] for kind in kinds}
     for turn, order in enumerate(orders):
         for kind in order:

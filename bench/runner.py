@@ -101,7 +101,7 @@ def run(
     problems: list[str] = []
     described: dict[str, dict[str, str]] = {}
     for url in urls:
-        store = Store(url)
+        store = Store(url, recreate_schema=chosen.recreate_schema)
         described[store.kind] = store.describe()
         ctx = Context(store, chosen, quick=quick, log=lambda message: console.log(f"  {message}"))
         measured: list[tuple[str, Row]] = []
@@ -181,7 +181,7 @@ def compare_with_limits(measured: Sequence[tuple[str, Row]], ctx: Context) -> li
 
 
 def _sizes_text(sizes: Sizes, quick: bool) -> str:
-    text = ", ".join(f"{k}={v:,}" for k, v in asdict(sizes).items())
+    text = ", ".join(f"{k}={v}" if isinstance(v, bool) else f"{k}={v:,}" for k, v in asdict(sizes).items())
     return ("quick: " if quick else "") + text
 
 

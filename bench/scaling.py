@@ -9,7 +9,7 @@ previous release's append under the log lock (the rejected design) on both,
 and how far a projector running alongside falls behind.
 
 The kinds take turns twice in mirrored order (ABC…CBA; once with
-``--quick``), so a machine that slows down during the run weighs on all of
+``--quick`` or ``turns=1``), so a machine that slows down during the run weighs on all of
 them alike. SQLite has one writer
 by nature: the scenario reports nothing there.
 """
@@ -53,7 +53,7 @@ def scaling(ctx: Context) -> list[Row]:
     per = sizes.scaling_per_writer
     kinds = ["raw", "crud", "many", "hot", "locked-many", "locked-hot"]
     done: dict[str, list[tuple[int, float]]] = {kind: [] for kind in kinds}
-    orders = [kinds] if ctx.quick else [kinds, kinds[::-1]]
+    orders = ctx.turns(kinds)
     for turn, order in enumerate(orders):
         for kind in order:
             ctx.log(f"{n} {kind} writer processes (turn {turn + 1})")

@@ -37,6 +37,13 @@ class Sizes:
     writers: int = 8
     #: writer processes on the hot account.
     hot_writers: int = 4
+    #: mirrored turns (ABC…CBA) of the multi-process kinds; 1 is one pass, as ``--quick`` does.
+    turns: int = 2
+    #: the longest a ``wrk`` turn runs, in seconds; below 1, ``wrk`` is interrupted after it.
+    wrk_seconds: float = 2.0
+    #: PostgreSQL: drop and recreate the schema before each scenario; False: drop it
+    #: once, then empty its tables (small sizes, where making the schema outweighs the work).
+    recreate_schema: bool = True
 
     @classmethod
     def full(cls) -> "Sizes":
@@ -55,6 +62,7 @@ class Sizes:
             month_charges=3_000,
             report_accounts=5,
             report_queries=10,
+            turns=1,
         )
 
     def with_overrides(self, **overrides: Any) -> "Sizes":

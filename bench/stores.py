@@ -1,7 +1,9 @@
 """Fresh stores per scenario, and engines set up exactly as the ledger sets up its own.
 
 PostgreSQL: the benchmark database's ``public`` schema is dropped and
-recreated before each scenario. SQLite: each scenario gets a new file in a
+recreated before each scenario (with ``recreate_schema`` off, for small
+sizes where making the schema costs more than the scenario: dropped before
+the first, then its tables emptied before each next one). SQLite: each scenario gets a new file in a
 temporary directory beside the given database file (same disk, same fsync).
 Baselines connect through :func:`ledger.store.engine.make_datastore`, so they
 share the ledger's driver, pool and durability settings (SQLite WAL with its
@@ -25,8 +27,10 @@ from ledger.store.engine import make_datastore
 class Store:
     """One database the benchmark runs on, handing out empty stores."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, recreate_schema: bool = True) -> None:
         self.url = url
+        self.recreate_schema = recreate_schema
+        self.dropped = False
         if url.startswith("sqlite"):
             self.kind = SQLITE
             path = url.split(":///", 1)[-1].split("?", 1)[0]
@@ -42,7 +46,11 @@ class Store:
     def fresh(self, name: str) -> Iterator[str]:
         """The URL of an empty store for one scenario."""
         if self.kind == POSTGRESQL:
-            reset_postgres(self.url)
+            if self.recreate_schema or not self.dropped:
+                reset_postgres(self.url)
+                self.dropped = True
+            else:
+                empty_postgres(self.url)
             yield self.url
             return
         assert self.folder is not None
@@ -99,5 +107,19 @@ def reset_postgres(url: str) -> None:
         with engine.connect() as connection:
             connection.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
             connection.exec_driver_sql("CREATE SCHEMA public")
+    finally:
+        engine.dispose()
+
+
+def empty_postgres(url: str) -> None:
+    """Empty every table of the ``public`` schema, its sequences restarted: the schema stays."""
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            tables = connection.exec_driver_sql(
+                "SELECT 'public.' || quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public'"
+            ).scalars().all()
+            if tables:
+                connection.exec_driver_sql(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
     finally:
         engine.dispose()

@@ -1,7 +1,9 @@
 """The benchmark as a smoke test: every scenario completes and its numbers agree.
 
 Nothing here looks at speed. Sizes are smaller than ``--quick`` to keep the
-suite fast; ``python -m bench --quick`` runs the same code a little longer.
+suite fast: one turn of each paired kind, two writers, five accounts, wrk
+turns of a fraction of a second, and the PostgreSQL schema made once and
+emptied between scenarios; ``python -m bench --quick`` runs the same code a little longer.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from bench.workload import Tally, account_ids, charges, tally_of
 from ledger import Ledger
 
 TINY = bench.Sizes(
+    turns=1,
+    wrk_seconds=0.3,
+    recreate_schema=False,
     single=30,
     batch=1_500,
     batch_size=500,
@@ -28,8 +33,8 @@ TINY = bench.Sizes(
     month_charges=800,
     report_accounts=3,
     report_queries=3,
-    accounts=20,
-    writers=4,
+    accounts=5,
+    writers=2,
     hot_writers=2,
 )
 
@@ -38,7 +43,8 @@ def test_every_scenario_completes_consistently(store_url, tmp_path, monkeypatch)
     # The task path's Redis queue: the jobs tests' own database.
     monkeypatch.setenv("LEDGER_BENCH_REDIS_URL", os.environ.get("LEDGER_TEST_JOBS_REDIS_URL", "redis://127.0.0.1:6379/14"))
     docs = tmp_path / "BENCHMARKS.md"
-    rows = bench.run(store_url, sizes=TINY, write_docs=docs, console=Console(file=open(tmp_path / "out.txt", "w")))
+    with open(tmp_path / "out.txt", "w") as out:
+        rows = bench.run(store_url, sizes=TINY, write_docs=docs, console=Console(file=out))
 
     assert [row.error for row in rows if row.error] == []
     assert [row.scenario for row in rows if "n/a" in row.note] == []
