@@ -58,24 +58,23 @@ def http_api(ctx: Context) -> list[Row]:
     count = clients * ctx.sizes.concurrent_per_writer
     over_http = [_as_json(item) for item in charges("http", count, accounts)]
     in_process = list(charges("inproc", count, accounts))
-    with ctx.fresh("http") as url:
+    with ctx.fresh("http") as url, _serving(url) as server:
         expected = open_accounts(url, accounts, "http")
         ledger = Ledger.from_url(url)
         try:
             key = create_key(ledger, "admin", name="benchmark")[1]
             for account in accounts:
                 ledger.account_totals(account)
-            with _server(url) as base_url:
-                http_latency: list[float] = []
-                local_latency: list[float] = []
-                post = _poster(base_url, key)
-                blocks = list(zip(blocks_of(count, _block(count)), blocks_of(count, _block(count))))
-                http_seconds, local_seconds = alternate([
-                    (partial(_concurrently, post, over_http, b1, clients, http_latency),
-                     partial(_concurrently, lambda item: ledger.record_charge(**item), in_process, b2, clients,
-                             local_latency))
-                    for b1, b2 in blocks
-                ])
+            http_latency: list[float] = []
+            local_latency: list[float] = []
+            post = _poster(server.url(), key)
+            blocks = list(zip(blocks_of(count, _block(count)), blocks_of(count, _block(count))))
+            http_seconds, local_seconds = alternate([
+                (partial(_concurrently, post, over_http, b1, clients, http_latency),
+                 partial(_concurrently, lambda item: ledger.record_charge(**item), in_process, b2, clients,
+                         local_latency))
+                for b1, b2 in blocks
+            ])
         finally:
             ledger.close()
         expected.merge(tally_of(over_http))
@@ -147,33 +146,60 @@ def _poster(base_url: str, key: str) -> Callable[[dict[str, Any]], None]:
     return post
 
 
+class Serving:
+    """A ``ledger serve`` subprocess on a free loopback port, started at once.
+
+    Its start-up (a new interpreter importing the service) runs while the
+    scenario sets up; :meth:`url` waits until it answers ``/healthz``.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ledger_service.cli", "--database-url", database_url, "serve",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ}, text=True)
+        self.deadline = time.monotonic() + STARTUP_SECONDS
+        self.ready = False
+
+    def url(self) -> str:
+        """The server's base URL, once it answers."""
+        while not self.ready:
+            if self.process.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"ledger serve exited: {self.log.read()[-500:]}")
+            self.ready = _healthy(self.port)
+            if not self.ready and time.monotonic() > self.deadline:
+                raise TimeoutError("ledger serve did not answer /healthz")
+            if not self.ready:
+                time.sleep(READY_POLL)
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        """Stop it (a graceful stop: every request it took is answered first); again does nothing."""
+        if not self.log.closed:
+            stop(self.process)
+            self.log.close()
+
+
+@contextmanager
+def _serving(database_url: str) -> Iterator[Serving]:
+    """``ledger serve`` starting now, stopped when the block ends."""
+    server = Serving(database_url)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 @contextmanager
 def _server(database_url: str) -> Iterator[str]:
-    """``ledger serve`` on a free loopback port until the block ends."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tempfile.TemporaryFile(mode="w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ledger_service.cli", "--database-url", database_url, "serve",
-         "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ}, text=True)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"ledger serve exited: {log.read()[-500:]}")
-            if _healthy(port):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError("ledger serve did not answer /healthz")
-            time.sleep(READY_POLL)
-        yield base_url
-    finally:
-        stop(process)
-        log.close()
+    """``ledger serve`` on a free loopback port until the block ends, answering when the block starts."""
+    with _serving(database_url) as server:
+        yield server.url()
 
 
 def _healthy(port: int) -> bool:

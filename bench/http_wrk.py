@@ -31,7 +31,7 @@ from typing import Any
 
 from bench.checks import check_recorded, index_ids
 from bench.context import Context
-from bench.http import HTTP_TARGET, _as_json, _concurrently, _latency, _server
+from bench.http import HTTP_TARGET, _as_json, _concurrently, _latency, _serving
 from bench.recording import open_accounts
 from bench.rows import Inconsistent, Row
 from bench.workload import account_ids, charges, tally_of
@@ -59,7 +59,7 @@ def http_api_wrk(ctx: Context) -> list[Row]:
     seconds_each = min(seconds_each, ctx.sizes.wrk_seconds)
     per_turn = max(1, clients * ctx.sizes.concurrent_per_writer // turns)
     ready = WRK_CHARGES_PER_SECOND * math.ceil(seconds_each)
-    with ctx.fresh("http-wrk") as url, tempfile.TemporaryDirectory() as scratch:
+    with ctx.fresh("http-wrk") as url, _serving(url) as server, tempfile.TemporaryDirectory() as scratch:
         expected = open_accounts(url, accounts, "http-wrk")
         ledger = Ledger.from_url(url)
         made: dict[str, dict[str, Any]] = {}
@@ -69,24 +69,25 @@ def http_api_wrk(ctx: Context) -> list[Row]:
             from ledger_service.keys import create_key
 
             key = create_key(ledger, "admin", name="benchmark")[1]
-            with _server(url) as base_url:
-                for turn in range(turns):
-                    items = list(charges(f"inproc{turn}", per_turn, accounts))
-                    bodies = [_as_json(item) for item in charges(f"{PREFIX}{turn}", ready, accounts)]
-                    made.update((body["charge_id"], body) for body in bodies)
-                    sides = ["local", "wrk"] if turn % 2 == 0 else ["wrk", "local"]
-                    for side in sides:
-                        if side == "local":
-                            local_seconds += _concurrently(lambda item: ledger.record_charge(**item), items,
-                                                           range(len(items)), clients, local_latency)
-                            local_count += len(items)
-                            expected.merge(tally_of(items))
-                        else:
-                            seconds, done, latency = _run_wrk(wrk, base_url, key, bodies, clients, seconds_each,
-                                                                     Path(scratch))
-                            wrk_seconds += seconds
-                            answered += done
-                            wrk_latency.append(latency)
+            base_url = server.url()
+            for turn in range(turns):
+                items = list(charges(f"inproc{turn}", per_turn, accounts))
+                bodies = [_as_json(item) for item in charges(f"{PREFIX}{turn}", ready, accounts)]
+                made.update((body["charge_id"], body) for body in bodies)
+                sides = ["local", "wrk"] if turn % 2 == 0 else ["wrk", "local"]
+                for side in sides:
+                    if side == "local":
+                        local_seconds += _concurrently(lambda item: ledger.record_charge(**item), items,
+                                                       range(len(items)), clients, local_latency)
+                        local_count += len(items)
+                        expected.merge(tally_of(items))
+                    else:
+                        seconds, done, latency = _run_wrk(wrk, base_url, key, bodies, clients, seconds_each,
+                                                          Path(scratch))
+                        wrk_seconds += seconds
+                        answered += done
+                        wrk_latency.append(latency)
+            server.close()  # a graceful stop: whatever wrk left in flight is recorded before the ids are read
             recorded = index_ids(ledger, PREFIX)
         finally:
             ledger.close()

@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.checks import check_recorded
 from bench.context import Context
-from bench.http import _concurrently, _server
+from bench.http import _concurrently, _serving
 from bench.pairing import alternate, blocks_of
 from bench.recording import open_accounts
 from bench.rows import POSTGRESQL, SQLITE, Inconsistent, Row, at_least, missing
@@ -62,23 +62,24 @@ def otlp_ingestion(ctx: Context) -> list[Row]:
     paths = {"ce": ("/api/v1/events", "application/cloudevents-batch+json", 204),
              "otlp": ("/v1/traces", "application/x-protobuf", 200),
              "otlpjson": ("/v1/traces", "application/json", 200)}
-    with ctx.fresh("otlp") as url:
+    with ctx.fresh("otlp") as url, _serving(url) as server:
         expected = open_accounts(url, accounts, "otlp")
         ledger = Ledger.from_url(url)
         try:
             key = create_key(ledger, "ingest", name="benchmark")[1]
         finally:
             ledger.close()
-        with _server(url) as base_url:
-            posters = {side: _poster(base_url, key, *paths[side]) for side in sides}
-            latencies: dict[str, list[float]] = {side: [] for side in sides}
-            exports = len(requests["ce"])
-            size = max(1, -(-exports // TURNS))
-            seconds = alternate([
-                tuple(partial(_concurrently, posters[side], requests[side], block, CLIENTS, latencies[side])
-                      for side in sides)
-                for block in blocks_of(exports, size)
-            ])
+        base_url = server.url()
+        posters = {side: _poster(base_url, key, *paths[side]) for side in sides}
+        latencies: dict[str, list[float]] = {side: [] for side in sides}
+        exports = len(requests["ce"])
+        size = max(1, -(-exports // TURNS))
+        seconds = alternate([
+            tuple(partial(_concurrently, posters[side], requests[side], block, CLIENTS, latencies[side])
+                  for side in sides)
+            for block in blocks_of(exports, size)
+        ])
+        server.close()
         for items in sides.values():
             expected.merge(tally_of(items))
         check_recorded(url, accounts, expected)

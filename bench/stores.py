@@ -112,14 +112,23 @@ def reset_postgres(url: str) -> None:
 
 
 def empty_postgres(url: str) -> None:
-    """Empty every table of the ``public`` schema, its sequences restarted: the schema stays."""
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    """Delete every row of the ``public`` schema's tables and restart its sequences: the schema stays.
+
+    DELETE rather than TRUNCATE: for the few rows of small sizes it is ten
+    times quicker (TRUNCATE makes every table's files anew and syncs them).
+    """
+    engine = sa.create_engine(url)
     try:
-        with engine.connect() as connection:
+        with engine.begin() as connection:
             tables = connection.exec_driver_sql(
                 "SELECT 'public.' || quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public'"
             ).scalars().all()
-            if tables:
-                connection.exec_driver_sql(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+            sequences = connection.exec_driver_sql(
+                "SELECT 'public.' || quote_ident(sequencename) FROM pg_sequences WHERE schemaname = 'public'"
+            ).scalars().all()
+            statements = [f"DELETE FROM {table}" for table in tables]
+            statements += [f"ALTER SEQUENCE {sequence} RESTART" for sequence in sequences]
+            if statements:
+                connection.exec_driver_sql("; ".join(statements))
     finally:
         engine.dispose()

@@ -20,7 +20,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -54,20 +54,23 @@ def task_path(ctx: Context) -> list[Row]:
     queued = list(charges("tp-queued", sizes.batch, accounts))
     half = len(direct) // 2
     with ctx.fresh("taskpath") as url, _queue(ctx, url) as queue:
-        expected = open_accounts(url, accounts, "taskpath")
         use_queue(instance, queue)
-        ledger = Ledger.from_url(url)
         try:
-            with _worker(url, queue, ctx) as consumer:
-                for account in accounts:
-                    ledger.account_totals(account)
-                first = _record(ledger, direct[:half], sizes.batch_size)
-                backlog = [instance.serialize_task(create_charge.s(**item)) for item in queued]
-                drain_seconds = _drain(instance, backlog, consumer)
-                retried = instance.storage.result_store_size()  # tasks that met an error (then retried)
-                second = _record(ledger, direct[half:], sizes.batch_size)
+            with _worker(url, queue, ctx) as ready:  # it starts up while the accounts are opened
+                expected = open_accounts(url, accounts, "taskpath")
+                ledger = Ledger.from_url(url)
+                try:
+                    consumer = ready()
+                    for account in accounts:
+                        ledger.account_totals(account)
+                    first = _record(ledger, direct[:half], sizes.batch_size)
+                    backlog = [instance.serialize_task(create_charge.s(**item)) for item in queued]
+                    drain_seconds = _drain(instance, backlog, consumer)
+                    retried = instance.storage.result_store_size()  # tasks that met an error (then retried)
+                    second = _record(ledger, direct[half:], sizes.batch_size)
+                finally:
+                    ledger.close()
         finally:
-            ledger.close()
             use_queue(instance, queue_url())
         expected.merge(tally_of(direct))
         expected.merge(tally_of(queued))
@@ -129,24 +132,34 @@ def _queue(ctx: Context, url: str) -> Iterator[str]:
 
 
 @contextmanager
-def _worker(url: str, queue: str, ctx: Context) -> Iterator[subprocess.Popen]:
-    """``run_worker(workers=2, periodic=False)`` in a process of its own, ready when it yields."""
+def _worker(url: str, queue: str, ctx: Context) -> Iterator[Callable[[], subprocess.Popen]]:
+    """``run_worker(workers=2, periodic=False)`` in a process of its own, started when it yields.
+
+    What it yields waits until the worker polls the queue, and returns its process.
+    """
     from jobs import huey as instance
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_") or k == "LEDGER_TASK_BATCH_SIZE"}
     env.update(PYTHONPATH=str(ROOT), LEDGER_DATABASE_URL=url, LEDGER_HUEY_URL=queue)
-    code = "from jobs.worker import run_worker; run_worker(workers=2, periodic=False, max_delay=0.02)"
+    # SIGTERM stops it at once (SIGINT would be the graceful stop): by then the backlog has drained and
+    # nothing is held, so a graceful stop would only wait out a worker thread's blocking read (up to 1 s).
+    code = ("from jobs.worker import run_worker; "
+            "run_worker(workers=2, periodic=False, max_delay=0.02, graceful_signal='INT')")
     log = open(os.environ.get("LEDGER_BENCH_WORKER_LOG", os.devnull), "a")
     process = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 60
+
+    def ready() -> subprocess.Popen:
         while not instance.storage.consumers():  # its first poll renews its lease
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the benchmark's worker did not start")
             time.sleep(0.02)
         ctx.log(f"worker {process.pid} ready on {queue.split('?')[0]}")
-        yield process
+        return process
+
+    try:
+        yield ready
     finally:
         stop(process)
         log.close()
