@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from bench.checks import check_recorded
 from bench.context import Context
 from bench.pairing import alternate, blocks_of
-from bench.processes import stop
+from bench.processes import hang_up, stop
 from bench.recording import open_accounts
 from bench.rows import POSTGRESQL, SQLITE, Inconsistent, Row, at_least, missing
 from bench.workload import account_ids, charges, tally_of
@@ -75,6 +75,7 @@ def http_api(ctx: Context) -> list[Row]:
                          local_latency))
                 for b1, b2 in blocks
             ])
+            server.hang_up()  # every request was answered: it stops while the results are checked
         finally:
             ledger.close()
         expected.merge(tally_of(over_http))
@@ -178,6 +179,10 @@ class Serving:
                 time.sleep(READY_POLL)
         return f"http://127.0.0.1:{self.port}"
 
+    def hang_up(self) -> None:
+        """Tell it to stop (a graceful stop) and go on; :meth:`close` waits until it has."""
+        hang_up(self.process)
+
     def close(self) -> None:
         """Stop it (a graceful stop: every request it took is answered first); again does nothing."""
         if not self.log.closed:
@@ -193,13 +198,6 @@ def _serving(database_url: str) -> Iterator[Serving]:
         yield server
     finally:
         server.close()
-
-
-@contextmanager
-def _server(database_url: str) -> Iterator[str]:
-    """``ledger serve`` on a free loopback port until the block ends, answering when the block starts."""
-    with _serving(database_url) as server:
-        yield server.url()
 
 
 def _healthy(port: int) -> bool:

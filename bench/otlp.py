@@ -79,7 +79,7 @@ def otlp_ingestion(ctx: Context) -> list[Row]:
                   for side in sides)
             for block in blocks_of(exports, size)
         ])
-        server.close()
+        server.hang_up()  # every export was answered: it stops while the results are checked
         for items in sides.values():
             expected.merge(tally_of(items))
         check_recorded(url, accounts, expected)

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from bench.checks import check_recorded
 from bench.context import Context
-from bench.processes import stop
+from bench.processes import hang_up, stop
 from bench.recording import BATCH, open_accounts
 from bench.rows import POSTGRESQL, SQLITE, Inconsistent, Row, at_least
 from bench.workload import account_ids, charges, tally_of
@@ -68,14 +68,15 @@ def task_path(ctx: Context) -> list[Row]:
                     drain_seconds = _drain(instance, backlog, consumer)
                     retried = instance.storage.result_store_size()  # tasks that met an error (then retried)
                     second = _record(ledger, direct[half:], sizes.batch_size)
+                    hang_up(consumer)  # drained and idle: it exits while the results are checked
                 finally:
                     ledger.close()
+                expected.merge(tally_of(direct))
+                expected.merge(tally_of(queued))
+                check_recorded(url, accounts, expected)
+                commits = _commits(url, "tp-queued-")
         finally:
             use_queue(instance, queue_url())
-        expected.merge(tally_of(direct))
-        expected.merge(tally_of(queued))
-        check_recorded(url, accounts, expected)
-        commits = _commits(url, "tp-queued-")
     raw = Row(f"record_charges, {sizes.batch_size:,}/call, around the drain", ctx.kind, len(direct),
               first + second, key=f"{TASK_PATH}-direct")
     note = (f"{commits:,} transactions, {len(queued) / max(commits, 1):.0f} charges per commit, "

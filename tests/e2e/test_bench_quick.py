@@ -21,15 +21,15 @@ from ledger import Ledger
 
 TINY = bench.Sizes(
     turns=1,
-    wrk_seconds=0.3,
+    wrk_seconds=0.2,
     recreate_schema=False,
     single=30,
-    batch=1_500,
+    batch=1_000,
     batch_size=500,
     hot_per_writer=8,
     concurrent_per_writer=8,
     scaling_per_writer=8,
-    charges=3_000,
+    charges=1_000,
     month_charges=800,
     report_accounts=3,
     report_queries=3,
