@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from bench.checks import check_recorded
 from bench.context import Context
 from bench.pairing import alternate, blocks_of
-from bench.processes import hang_up, stop
+from bench.processes import Forked, Process, hang_up, in_child, stop
 from bench.recording import open_accounts
 from bench.rows import POSTGRESQL, SQLITE, Inconsistent, Row, at_least, missing
 from bench.workload import account_ids, charges, tally_of
@@ -58,7 +58,7 @@ def http_api(ctx: Context) -> list[Row]:
     count = clients * ctx.sizes.concurrent_per_writer
     over_http = [_as_json(item) for item in charges("http", count, accounts)]
     in_process = list(charges("inproc", count, accounts))
-    with ctx.fresh("http") as url, _serving(url) as server:
+    with ctx.fresh("http") as url, _serving(url, fork=ctx.sizes.fork_starts) as server:
         expected = open_accounts(url, accounts, "http")
         ledger = Ledger.from_url(url)
         try:
@@ -152,17 +152,22 @@ class Serving:
 
     Its start-up (a new interpreter importing the service) runs while the
     scenario sets up; :meth:`url` waits until it answers ``/healthz``.
+    ``fork``: the same command in a child of the bench's fork server, which
+    imported the service once (``Sizes.fork_starts``).
     """
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, fork: bool = False) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ledger_service.cli", "--database-url", database_url, "serve",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ}, text=True)
+        self.log = tempfile.NamedTemporaryFile(mode="w+", prefix="ledger-bench-serve-", suffix=".log")
+        arguments = ["--database-url", database_url, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.process: Process
+        if fork:  # the same command, from the fork server that imported the service already
+            self.process = Forked(_serve, (arguments, {**os.environ}, self.log.name))
+        else:
+            self.process = subprocess.Popen([sys.executable, "-m", "ledger_service.cli", *arguments],
+                                            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ}, text=True)
         self.deadline = time.monotonic() + STARTUP_SECONDS
         self.ready = False
 
@@ -190,10 +195,18 @@ class Serving:
             self.log.close()
 
 
+def _serve(arguments: list[str], env: dict[str, str], log: str) -> None:
+    """``ledger <arguments>`` in a forked child, as ``python -m ledger_service.cli`` runs it."""
+    in_child(env, log)
+    from ledger_service.cli import app
+
+    app(arguments, prog_name="ledger")
+
+
 @contextmanager
-def _serving(database_url: str) -> Iterator[Serving]:
-    """``ledger serve`` starting now, stopped when the block ends."""
-    server = Serving(database_url)
+def _serving(database_url: str, *, fork: bool = False) -> Iterator[Serving]:
+    """``ledger serve`` starting now (forked: see :class:`Serving`), stopped when the block ends."""
+    server = Serving(database_url, fork=fork)
     try:
         yield server
     finally:

@@ -59,7 +59,8 @@ def http_api_wrk(ctx: Context) -> list[Row]:
     seconds_each = min(seconds_each, ctx.sizes.wrk_seconds)
     per_turn = max(1, clients * ctx.sizes.concurrent_per_writer // turns)
     ready = WRK_CHARGES_PER_SECOND * math.ceil(seconds_each)
-    with ctx.fresh("http-wrk") as url, _serving(url) as server, tempfile.TemporaryDirectory() as scratch:
+    with (ctx.fresh("http-wrk") as url, _serving(url, fork=ctx.sizes.fork_starts) as server,
+          tempfile.TemporaryDirectory() as scratch):
         expected = open_accounts(url, accounts, "http-wrk")
         ledger = Ledger.from_url(url)
         made: dict[str, dict[str, Any]] = {}

@@ -62,7 +62,7 @@ def otlp_ingestion(ctx: Context) -> list[Row]:
     paths = {"ce": ("/api/v1/events", "application/cloudevents-batch+json", 204),
              "otlp": ("/v1/traces", "application/x-protobuf", 200),
              "otlpjson": ("/v1/traces", "application/json", 200)}
-    with ctx.fresh("otlp") as url, _serving(url) as server:
+    with ctx.fresh("otlp") as url, _serving(url, fork=ctx.sizes.fork_starts) as server:
         expected = open_accounts(url, accounts, "otlp")
         ledger = Ledger.from_url(url)
         try:

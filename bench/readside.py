@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench import baselines
+from bench import baselines, processes
 from bench.checks import account_totals, expect, projected_totals
 from bench.context import Context
 from bench.rows import Inconsistent, Row, Target, missing
@@ -29,8 +29,6 @@ PROJECTION = "projection"
 CRUD_AGGREGATE_BIG = "crud-aggregate-big"
 REPORT_CRUD = "report-crud"
 REPORT_CRUD_SUMMARY = "report-crud-summary"
-#: Logs from this many charges are rebuilt in a newly spawned interpreter (smaller ones in a forked child).
-SPAWN_REBUILD_FROM = 100_000
 #: One charge in this many is reversed in seeded logs.
 REVERSE_EVERY = 200
 
@@ -99,7 +97,7 @@ def projection_and_rebuild(ctx: Context) -> list[Row]:
         ctx.log("CRUD aggregation of the same charges")
         crud_seconds = _crud_aggregate_of(url, charges("proj", n, accounts, start=start, days=30))
         ctx.log("rebuilding in a child process")
-        rebuilt = _rebuild_in_child(url, fresh=n >= SPAWN_REBUILD_FROM)
+        rebuilt = _rebuild_in_child(url, fresh=not ctx.sizes.fork_starts)
     crud = Row(names[1], ctx.kind, n, crud_seconds, key=CRUD_AGGREGATE_BIG)
     seeded = Row(
         f"set-up: seed the log ({n:,} charges)", ctx.kind, n, seed_seconds,
@@ -143,10 +141,10 @@ def _crud_aggregate_of(url: str, items: Any) -> float:
 def _rebuild_in_child(url: str, fresh: bool = True) -> dict[str, float]:
     """Rebuild in a fresh process so its peak RSS is the rebuild's alone.
 
-    ``fresh=False`` (small logs, whose peak RSS says nothing): a child of the
-    writers' fork server, started in milliseconds instead of a new interpreter's second.
+    ``fresh=False`` (``Sizes.fork_starts``: small logs, whose peak RSS says nothing): a
+    child of the bench's fork server, started in milliseconds instead of a new interpreter's second.
     """
-    context = multiprocessing.get_context("spawn" if fresh else "forkserver")
+    context = multiprocessing.get_context("spawn") if fresh else processes.fork_context()
     with context.Pool(1) as pool:
         return pool.apply(rebuild_child, (url,))
 

@@ -24,6 +24,7 @@ from bench import (
     limit,
     otlp,
     pgbench,
+    processes,
     readside,
     recording,
     scaling,
@@ -95,6 +96,8 @@ def run(
     names = [name for name in SCENARIOS if name in names]  # run order: baselines first, whatever --only's order
     if any(Store(url).kind == POSTGRESQL for url in urls) and set(names) & set(pgbench.NEEDS_PGBENCH):
         pgbench.require_pgbench()  # a set-up error, before anything runs
+    if chosen.fork_starts:
+        processes.preload(processes.SERVICE_MODULES)
     console = console or Console(width=None if sys.stdout.isatty() else 220)
     began = time.perf_counter()
     rows: list[Row] = []

@@ -44,6 +44,10 @@ class Sizes:
     #: PostgreSQL: drop and recreate the schema before each scenario; False: drop it
     #: once, then empty its tables (small sizes, where making the schema outweighs the work).
     recreate_schema: bool = True
+    #: start ``ledger serve``, the task path's worker and the rebuild as children of the bench's
+    #: fork server (the service imported once) instead of new interpreters (small sizes,
+    #: where an interpreter's start-up outweighs the work).
+    fork_starts: bool = False
 
     @classmethod
     def full(cls) -> "Sizes":

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from bench.checks import check_recorded
 from bench.context import Context
-from bench.processes import hang_up, stop
+from bench.processes import Forked, Process, hang_up, in_child, stop
 from bench.recording import BATCH, open_accounts
 from bench.rows import POSTGRESQL, SQLITE, Inconsistent, Row, at_least
 from bench.workload import account_ids, charges, tally_of
@@ -99,7 +99,7 @@ def _record(ledger: Ledger, items: Sequence[Mapping[str, Any]], size: int) -> fl
     return time.perf_counter() - began
 
 
-def _drain(instance: Any, backlog: list[bytes], consumer: subprocess.Popen) -> float:
+def _drain(instance: Any, backlog: list[bytes], consumer: Process) -> float:
     """Seconds from enqueuing the backlog until nothing is queued, held or scheduled for a retry."""
     storage = instance.storage
     patience = max(60.0, PATIENCE_PER_1000 * len(backlog) / 1000)
@@ -132,8 +132,24 @@ def _queue(ctx: Context, url: str) -> Iterator[str]:
         instance.storage.flush_all()
 
 
+#: The worker, as ``ledger worker`` runs it. SIGTERM stops it at once (SIGINT would be the graceful stop):
+#: by then the backlog has drained and nothing is held, so a graceful stop would only wait out a worker
+#: thread's blocking read (up to 1 s).
+WORKER_OPTIONS: dict[str, Any] = {"workers": 2, "periodic": False, "max_delay": 0.02, "graceful_signal": "INT"}
+WORKER_CODE = f"from jobs.worker import run_worker; run_worker(**{WORKER_OPTIONS!r})"
+
+
+def _run_worker(env: dict[str, str], log: str) -> None:
+    """What :data:`WORKER_CODE` runs, in a forked child, in a session of its own as the subprocess would be."""
+    in_child(env, log)
+    os.setsid()
+    from jobs.worker import run_worker
+
+    run_worker(**WORKER_OPTIONS)
+
+
 @contextmanager
-def _worker(url: str, queue: str, ctx: Context) -> Iterator[Callable[[], subprocess.Popen]]:
+def _worker(url: str, queue: str, ctx: Context) -> Iterator[Callable[[], Process]]:
     """``run_worker(workers=2, periodic=False)`` in a process of its own, started when it yields.
 
     What it yields waits until the worker polls the queue, and returns its process.
@@ -142,16 +158,17 @@ def _worker(url: str, queue: str, ctx: Context) -> Iterator[Callable[[], subproc
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_") or k == "LEDGER_TASK_BATCH_SIZE"}
     env.update(PYTHONPATH=str(ROOT), LEDGER_DATABASE_URL=url, LEDGER_HUEY_URL=queue)
-    # SIGTERM stops it at once (SIGINT would be the graceful stop): by then the backlog has drained and
-    # nothing is held, so a graceful stop would only wait out a worker thread's blocking read (up to 1 s).
-    code = ("from jobs.worker import run_worker; "
-            "run_worker(workers=2, periodic=False, max_delay=0.02, graceful_signal='INT')")
-    log = open(os.environ.get("LEDGER_BENCH_WORKER_LOG", os.devnull), "a")
-    process = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    log_path = os.environ.get("LEDGER_BENCH_WORKER_LOG", os.devnull)
+    log = open(log_path, "a")
+    process: Process
+    if ctx.sizes.fork_starts:  # the same call, from the fork server that imported the ledger already
+        process = Forked(_run_worker, (env, log_path))
+    else:
+        process = subprocess.Popen([sys.executable, "-c", WORKER_CODE], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 60
 
-    def ready() -> subprocess.Popen:
+    def ready() -> Process:
         while not instance.storage.consumers():  # its first poll renews its lease
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the benchmark's worker did not start")

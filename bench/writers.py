@@ -12,7 +12,6 @@ monotonic clock each writer reports.
 
 from __future__ import annotations
 
-import multiprocessing
 import queue
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import sqlalchemy as sa
 
-from bench import baselines
+from bench import baselines, processes
 from ledger import Ledger
 from ledger.store.pg_calls import LOCKED
 
@@ -146,8 +145,8 @@ def run_together(preload: str, target: Callable[..., None], arguments: Sequence[
     ``("done", items, began, ended)`` or ``("error", traceback)`` on ``results``.
     ``preload`` is the module the children fork with, already imported.
     """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([preload])
+    processes.preload([preload])
+    context = processes.fork_context()
     ready, start, results = context.Queue(), context.Event(), context.Queue()
     workers = [
         context.Process(target=target, args=(*args, ready, start, results), daemon=True) for args in arguments

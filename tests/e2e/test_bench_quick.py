@@ -23,6 +23,7 @@ TINY = bench.Sizes(
     turns=1,
     wrk_seconds=0.2,
     recreate_schema=False,
+    fork_starts=True,
     single=30,
     batch=1_000,
     batch_size=500,
