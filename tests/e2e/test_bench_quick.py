@@ -2,8 +2,10 @@
 
 Nothing here looks at speed. Sizes are smaller than ``--quick`` to keep the
 suite fast: one turn of each paired kind, two writers, five accounts, wrk
-turns of a fraction of a second, and the PostgreSQL schema made once and
-emptied between scenarios; ``python -m bench --quick`` runs the same code a little longer.
+turns of a fraction of a second, the PostgreSQL schema made once and
+emptied between scenarios, and ``ledger serve``, the worker and the rebuild
+forked from the bench's fork server instead of started as new interpreters;
+``python -m bench --quick`` runs the same code a little longer.
 """
 
 from __future__ import annotations
