@@ -24,14 +24,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from bench.checks import check_recorded
 from bench.context import Context
 from bench.pairing import alternate, blocks_of
-from bench.processes import Forked, Process, hang_up, in_child, stop
+from bench.processes import Forked, Process, hang_up, run_cli, stop
 from bench.recording import open_accounts
 from bench.rows import POSTGRESQL, SQLITE, Inconsistent, Row, at_least, missing
 from bench.workload import account_ids, charges, tally_of
@@ -51,6 +52,7 @@ def http_api(ctx: Context) -> list[Row]:
     name = f"POST /v1/charges, {clients} HTTP clients (ledger serve)"
     try:
         import httpx  # noqa: F401
+
         from ledger_service.keys import create_key
     except ImportError as exc:
         return [missing(name, ctx.kind, exc.name or "ledger_service")]
@@ -164,7 +166,7 @@ class Serving:
         arguments = ["--database-url", database_url, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         self.process: Process
         if fork:  # the same command, from the fork server that imported the service already
-            self.process = Forked(_serve, (arguments, {**os.environ}, self.log.name))
+            self.process = Forked(run_cli, (arguments, {**os.environ}, self.log.name))
         else:
             self.process = subprocess.Popen([sys.executable, "-m", "ledger_service.cli", *arguments],
                                             stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ}, text=True)
@@ -193,14 +195,6 @@ class Serving:
         if not self.log.closed:
             stop(self.process)
             self.log.close()
-
-
-def _serve(arguments: list[str], env: dict[str, str], log: str) -> None:
-    """``ledger <arguments>`` in a forked child, as ``python -m ledger_service.cli`` runs it."""
-    in_child(env, log)
-    from ledger_service.cli import app
-
-    app(arguments, prog_name="ledger")
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import subprocess
+import sys
 import weakref
 from collections.abc import Callable
 from multiprocessing.context import ForkServerContext
@@ -72,6 +73,16 @@ def in_child(env: dict[str, str], log: str) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    for stream in (sys.stdout, sys.stderr):  # a line at a time, as PYTHONUNBUFFERED gives a new interpreter
+        stream.reconfigure(line_buffering=True)
+
+
+def run_cli(arguments: list[str], env: dict[str, str], log: str) -> None:
+    """``ledger <arguments>`` in a forked child, as ``python -m ledger_service.cli`` runs it."""
+    in_child(env, log)
+    from ledger_service.cli import app
+
+    app(arguments, prog_name="ledger")
 
 
 #: Processes sent SIGTERM by :func:`hang_up` (each is signalled once: a second SIGTERM means "hurry" to uvicorn).

@@ -29,10 +29,13 @@ from conftest import PG_URL, ensure_database, reset_postgres
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from bench.processes import SERVICE_MODULES, Forked, Process, preload, run_cli, stop
 from ledger_service.cli import app as cli_app
 from ledger_service.http import create_app
 from ledger_service.keys import create_key
 
+#: The fork server that starts ``ledger serve`` has the service imported (before it starts: at import).
+preload(("bench.processes", *SERVICE_MODULES))
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
@@ -94,7 +97,7 @@ def client(ledger) -> Iterator[TestClient]:
 class Server:
     url: str
     database_url: str
-    process: subprocess.Popen
+    process: Process
     log: IO[str]
 
     def output(self) -> str:
@@ -112,7 +115,7 @@ class Server:
         return json.loads(ledger_cli(self.database_url, "keys", "create", "--json", *args))
 
 
-def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 30) -> bool:
+def wait_healthy(url: str, process: Process, seconds: float = 30) -> bool:
     """Whether the server at ``url`` answered ``/healthz`` before ``process`` exited or ``seconds`` passed."""
     deadline = time.monotonic() + seconds
     while process.poll() is None and time.monotonic() < deadline:
@@ -127,16 +130,18 @@ def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 30) -> bo
 @contextmanager
 def serving(store_url: str, port: int | None = None) -> Iterator[Server]:
     """``ledger serve`` on ``port`` (default: a free loopback port) for the ``with`` block, up when
-    /healthz answers. A test that stops the server and starts it again on the same address passes the port."""
+    /healthz answers. A test that stops the server and starts it again on the same address passes the port.
+
+    The command runs as ``python -m ledger_service.cli`` would run it, in a child of a fork server
+    that imported the service once (a new interpreter costs about a second of CPU per start), with
+    the test's environment of the moment; ``tests/e2e`` starts the installed script itself.
+    """
     port = port or free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    arguments = ["--database-url", store_url, "serve", "--host", "127.0.0.1", "--port", str(port)]
     # The server's output goes to a file, never an unread pipe: a burst of logged
     # tracebacks would fill the pipe and block the server mid-test.
-    with tempfile.TemporaryFile(mode="w+") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ledger_service.cli", "--database-url", store_url, "serve",
-             "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    with tempfile.NamedTemporaryFile(mode="w+", prefix="ledger-serve-", suffix=".log") as log:
+        process = Forked(run_cli, (arguments, {**os.environ, "PYTHONUNBUFFERED": "1"}, log.name))
         url = f"http://127.0.0.1:{port}"
         try:
             if not wait_healthy(url, process):
@@ -146,12 +151,7 @@ def serving(store_url: str, port: int | None = None) -> Iterator[Server]:
                 raise RuntimeError(f"ledger serve did not come up: {log.read()}")
             yield Server(url, store_url, process, log)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, timeout=20)
 
 
 @pytest.fixture
