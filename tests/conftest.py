@@ -208,11 +208,23 @@ def admin_sql(sql: str) -> None:
         engine.dispose()
 
 
+def database_beside(suffix: str) -> str:
+    """The URL of the database ``<database>_<suffix>`` beside the run's (a worker's own), on the same server."""
+    url = sa.engine.make_url(PG_URL)
+    return url.set(database=f"{url.database}_{suffix}").render_as_string(hide_password=False)
+
+
+def read_only(url: str) -> str:
+    """``url`` with every transaction read-only, as on a standby (a stand-in read database)."""
+    return sa.engine.make_url(url).update_query_dict({"options": "-c default_transaction_read_only=on"}) \
+        .render_as_string(hide_password=False)
+
+
 @contextmanager
 def scratch_database(suffix: str) -> Iterator[str]:
     """A database of the test's own beside the run's (``<database>_<suffix>``), which the test may make
     unreachable (``ALTER DATABASE ... ALLOW_CONNECTIONS false``); dropped afterwards whatever happened."""
-    name = f"{sa.engine.make_url(PG_URL).database}_{suffix}"
+    name = sa.engine.make_url(database_beside(suffix)).database
     admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin_sql(f'CREATE DATABASE "{name}"')
     try:
@@ -292,7 +304,11 @@ def postgres_url() -> str:
     return PG_URL
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+#: The stores the ledger supports, as the parameters of a fixture that runs a test once per store.
+STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=STORES)
 def store_url(request, tmp_path) -> str:
     """Each store the ledger supports: the test runs once per store."""
     if request.param == "sqlite":

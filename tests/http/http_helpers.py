@@ -24,8 +24,7 @@ from typing import IO
 
 import httpx
 import pytest
-import sqlalchemy as sa
-from conftest import PG_URL, ensure_database, reset_postgres
+from conftest import STORES, database_beside, ensure_database, reset_postgres
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -161,27 +160,18 @@ def server(store_url) -> Iterator[Server]:
         yield running
 
 
-#: The stores a module's shared server runs on, named as conftest's ``store_url`` names them.
-STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-def module_database_url() -> str:
-    """The PostgreSQL database of the modules' shared servers: the run's (or worker's) database + ``_serve``.
-
-    A database apart, so a test of the same module that empties the run's database (``store_url``,
-    ``postgres_url``) never drops tables under a shared server that is still running.
-    """
-    url = sa.engine.make_url(PG_URL)
-    return url.set(database=f"{url.database}_serve").render_as_string(hide_password=False)
-
-
 @pytest.fixture(scope="module", params=STORES)
 def module_store_url(request, tmp_path_factory) -> Iterator[str]:
-    """A store for the module, once per store kind: empty when the module starts (and, on PostgreSQL, when it ends)."""
+    """A store for the module, once per store kind: empty when the module starts (and, on PostgreSQL, when it ends).
+
+    On PostgreSQL a database apart (the run's or worker's + ``_serve``), so a test of the same module
+    that empties the run's database (``store_url``, ``postgres_url``) never drops tables under a
+    shared server that is still running.
+    """
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('module-store') / 'ledger.db'}"
         return
-    url = module_database_url()
+    url = database_beside("serve")
     ensure_database(url)
     reset_postgres(url)
     yield url

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import sqlalchemy as sa
-from conftest import PG_URL, ensure_database, reset_postgres
+from conftest import PG_URL, database_beside, ensure_database, read_only, reset_postgres
 from dashboard_helpers import browser, screenshot, sign_in, store_of  # noqa: F401 - browser is a fixture
 from http_helpers import serving
 
@@ -21,10 +20,8 @@ from projections import Projector
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("dashboard")]
 
-READ_URL = sa.engine.make_url(PG_URL).set(database=f"{sa.engine.make_url(PG_URL).database}_read") \
-    .render_as_string(hide_password=False)
-READ_ONLY = sa.engine.make_url(READ_URL).update_query_dict(
-    {"options": "-c default_transaction_read_only=on"}).render_as_string(hide_password=False)
+READ_URL = database_beside("read")
+READ_ONLY = read_only(READ_URL)
 
 
 def standby_with_usage() -> str:

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import sqlalchemy as sa
-from conftest import PG_URL, ensure_database, replication_of, reset_postgres, scalar
+from conftest import (
+    PG_URL,
+    database_beside,
+    ensure_database,
+    read_only,
+    replication_of,
+    reset_postgres,
+    scalar,
+)
 from http_helpers import bearer, serving
 
 from ledger import Ledger, Settings
@@ -19,10 +26,8 @@ from ledger_service.http.schemas import HealthOut
 from projections import Projector
 
 WARNING = "an acknowledged charge could be lost"
-READ_URL = sa.engine.make_url(PG_URL).set(database=f"{sa.engine.make_url(PG_URL).database}_read") \
-    .render_as_string(hide_password=False)
-READ_ONLY = sa.engine.make_url(READ_URL).update_query_dict(
-    {"options": "-c default_transaction_read_only=on"}).render_as_string(hide_password=False)
+READ_URL = database_beside("read")
+READ_ONLY = read_only(READ_URL)
 
 
 @pytest.mark.postgres

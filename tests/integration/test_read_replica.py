@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL, ensure_database, reset_postgres, scalar
+from conftest import (
+    PG_URL,
+    database_beside,
+    ensure_database,
+    read_only,
+    reset_postgres,
+    scalar,
+)
 
 from ledger import Ledger, Settings
 from ledger.store.replication_reads import make_read_engine, read_engine, reads_of
@@ -24,15 +31,9 @@ from projections import Projector
 from projections.reports import account_summaries, records
 
 ROOT = Path(__file__).resolve().parents[2]
-READ_URL = sa.engine.make_url(PG_URL).set(database=f"{sa.engine.make_url(PG_URL).database}_read") \
-    .render_as_string(hide_password=False)
+READ_URL = database_beside("read")
 
 pytestmark = pytest.mark.postgres
-
-
-def read_only(url: str) -> str:
-    return sa.engine.make_url(url).update_query_dict({"options": "-c default_transaction_read_only=on"}) \
-        .render_as_string(hide_password=False)
 
 
 def charge(account: str, n: int, tokens: int) -> dict[str, object]:
