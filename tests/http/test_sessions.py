@@ -12,26 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-
+from dashboard_helpers import sessions_in
 from http_helpers import ledger_cli, module_store_url, shared_server  # noqa: F401 - fixtures
 from test_dashboard_session import form_token, sign_in
 
 #: One worker runs the module, so its shared server starts once per store.
 pytestmark = pytest.mark.xdist_group("http-sessions")
-
-
-def sessions_in(database_url: str, key_id: str) -> list[dict]:
-    """The rows of ``dashboard_sessions`` of the key ``key_id`` (none when the table was never made)."""
-    engine = sa.create_engine(database_url)
-    try:
-        if not sa.inspect(engine).has_table("dashboard_sessions"):
-            return []
-        with engine.connect() as connection:
-            rows = connection.execute(sa.text("SELECT * FROM dashboard_sessions WHERE key_id = :key_id"),
-                                      {"key_id": key_id})
-            return [dict(row._mapping) for row in rows]
-    finally:
-        engine.dispose()
 
 
 def database_dump(database_url: str) -> tuple[list[str], str]:
