@@ -20,7 +20,13 @@ CREATE OR REPLACE FUNCTION ledger_budget_usage(
     version bigint, period_start date,
     spent_micros bigint, spent_tokens bigint, held_micros bigint, held_tokens bigint, unfolded bigint
 )
-LANGUAGE plpgsql AS $$
+-- Plain index scans, not bitmap scans: a fold marks rows folded by writing
+-- new row versions, so the partial index of unfolded rows keeps an entry for
+-- each folded row until VACUUM. An index scan marks such entries dead as it
+-- passes them (the next scan skips them); a bitmap scan never does, and the
+-- sum then visits every charge the account ever folded (measured: 8,092
+-- entries for 12 live rows, 0.5 ms against 0.08 ms).
+LANGUAGE plpgsql SET enable_bitmapscan = off AS $$
 DECLARE
     b record;
     d0 date; d1 date; t0 timestamptz; t1 timestamptz;
@@ -84,6 +90,7 @@ DECLARE
     r record;
     k record;
     undecided boolean := false;
+    waited boolean := false;
     estimate bigint;
     used bigint;
 BEGIN
@@ -100,7 +107,10 @@ BEGIN
              WHERE y.account_id = p_account_id AND (y.user_id IS NULL OR y.user_id = p_user_id)
              ORDER BY 1
     LOOP
-        PERFORM pg_advisory_xact_lock(@LockKey.BUDGET@, k.h);
+        IF NOT pg_try_advisory_xact_lock(@LockKey.BUDGET@, k.h) THEN
+            waited := true;
+            PERFORM pg_advisory_xact_lock(@LockKey.BUDGET@, k.h);
+        END IF;
     END LOOP;
     FOR r IN SELECT * FROM ledger_budget_usage(
         p_account_id, p_user_id, true, p_now, p_day0, p_day1, p_day_t0, p_day_t1,
@@ -135,17 +145,24 @@ BEGIN
     END IF;
     -- The budgets' locks go at COMMIT; with a synchronous commit they would
     -- be held through the WAL flush, so reservations on one budget would each
-    -- wait for the previous one's fsync. This commit does not wait for the
-    -- flush; the caller then flushes (ledger_flush) with the locks released,
-    -- sharing the fsync with every other writer, and returns only after it.
-    -- A later transaction that saw this hold commits after it in the WAL, so
-    -- its own durable commit makes this hold durable too.
-    PERFORM set_config('synchronous_commit', 'off', true);
+    -- wait for the previous one's fsync. So when this call had to wait for a
+    -- lock (reservations on the budget are queueing), its commit does not
+    -- wait for the flush: it answers 'granted', and the caller then flushes
+    -- (ledger_flush) with the locks released, sharing the fsync with every
+    -- other writer, and returns only after it. A later transaction that saw
+    -- this hold commits after it in the WAL, so its own durable commit makes
+    -- this hold durable too. When no lock was contended the commit is
+    -- synchronous and the answer is 'committed': durable in one round trip.
+    IF waited THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+        outcome := 'granted';
+    ELSE
+        outcome := 'committed';
+    END IF;
     INSERT INTO ledger_holds (reservation_id, account_id, user_id, estimate_micros, estimate_tokens,
                               created_at, expires_at, state, charge_id)
         VALUES (p_reservation_id, p_account_id, p_user_id, p_estimate_micros, p_estimate_tokens,
                 p_now, p_expires_at, 'held', p_reservation_id);
-    outcome := 'granted';
     RETURN NEXT;
 END;
 $$;

@@ -75,13 +75,16 @@ def reserve(
     store: Store, *, reservation_id: str, account_id: str, user_id: str | None, estimate_micros: int | None,
     estimate_tokens: int | None, now: datetime, expires_at: datetime, day: Period, month: Period,
 ) -> Answer:
-    """``ledger_reserve``: 'granted', 'known' or 'decide', with the scope's budgets and their usage."""
+    """``ledger_reserve``: 'granted' (durable), 'known' or 'decide', with the scope's budgets and their usage."""
     params = {"rid": reservation_id, "account": account_id, "user": user_id, "micros": estimate_micros,
               "tokens": estimate_tokens, "now": now, "expires": expires_at, **_periods(day, month)}
     rows = _rows(store, _RESERVE, params, _RESERVE_COLUMNS)
-    if rows[-1]["outcome"] == "granted":
+    outcome = rows[-1]["outcome"]
+    if outcome == "granted":  # committed without waiting for the flush (its budget locks were queued for)
         store.call("SELECT ledger_flush()", {})  # type: ignore[attr-defined] # durable before the caller goes on
-    return Answer(rows[-1]["outcome"], _budgets(rows, account_id))
+    elif outcome == "committed":  # uncontended: its own commit was durable
+        outcome = "granted"
+    return Answer(outcome, _budgets(rows, account_id))
 
 
 def capture(store: Store, *, reservation_id: str, now: datetime, batch: ChargeBatch) -> Answer:

@@ -362,3 +362,54 @@ def test_a_previous_release_calling_the_intake_without_typed_facts_still_counts_
         assert ledger.account_totals("acme").cost_micros == 30
     finally:
         ledger.close()
+
+
+@pytest.mark.postgres
+def test_a_reservation_nobody_queues_behind_is_durable_in_one_call_and_a_queued_one_flushes_after(postgres_url):
+    """Uncontended, the reservation's own commit is synchronous (no second round trip); when it had to wait for a
+    budget's lock its commit skips the flush (so its lock is not held through it) and the caller flushes after."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from ledger import Ledger, Settings
+    from ledger.store.locks import LockKey
+
+    ledger = Ledger(Settings(database_url=postgres_url))
+    try:
+        ledger.set_budget("cap", account_id="acme", limit_tokens=10_000, period="total")
+        sent: list[str] = []
+        call_once = ledger.store.call
+
+        def spy(sql, params):
+            sent.append(sql)
+            return call_once(sql, params)
+
+        ledger.store.call = spy  # the real call, recorded
+        first = ledger.reserve("acme", estimate_tokens=100)
+        assert [s for s in sent if "ledger_flush" in s] == []
+        assert ledger.reservation_state(first.reservation_id) == "held"
+
+        sent.clear()
+        engine = sa.create_engine(postgres_url)
+        outcome: list[object] = []
+        with engine.connect() as other:
+            other.execute(sa.text("SELECT pg_advisory_xact_lock(:k, hashtext('cap'))"), {"k": int(LockKey.BUDGET)})
+            waiting = threading.Thread(target=lambda: outcome.append(ledger.reserve("acme", estimate_tokens=200)))
+            waiting.start()
+            deadline = time.monotonic() + 10
+            while not other.execute(sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = :k "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ), {"k": int(LockKey.BUDGET)}).scalar() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert outcome == []  # still waiting for the budget's lock
+            other.rollback()
+        waiting.join(timeout=10)
+        engine.dispose()
+        (second,) = outcome
+        assert [s for s in sent if "ledger_flush" in s] == ["SELECT ledger_flush()"]
+        assert ledger.budget_status("cap").held_tokens == 300
+        assert ledger.reservation_state(second.reservation_id) == "held"
+    finally:
+        ledger.close()
