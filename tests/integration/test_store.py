@@ -109,3 +109,31 @@ def test_old_import_paths_warn_and_resolve():
         assert sequencer.Sequencer is Sequencer
     with pytest.raises(AttributeError):
         persistence.nothing_here  # noqa: B018
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("batch", [1, 3])  # the intake's one-charge path and its set-based path
+def test_an_intake_row_carries_the_opened_state_only_while_the_log_lacks_the_account(postgres_url, batch):
+    """The Opened event is written once, by the sequencer, for a stream it does not hold yet; rows of an
+    account the log already holds leave it out (less WAL), and sequencing still numbers them after it."""
+    ledger = Ledger(Settings(database_url=postgres_url, sequence_interval_ms=10_000))  # no turn of its own meanwhile
+
+    def record(prefix: str) -> list[int]:
+        ledger.record_charges([{"charge_id": f"{prefix}-{n}", "account_id": "fresh", "user_id": "u",
+                                "charge_type": "completion", "prompt_tokens": 1, "completion_tokens": 1}
+                               for n in range(batch)])
+        with ledger.store.engine.connect() as connection:
+            return [length for (length,) in connection.execute(sa.text(
+                "SELECT length(opened_state) FROM ledger_intake WHERE originator_id = :o ORDER BY seq"
+            ), {"o": str(account_uuid("fresh"))})]
+
+    try:
+        assert all(length > 0 for length in record("first"))  # a new account: its Opened state goes along
+        ledger.sequence()
+        assert record("later") == [0] * batch  # the log holds it now
+        ledger.sequence()
+        account = ledger.get_account("fresh")
+        assert account.version == 1 + 2 * batch
+        assert ledger.account_totals("fresh").charges == 2 * batch
+    finally:
+        ledger.close()

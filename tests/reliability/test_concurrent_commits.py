@@ -212,6 +212,47 @@ def test_a_transaction_held_open_is_neither_skipped_nor_counted_twice(postgres_u
     check_store(postgres_url, [*before, *after, held])
 
 
+def test_two_writers_racing_with_one_new_id_store_it_once(postgres_url):
+    """Both look the id up before either commits: the second one's insert waits on the key, fails when the
+    first commits (nothing of its call stored), and its retry answers the first one's receipt."""
+    first, second = (Ledger(Settings(database_url=postgres_url)) for _ in range(2))
+    engine = sa.create_engine(postgres_url)
+    try:
+        item = charge(1, "acme")
+        recorded, release = threading.Event(), threading.Event()
+
+        def hold() -> None:  # the first writer's transaction stays open until released
+            with first.recorder.transaction(commit=True):
+                first.record_charge(**item)
+                recorded.set()
+                release.wait(60)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert recorded.wait(30)
+        receipts: list[Any] = []
+        racer = threading.Thread(target=lambda: receipts.append(second.record_charge(**item)))
+        racer.start()
+        deadline = time.monotonic() + 30
+        with engine.connect() as watcher:  # the second writer waits on the first one's key
+            while not watcher.execute(sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted "
+                "AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())"
+            )).scalar() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert receipts == []
+        release.set()
+        holder.join(30)
+        racer.join(30)
+        (receipt,) = receipts
+        assert receipt.duplicate and receipt.charge_id == item["charge_id"]
+    finally:
+        engine.dispose()
+        first.close()
+        second.close()
+    check_store(postgres_url, [item])
+
+
 def test_writers_do_not_wait_for_the_log_lock(postgres_url):
     """No lock every writer needs is held across COMMIT: with the events table locked, charges are still taken."""
     Ledger(Settings(database_url=postgres_url)).close()
