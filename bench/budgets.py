@@ -122,18 +122,20 @@ def _many_processes(ctx: Context) -> list[Row]:
     hot = account_ids(1, "hot")
     kinds = ["plain", "pairs", "three-budgets"]
     done: dict[str, list[tuple[int, float]]] = {kind: [] for kind in kinds}
+    cpu = {kind: writers.CpuUse() for kind in kinds}
     orders = ctx.turns(kinds)
     for turn, order in enumerate(orders[:1] if per < MIRROR_FROM else orders):
         for kind in order:
             ctx.log(f"{n} processes, {kind} (turn {turn + 1})")
-            done[kind].append(_run(ctx, kind, n, per, hot, f"b{kind}{turn}"))
-    plain = Row(f"record_charge, {n} processes, 1 account, no budget", ctx.kind, *_sum(done["plain"]))
+            done[kind].append(_run(ctx, kind, n, per, hot, f"b{kind}{turn}", cpu[kind]))
+    plain = Row(f"record_charge, {n} processes, 1 account, no budget", ctx.kind, *_sum(done["plain"]),
+                note=cpu["plain"].note("charge"))
     return [
         plain,
         Row(f"reserve + capture, {n} processes, 1 hard budget on 1 account", ctx.kind, *_sum(done["pairs"]),
-            unit="pairs", target=HOT_PAIR_TARGET).against(plain),
+            unit="pairs", target=HOT_PAIR_TARGET, note=cpu["pairs"].note("pair")).against(plain),
         Row(f"record_charge, {n} processes, 1 account with 3 budgets", ctx.kind, *_sum(done["three-budgets"]),
-            target=THREE_BUDGETS_TARGET).against(plain),
+            target=THREE_BUDGETS_TARGET, note=cpu["three-budgets"].note("charge")).against(plain),
     ]
 
 
@@ -141,18 +143,20 @@ def _sum(parts: Sequence[tuple[int, float]]) -> tuple[int, float]:
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
-def _run(ctx: Context, kind: str, n: int, per: int, accounts: list[str], name: str) -> tuple[int, float]:
+def _run(
+    ctx: Context, kind: str, n: int, per: int, accounts: list[str], name: str, cpu: writers.CpuUse | None = None
+) -> tuple[int, float]:
     """One turn of ``kind`` from ``n`` processes on a fresh store, checked afterwards."""
     items = list(charges(name, n * per, accounts))
     with ctx.fresh(name) as url:
         expected = open_accounts(url, accounts, name)
         if kind == "pairs":
             set_hot_budget(url, accounts[0])
-            written, seconds = pairs_in_processes(url, writers.split(items, n))
+            written, seconds = pairs_in_processes(url, writers.split(items, n), cpu)
         else:
             if kind == "three-budgets":
                 _three_budgets(url, accounts[0])
-            written, seconds = writers.in_processes(url, writers.split(items, n))
+            written, seconds = writers.in_processes(url, writers.split(items, n), cpu=cpu)
         expected.merge(tally_of(items))
         check_recorded(url, accounts, expected)
         if kind != "plain":
@@ -201,16 +205,18 @@ def _pair_process(url: str, items: list[dict[str, Any]], ready: Any, start: Any,
     ready.put(True)
     start.wait(writers.TIMEOUT)
     try:
-        began = time.monotonic()
+        used, began = writers.cpu_seconds(), time.monotonic()
         for item in items:
             reserve_and_capture(ledger, item)
-        results.put(("done", len(items), began, time.monotonic()))
+        results.put(("done", len(items), began, time.monotonic(), writers.cpu_seconds() - used))
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises
         results.put(("error", traceback.format_exc()))
     finally:
         ledger.close()
 
 
-def pairs_in_processes(url: str, shares: Sequence[list[dict[str, Any]]]) -> tuple[int, float]:
+def pairs_in_processes(
+    url: str, shares: Sequence[list[dict[str, Any]]], cpu: writers.CpuUse | None = None
+) -> tuple[int, float]:
     """(pairs done, seconds) with one process per share, started together as ``writers.in_processes`` does."""
-    return writers.run_together("bench.budgets", _pair_process, [(url, share) for share in shares])
+    return writers.run_together("bench.budgets", _pair_process, [(url, share) for share in shares], cpu)

@@ -241,12 +241,15 @@ def pgbench_limit(ctx: Context) -> list[Row]:
     kinds = list(plan)
     orders = ctx.turns(kinds)
     done: dict[str, list[tuple[int, float]]] = {kind: [] for kind in kinds}
+    cpu = {kind: writers.CpuUse() for kind in kinds}
     for turn, order in enumerate(orders):
         for kind in order:
             clients, per = plan[kind]
             ctx.log(f"{kind}: {clients} client(s) x {per:,} rows (turn {turn + 1})")
-            tool = pgbench_raw if kind.startswith("pgbench") else psycopg_raw
-            done[kind].append(tool(ctx, clients, per, f"{kind}{turn}"))
+            if kind.startswith("pgbench"):
+                done[kind].append(pgbench_raw(ctx, clients, per, f"{kind}{turn}"))
+            else:
+                done[kind].append(psycopg_raw(ctx, clients, per, f"{kind}{turn}", cpu[kind]))
     one = Row("pgbench: 1-row INSERT per transaction, 1 client", ctx.kind, *_sum(done["pgbench-1"]), "rows",
               key=PGBENCH_ONE, note="the database's limit (custom script, prepared)")
     many = Row(f"pgbench: 1-row INSERT per transaction, {n} clients", ctx.kind, *_sum(done["pgbench-n"]), "rows",
@@ -254,10 +257,10 @@ def pgbench_limit(ctx: Context) -> list[Row]:
     return [
         one,
         Row("psycopg2: INSERT + COMMIT per row, 1 process", ctx.kind, *_sum(done["psycopg-1"]), "rows",
-            key=PSYCOPG_ONE).against(one),
+            key=PSYCOPG_ONE, note=cpu["psycopg-1"].note("row")).against(one),
         many,
         Row(f"psycopg2: INSERT + COMMIT per row, {n} processes", ctx.kind, *_sum(done["psycopg-n"]), "rows",
-            key=PSYCOPG_MANY).against(many),
+            key=PSYCOPG_MANY, note=cpu["psycopg-n"].note("row")).against(many),
     ]
 
 
@@ -279,14 +282,16 @@ def pgbench_raw(ctx: Context, clients: int, per: int, name: str) -> tuple[int, f
     return result.transactions, result.seconds
 
 
-def psycopg_raw(ctx: Context, clients: int, per: int, name: str) -> tuple[int, float]:
+def psycopg_raw(
+    ctx: Context, clients: int, per: int, name: str, cpu: writers.CpuUse | None = None
+) -> tuple[int, float]:
     """(rows, seconds): psycopg2 INSERT + COMMIT per row from ``clients`` processes, on an empty store."""
     rows = raw_event_rows(list(charges(name, clients * per, account_ids(ctx.sizes.accounts))))
     with ctx.fresh(name) as url:
         engine = engine_for(url)
         try:
             baselines.create_tables(engine)
-            written, seconds = writers.in_processes(url, writers.split(rows, clients), kind="psycopg")
+            written, seconds = writers.in_processes(url, writers.split(rows, clients), kind="psycopg", cpu=cpu)
             expect_rows(engine, len(rows))
         finally:
             engine.dispose()

@@ -53,28 +53,32 @@ def scaling(ctx: Context) -> list[Row]:
     per = sizes.scaling_per_writer
     kinds = ["raw", "crud", "many", "hot", "locked-many", "locked-hot"]
     done: dict[str, list[tuple[int, float]]] = {kind: [] for kind in kinds}
+    cpu = {kind: writers.CpuUse() for kind in kinds}
     orders = ctx.turns(kinds)
     for turn, order in enumerate(orders):
         for kind in order:
             ctx.log(f"{n} {kind} writer processes (turn {turn + 1})")
             if kind in ("raw", "crud"):
-                done[kind].append(_inserts(ctx, kind, n * per, many, f"{kind}{turn}"))
+                done[kind].append(_inserts(ctx, kind, n * per, many, f"{kind}{turn}", cpu[kind]))
             else:
                 accounts = hot if kind.endswith("hot") else many
                 writer = "locked" if kind.startswith("locked") else "ledger"
-                done[kind].append(_ledger(ctx, n, per, accounts, f"{kind}{turn}", writer))
-    raw = Row(f"raw INSERT, 1 row/commit, {n} processes", ctx.kind, *_sum(done["raw"]), "rows", key=RAW_PROCESSES)
+                done[kind].append(_ledger(ctx, n, per, accounts, f"{kind}{turn}", writer, cpu[kind]))
+    rejected = "rejected design, for comparison"
+    raw = Row(f"raw INSERT, 1 row/commit, {n} processes", ctx.kind, *_sum(done["raw"]), "rows", key=RAW_PROCESSES,
+              note=cpu["raw"].note("row"))
     rows = [
         raw,
-        Row(f"CRUD insert, 1 charge/commit, {n} processes", ctx.kind, *_sum(done["crud"])).against(raw),
+        Row(f"CRUD insert, 1 charge/commit, {n} processes", ctx.kind, *_sum(done["crud"]),
+            note=cpu["crud"].note("charge")).against(raw),
         Row(f"record_charge, {n} processes, {len(many)} accounts", ctx.kind, *_sum(done["many"]),
-            target=MANY_TARGET).against(raw),
+            target=MANY_TARGET, note=cpu["many"].note("charge")).against(raw),
         Row(f"record_charge, {n} processes, 1 account", ctx.kind, *_sum(done["hot"]),
-            target=HOT_TARGET).against(raw),
+            target=HOT_TARGET, note=cpu["hot"].note("charge")).against(raw),
         Row(f"previous release (append under the log lock), {n} processes, {len(many)} accounts", ctx.kind,
-            *_sum(done["locked-many"]), note="rejected design, for comparison").against(raw),
+            *_sum(done["locked-many"]), note=f"{rejected}; {cpu['locked-many'].note('charge')}").against(raw),
         Row(f"previous release (append under the log lock), {n} processes, 1 account", ctx.kind,
-            *_sum(done["locked-hot"]), note="rejected design, for comparison").against(raw),
+            *_sum(done["locked-hot"]), note=f"{rejected}; {cpu['locked-hot'].note('charge')}").against(raw),
     ]
     rows.append(_lag(ctx, n, per, many).against(raw))
     return rows
@@ -84,7 +88,9 @@ def _sum(parts: Sequence[tuple[int, float]]) -> tuple[int, float]:
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
-def _inserts(ctx: Context, kind: str, count: int, accounts: Sequence[str], name: str) -> tuple[int, float]:
+def _inserts(
+    ctx: Context, kind: str, count: int, accounts: Sequence[str], name: str, cpu: writers.CpuUse | None = None
+) -> tuple[int, float]:
     """Plain INSERT-per-commit writers: raw event rows, or the replaced design's charge rows."""
     items = list(charges(name, count, accounts))
     data = raw_event_rows(items) if kind == "raw" else items
@@ -92,7 +98,7 @@ def _inserts(ctx: Context, kind: str, count: int, accounts: Sequence[str], name:
         engine = engine_for(url)
         try:
             baselines.create_tables(engine)
-            written, seconds = writers.in_processes(url, writers.split(data, ctx.sizes.writers), kind=kind)
+            written, seconds = writers.in_processes(url, writers.split(data, ctx.sizes.writers), kind=kind, cpu=cpu)
             expect_rows(engine, count, baselines.raw_events if kind == "raw" else baselines.crud_charge)
         finally:
             engine.dispose()
@@ -102,13 +108,14 @@ def _inserts(ctx: Context, kind: str, count: int, accounts: Sequence[str], name:
 
 
 def _ledger(
-    ctx: Context, n: int, per: int, accounts: Sequence[str], name: str, writer: str = "ledger"
+    ctx: Context, n: int, per: int, accounts: Sequence[str], name: str, writer: str = "ledger",
+    cpu: writers.CpuUse | None = None,
 ) -> tuple[int, float]:
     """``record_charge`` from ``n`` processes; the result is checked through a fresh ledger."""
     items = list(charges(name, n * per, accounts))
     with ctx.fresh(name) as url:
         expected = open_accounts(url, accounts, name)
-        written, seconds = writers.in_processes(url, writers.split(items, n), kind=writer)
+        written, seconds = writers.in_processes(url, writers.split(items, n), kind=writer, cpu=cpu)
         expected.merge(tally_of(items))
         check_recorded(url, accounts, expected)
     return written, seconds

@@ -7,15 +7,22 @@ Every writer calls ``record_charge`` in a loop, so each charge is durable
 before its caller moves on. Writers start together once all are ready
 (connections open, accounts cached); the rate is all charges over the span
 from the first start to the last finish, read from the system-wide
-monotonic clock each writer reports.
+monotonic clock each writer reports. Each process also reports the CPU it
+used while writing (all its threads), and the run reads the machine's busy
+time around the writers (:class:`CpuUse`): what the clients cost beside
+what the database and everything else on the machine cost, per item.
 """
 
 from __future__ import annotations
 
+import os
 import queue
+import resource
 import threading
 import time
 import traceback
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import sqlalchemy as sa
@@ -26,6 +33,49 @@ from ledger.store.pg_calls import LOCKED
 
 #: Seconds a writer may take to start, or to finish its share.
 TIMEOUT = 900.0
+
+
+@dataclass
+class CpuUse:
+    """CPU seconds spent while writer processes ran: theirs (every thread) and the whole machine's."""
+
+    items: int = 0
+    writers: float = 0.0
+    machine: float = 0.0
+    measured: bool = True
+
+    def add(self, items: int, writers: float, machine: float | None) -> None:
+        self.items += items
+        self.writers += writers
+        if machine is None:
+            self.measured = False
+        else:
+            self.machine += machine
+
+    def note(self, unit: str = "item") -> str:
+        """CPU per item: the writer processes', and the rest of the machine's (the database and all else)."""
+        if not self.items or not self.measured:
+            return ""
+        per = 1e6 / self.items
+        rest = max(0.0, self.machine - self.writers)
+        return (f"CPU per {unit}: writer processes {self.writers * per:,.0f} µs, "
+                f"the rest of the machine (PostgreSQL and all else) {rest * per:,.0f} µs")
+
+
+def cpu_seconds() -> float:
+    """This process's CPU seconds (user + system, every thread)."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def machine_busy() -> float | None:
+    """Seconds every CPU of the machine spent busy since boot (Linux ``/proc/stat``), None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def _warm(ledger: Ledger, items: Sequence[Mapping[str, Any]]) -> None:
@@ -119,31 +169,40 @@ def _process_writer(
     ready.put(True)
     start.wait(TIMEOUT)
     try:
-        results.put(("done", *writer.write(items)))
+        used = cpu_seconds()
+        done = writer.write(items)
+        results.put(("done", *done, cpu_seconds() - used))
     except BaseException:
         results.put(("error", traceback.format_exc()))
     finally:
         writer.close()
 
 
-def in_processes(url: str, shares: Sequence[list[dict[str, Any]]], kind: str = "ledger") -> tuple[int, float]:
+def in_processes(
+    url: str, shares: Sequence[list[dict[str, Any]]], kind: str = "ledger", cpu: CpuUse | None = None
+) -> tuple[int, float]:
     """(items written, seconds) with one spawned process per share.
 
     ``kind``: "ledger" (``record_charge`` per charge), "locked" (the same on
     the previous release's locked append), "raw" (an INSERT and
     COMMIT per raw event row), "psycopg" (the same through psycopg2 alone)
-    or "crud" (the same per replaced-design charge row).
+    or "crud" (the same per replaced-design charge row). ``cpu``, when
+    given, adds the run's CPU use.
     """
-    return run_together("bench.writers", _process_writer, [(kind, url, share) for share in shares])
+    return run_together("bench.writers", _process_writer, [(kind, url, share) for share in shares], cpu)
 
 
-def run_together(preload: str, target: Callable[..., None], arguments: Sequence[tuple[Any, ...]]) -> tuple[int, float]:
+def run_together(
+    preload: str, target: Callable[..., None], arguments: Sequence[tuple[Any, ...]], cpu: CpuUse | None = None
+) -> tuple[int, float]:
     """(items done, seconds) with one forkserver process per ``arguments``, all released at once.
 
     Each process runs ``target(*its_arguments, ready, start, results)``: it
     puts True on ``ready`` when set up, waits for ``start``, then puts
-    ``("done", items, began, ended)`` or ``("error", traceback)`` on ``results``.
-    ``preload`` is the module the children fork with, already imported.
+    ``("done", items, began, ended, cpu_seconds)`` or ``("error", traceback)``
+    on ``results``. ``preload`` is the module the children fork with, already
+    imported. ``cpu``, when given, adds the writers' CPU seconds and the
+    machine's busy seconds from the release to the last result.
     """
     processes.preload([preload])
     context = processes.fork_context()
@@ -156,8 +215,14 @@ def run_together(preload: str, target: Callable[..., None], arguments: Sequence[
     try:
         for _ in workers:
             _ready_or_raise(ready, results)
+        busy = machine_busy()
         start.set()
-        outcomes = [_outcome(results.get(timeout=TIMEOUT)) for _ in workers]
+        messages = [results.get(timeout=TIMEOUT) for _ in workers]
+        after = machine_busy()
+        outcomes = [_outcome(message) for message in messages]
+        if cpu is not None:
+            cpu.add(sum(o[0] for o in outcomes), sum(float(m[4]) for m in messages),
+                    None if busy is None or after is None else after - busy)
     finally:
         start.set()
         for worker in workers:
@@ -216,7 +281,7 @@ def _ready_or_raise(ready: Any, results: Any) -> None:
 def _outcome(message: tuple[Any, ...]) -> tuple[int, float, float]:
     if message[0] == "error":
         raise RuntimeError(f"writer failed:\n{message[1]}")
-    _, count, began, ended = message
+    _, count, began, ended = message[:4]
     return int(count), float(began), float(ended)
 
 
