@@ -23,7 +23,8 @@ Where ``pg_walinspect`` cannot be created, the cluster-wide delta is all there i
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import sqlalchemy as sa
@@ -57,6 +58,8 @@ WITH r AS (
 SELECT count(*), coalesce(sum(record_length), 0), coalesce(sum(fpi_length), 0)
 FROM r WHERE block_ref LIKE %(pattern)s OR xid IN (SELECT xid FROM touching)
 """
+#: The same WAL per table, its indexes with it (``wal_by_table.sql``).
+BY_TABLE = Path(__file__).with_name("wal_by_table.sql").read_text()
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Wal:
     bytes: int | None  # this database's records, full-page images included
     fpi: int | None  # of which full-page images
     cluster: int  # the pg_current_wal_lsn() delta (every database on the server)
+    #: Bytes without full-page images per table (its indexes with it), largest first; empty if not read.
+    tables: dict[str, int] = field(default_factory=dict)
 
     def per(self, items: int) -> float:
         """Bytes per item without full-page images (cluster-wide delta if records could not be read)."""
@@ -106,12 +111,14 @@ class Meter:
                                            {"start": start, "end": end}).scalar_one()
             )
             records = size = fpi = None
+            tables: dict[str, int] = {}
             if self.inspect:
-                records, size, fpi = connection.exec_driver_sql(
-                    OURS, {"start": start, "end": end, "pattern": f"%/{self.database_oid}/%"}
-                ).one()
+                where = {"start": start, "end": end, "pattern": f"%/{self.database_oid}/%",
+                         "node": f"/{self.database_oid}/(\\d+)"}
+                records, size, fpi = connection.exec_driver_sql(OURS, where).one()
+                tables = {name: int(size) for name, size in connection.exec_driver_sql(BY_TABLE, where)}
             connection.commit()
-        return Wal(records, None if size is None else int(size), None if fpi is None else int(fpi), cluster)
+        return Wal(records, None if size is None else int(size), None if fpi is None else int(fpi), cluster, tables)
 
     def measure(self, work: Callable[[], T]) -> tuple[T, Wal, float]:
         """``work()``'s result, the WAL it wrote and its wall seconds."""
@@ -188,6 +195,10 @@ def _row(name: str, store: str, count: int, seconds: float, used: Wal, unit: str
         note = (f"{per:,.0f} B/{unit[:-1]} without full-page images ({used.bytes / count:,.0f} B with them, "
                 f"{used.records / count:.1f} records); cluster-wide LSN delta {used.cluster / count:,.0f} B/{unit[:-1]} "
                 "(other databases included)")
+        if used.tables:
+            note += "; by table, its indexes with it: " + ", ".join(
+                f"{name} {size / count:,.0f} B" for name, size in used.tables.items() if size >= count
+            )
     else:
         note = f"cluster-wide LSN delta only (pg_walinspect unavailable): {per:,.0f} B/{unit[:-1]}, other databases included"
     return Row(name, store, count, seconds, unit, note=note, extra={"wal_per_item": per}, **more)
