@@ -287,6 +287,17 @@ rejected_charges = sa.Table(
 )
 
 
+#: The schema stamp (one row): the code digest and catalogue fingerprint of the last complete install
+#: (see :mod:`ledger.store.schema_stamp`).
+schema_stamp = sa.Table(
+    "ledger_schema_stamp",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True),
+    sa.Column("code", sa.String(64), nullable=False),
+    sa.Column("catalogue", sa.String(64), nullable=False),
+)
+
+
 def stored_utc(value: datetime) -> datetime:
     """A stored time as UTC-aware: SQLite gives naive datetimes back, and every stored time is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -324,14 +335,21 @@ def ensure_schema(
     the store as it was. The charge-id index is installed first: it may take
     over an earlier release's table (see :mod:`ledger.store.charge_index`).
     Tables made by earlier releases get the columns they lack
-    (:func:`ledger.store.upgrades.upgrade`).
+    (:func:`ledger.store.upgrades.upgrade`). On PostgreSQL a store whose
+    stamp says this code installed it, untouched since, is left as it is
+    (:mod:`ledger.store.schema_stamp`).
     """
     library_tables = list(library_tables)
     if engine in _ready and not library_tables and then is None:
         return
+    from ledger.store import schema_stamp as stamp
     from ledger.store.charge_index import install as install_charge_index
     from ledger.store.upgrades import upgrade
 
+    names = tuple(sorted(table.name for table in library_tables))
+    if stamp.is_current(engine, names):  # a complete install by this code, untouched since
+        _ready.add(engine)
+        return
     with schema_lock(engine) as connection:
         for table in library_tables:
             table.create(connection, checkfirst=True)
@@ -340,6 +358,8 @@ def ensure_schema(
         upgrade(connection)
         if then is not None:
             then(connection)
+            if library_tables:  # the whole install (the store's own call): stamp it
+                stamp.write(connection, names)
     _ready.add(engine)
 
 
