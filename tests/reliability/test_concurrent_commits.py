@@ -173,6 +173,22 @@ def test_eight_processes_hot_account_duplicates_conflicts_and_a_projector(postgr
 # -- a transaction held open while later ones commit ---------------------------------
 
 
+def held_open(ledger: Ledger, item: dict[str, Any]) -> tuple[threading.Thread, threading.Event]:
+    """``item`` recorded by ``ledger`` in a transaction that stays open until the returned event is set."""
+    recorded, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with ledger.recorder.transaction(commit=True):
+            ledger.record_charge(**item)
+            recorded.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert recorded.wait(30)
+    return thread, release
+
+
 def test_a_transaction_held_open_is_neither_skipped_nor_counted_twice(postgres_url):
     writer, holder = (Ledger(Settings(database_url=postgres_url)) for _ in range(2))
     try:
@@ -181,18 +197,8 @@ def test_a_transaction_held_open_is_neither_skipped_nor_counted_twice(postgres_u
             writer.record_charge(**item)
         projector = Projector(writer)
         projector.run()
-        recorded, release = threading.Event(), threading.Event()
         held = charge(100, "acme")
-
-        def hold() -> None:  # the charge's transaction stays open until released
-            with holder.recorder.transaction(commit=True):
-                holder.record_charge(**held)
-                recorded.set()
-                release.wait(60)
-
-        thread = threading.Thread(target=hold)
-        thread.start()
-        assert recorded.wait(30)
+        thread, release = held_open(holder, held)
         after = [charge(n, "acme") for n in range(5, 10)]
         for item in after:  # later writers commit while the held one is open
             writer.record_charge(**item)
@@ -219,17 +225,7 @@ def test_two_writers_racing_with_one_new_id_store_it_once(postgres_url):
     engine = sa.create_engine(postgres_url)
     try:
         item = charge(1, "acme")
-        recorded, release = threading.Event(), threading.Event()
-
-        def hold() -> None:  # the first writer's transaction stays open until released
-            with first.recorder.transaction(commit=True):
-                first.record_charge(**item)
-                recorded.set()
-                release.wait(60)
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        assert recorded.wait(30)
+        holder, release = held_open(first, item)
         receipts: list[Any] = []
         racer = threading.Thread(target=lambda: receipts.append(second.record_charge(**item)))
         racer.start()
