@@ -44,8 +44,8 @@ app.add_typer(credits_app, name="credits")
 def budgets_set(
     ctx: typer.Context,
     budget_id: str = typer.Argument(..., metavar="BUDGET_ID", help="The budget's id (yours to choose)."),
-    account: str = typer.Option(..., "--account", help="The account the budget bounds."),
-    user: str | None = typer.Option(None, "--user", help="Only this user's spend within the account."),
+    account: str = typer.Option(..., "--account", "--account-id", help="The account the budget bounds."),
+    user: str | None = typer.Option(None, "--user", "--user-id", help="Only this user's spend within the account."),
     limit_micros: int | None = typer.Option(None, "--limit-micros", metavar="N",
                                                help="A cost limit, in micro-units of the currency."),
     limit_tokens: int | None = typer.Option(None, "--limit-tokens", metavar="N", help="A limit in total tokens."),
@@ -85,7 +85,7 @@ def budgets_set(
 @budgets_app.command("list")
 def budgets_list(
     ctx: typer.Context,
-    account: str | None = typer.Option(None, "--account", help="Only this account's budgets."),
+    account: str | None = typer.Option(None, "--account", "--account-id", help="Only this account's budgets."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON array of statuses."),
 ) -> None:
     """Every budget's status now: limit, spent, held and remaining, in the budget's unit.

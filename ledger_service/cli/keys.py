@@ -16,7 +16,7 @@ app.add_typer(keys_app, name="keys")
 def keys_create(
     ctx: typer.Context,
     role: str = typer.Option(..., "--role", help="admin, ingest or read."),
-    account: str | None = typer.Option(None, "--account", help="The only account the key acts for "
+    account: str | None = typer.Option(None, "--account", "--account-id", help="The only account the key acts for "
                                           "(required for read, optional for ingest)."),
     name: str = typer.Option("", "--name", help="A label to recognise the key by."),
     json_output: bool = typer.Option(False, "--json", help='Print {"id": ..., "key": ...}.'),

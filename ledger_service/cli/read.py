@@ -186,8 +186,8 @@ def print_audit(result: AuditResult, limit: int | None = None) -> None:
 @app.command()
 def report(
     ctx: typer.Context,
-    account: str | None = typer.Option(None, "--account", help="Only this account."),
-    user: str | None = typer.Option(None, "--user", help="Only this user."),
+    account: str | None = typer.Option(None, "--account", "--account-id", help="Only this account."),
+    user: str | None = typer.Option(None, "--user", "--user-id", help="Only this user."),
     start: str | None = typer.Option(None, "--from", metavar="YYYY-MM-DD", help="First billing date."),
     end: str | None = typer.Option(None, "--to", metavar="YYYY-MM-DD", help="Last billing date (inclusive)."),
     charge_type: str | None = typer.Option(None, "--charge-type"),

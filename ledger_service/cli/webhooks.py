@@ -35,7 +35,7 @@ def webhooks_add(
     url: str = typer.Argument(..., help="Where alerts are POSTed (http:// or https://)."),
     secret: str | None = typer.Option(None, "--secret", help="Signs each POST (at least 16 characters); "
                                       "default: a new random one."),
-    account: str | None = typer.Option(None, "--account", help="Only this account's alerts "
+    account: str | None = typer.Option(None, "--account", "--account-id", help="Only this account's alerts "
                                        "(default: every account's)."),
     json_output: bool = typer.Option(False, "--json", help="Print the endpoint and its secret as JSON."),
 ) -> None:
@@ -134,7 +134,7 @@ def _attempt_line(result: Any) -> str:
 @webhooks_app.command("log")
 def webhooks_log(
     ctx: typer.Context,
-    account: str | None = typer.Option(None, "--account", help="Only this account's alerts."),
+    account: str | None = typer.Option(None, "--account", "--account-id", help="Only this account's alerts."),
     state: str | None = typer.Option(None, "--state", help="pending, delivered or failed."),
     limit: int = typer.Option(100, "--limit", min=1, help="Most rows, newest alerts first."),
     json_output: bool = typer.Option(False, "--json"),

@@ -81,8 +81,8 @@ def _help(name: str) -> str:
 @app.command()
 def record(
     ctx: typer.Context,
-    account_id: str | None = typer.Option(None, help=_help("account_id")),
-    user_id: str | None = typer.Option(None, help=_help("user_id")),
+    account_id: str | None = typer.Option(None, "--account-id", "--account", help=_help("account_id")),
+    user_id: str | None = typer.Option(None, "--user-id", "--user", help=_help("user_id")),
     charge_type: str | None = typer.Option(None, help=_help("charge_type")),
     provider: str | None = typer.Option(None, help=_help("provider")),
     model: str | None = typer.Option(None, help=_help("model")),
@@ -169,7 +169,7 @@ def reverse(
     ctx: typer.Context,
     charge_id: str = typer.Argument(..., help="The charge to cancel."),
     account: str | None = typer.Option(
-        None, help="The charge's account (charge ids are unique per account); "
+        None, "--account", "--account-id", help="The charge's account (charge ids are unique per account); "
         "without it, the one account that used this id."),
     reason: str = typer.Option("", help="Why (kept with the reversal event)."),
     json_output: bool = typer.Option(False, "--json"),

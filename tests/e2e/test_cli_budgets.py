@@ -259,3 +259,15 @@ def test_bad_grants_name_the_field_and_grant_nothing(cli):
     assert reused == ("error: invalid credit grant: grant_id: grant 'g1' was made with other terms "
                       "(account 'acme', 5 micros): use a new grant id\n")
     assert json.loads(ok(cli("credits", "list", "acme", "--json")).stdout)["granted_micros"] == 5
+
+
+def test_an_account_and_a_user_take_either_spelling_on_every_command(cli):
+    """``record`` spells them as the charge fields (--account-id), the other commands as filters (--account)."""
+    ok(cli("record", "--account", "acme", "--user", "ada", "--charge-type", "completion",
+           "--prompt-tokens", "3", "--completion-tokens", "0", "--charge-id", "either-1"))
+    ok(cli("budgets", "set", "either", "--account-id", "acme", "--user-id", "ada", "--limit-tokens", "100",
+           "--period", "total"))
+    listed = json.loads(ok(cli("budgets", "list", "--account-id", "acme", "--json")).stdout)
+    (status,) = [b for b in listed if b["budget_id"] == "either"]
+    assert status["user_id"] == "ada" and status["spent_tokens"] == 3
+    assert ok(cli("reverse", "either-1", "--account-id", "acme")).exit_code == 0

@@ -85,7 +85,9 @@ def test_cli_record_options(tmp_path):
     record = typer.main.get_command(app).commands["record"]  # type: ignore[attr-defined]
     options = [p for p in record.params if p.name in SPECS]
     assert [p.name for p in options] == list(CHARGE_FIELDS)
-    assert all(p.opts == ["--" + p.name.replace("_", "-")] for p in options)
+    # Each option is spelled as its field; the account and the user also as every other command spells them.
+    other_spelling = {"account_id": ["--account"], "user_id": ["--user"]}
+    assert all(p.opts == ["--" + p.name.replace("_", "-"), *other_spelling.get(p.name, [])] for p in options)
     # Integers are parsed as such (times and text are given as text: the ledger reads them).
     url = f"sqlite:///{tmp_path / 'never.db'}"
     for name in (name for name, spec in SPECS.items() if spec.type is int):
