@@ -12,6 +12,7 @@ typed columns budgets sum, filled from each row's payload
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,10 +26,30 @@ from ledger.store.schema import (
 )
 
 
+#: The tables whose earlier shapes :func:`upgrade` brings up to date.
+UPGRADED = (daily_billing_records, daily_billing_records_rebuild, projection_tracking, charge_index)
+
+
+def columns_of(connection: sa.engine.Connection, tables: Sequence[sa.Table]) -> dict[str, set[str]]:
+    """Each table's column names as the store has them (one catalogue query on PostgreSQL)."""
+    names = [table.name for table in tables]
+    if connection.dialect.name != "postgresql":
+        inspector = sa.inspect(connection)
+        return {name: {c["name"] for c in inspector.get_columns(name)} for name in names}
+    found: dict[str, set[str]] = {name: set() for name in names}
+    for table, column in connection.exec_driver_sql(
+        "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' AND c.relname = ANY(%(names)s) "
+        "AND a.attnum > 0 AND NOT a.attisdropped", {"names": names}
+    ):
+        found[table].add(column)
+    return found
+
+
 def upgrade(connection: sa.engine.Connection) -> None:
     """Add the columns earlier releases' tables lack (alembic's operations, imported only when needed)."""
     operations: Any = None
-    inspector = sa.inspect(connection)
+    columns = columns_of(connection, UPGRADED)
 
     def add(table: sa.Table, *columns: sa.Column) -> None:
         nonlocal operations
@@ -41,7 +62,7 @@ def upgrade(connection: sa.engine.Connection) -> None:
             operations.add_column(table.name, column)
 
     for table in (daily_billing_records, daily_billing_records_rebuild):
-        if "cost_micros" not in {c["name"] for c in inspector.get_columns(table.name)}:
+        if "cost_micros" not in columns[table.name]:
             add(
                 table,
                 *(
@@ -50,9 +71,9 @@ def upgrade(connection: sa.engine.Connection) -> None:
                 ),
             )
             connection.execute(table.update().values(unpriced_charges=table.c.charges))
-    if "time_zone" not in {c["name"] for c in inspector.get_columns(projection_tracking.name)}:
+    if "time_zone" not in columns[projection_tracking.name]:
         add(projection_tracking, sa.Column("time_zone", sa.String(64), nullable=True))
-    if "folded" not in {c["name"] for c in inspector.get_columns(charge_index.name)}:
+    if "folded" not in columns[charge_index.name]:
         add(charge_index, *(
             sa.Column(column.name, column.type, nullable=True)
             for column in charge_index.columns
