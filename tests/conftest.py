@@ -234,15 +234,29 @@ def scratch_database(suffix: str) -> Iterator[str]:
         admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def ensure_database(url: str = PG_URL, timeout: float = 60.0) -> None:
-    """Create the test database if it is missing (a worker's on its first run); fail loudly if unreachable."""
+#: Databases this process dropped and created afresh (``ensure_database(..., fresh=True)``: once per run).
+_MADE_FRESH: set[str] = set()
+
+
+def ensure_database(url: str = PG_URL, timeout: float = 60.0, *, fresh: bool = False) -> None:
+    """Create the test database if it is missing (a worker's on its first run); fail loudly if unreachable.
+
+    ``fresh``: drop and create it, once per run. Each test empties its database with DROP SCHEMA,
+    which leaves dead rows in the database's own catalogue; where autovacuum is off (this machine's
+    PostgreSQL, CI's too) they pile up run after run and every later run's catalogue work slows.
+    """
     target = sa.engine.make_url(url)
     engine = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
     end = time.monotonic() + timeout
+    drop = fresh and target.database not in _MADE_FRESH
     try:
         while True:
             try:
                 with engine.connect() as connection:
+                    if drop:
+                        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+                        drop = False
+                        _MADE_FRESH.add(target.database)
                     exists = connection.exec_driver_sql(
                         "SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": target.database}
                     ).scalar()
@@ -268,8 +282,8 @@ def ensure_database(url: str = PG_URL, timeout: float = 60.0) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def test_stores() -> Iterator[None]:
-    """The run's PostgreSQL database exists before any test; a worker leaves its stores empty."""
-    ensure_database(PG_URL)
+    """The run's PostgreSQL database exists before any test (a worker's made afresh); a worker leaves its stores empty."""
+    ensure_database(PG_URL, fresh=bool(WORKER))
     yield
     if WORKER:  # only the worker's own databases: a serial run's `test` and Redis 14/15 stay as they were
         reset_postgres(PG_URL)

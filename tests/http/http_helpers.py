@@ -24,7 +24,7 @@ from typing import IO
 
 import httpx
 import pytest
-from conftest import STORES, database_beside, ensure_database, reset_postgres
+from conftest import STORES, WORKER, database_beside, ensure_database, reset_postgres
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -172,7 +172,7 @@ def module_store_url(request, tmp_path_factory) -> Iterator[str]:
         yield f"sqlite:///{tmp_path_factory.mktemp('module-store') / 'ledger.db'}"
         return
     url = database_beside("serve")
-    ensure_database(url)
+    ensure_database(url, fresh=bool(WORKER))
     reset_postgres(url)
     yield url
     reset_postgres(url)
