@@ -12,6 +12,7 @@ from eventsourcing.utils import Environment
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 
 from ledger.store.engine import PoolSettings, make_datastore
+from ledger.store.maintenance import warn_if_unvacuumed
 from ledger.store.postgres import PostgresStore
 from ledger.store.recorder import LedgerRecorder
 from ledger.store.replication import warn_if_unsafe
@@ -34,8 +35,9 @@ class LedgerFactory(SQLAlchemyFactory):
         self.datastore = make_datastore(url, _pool(self.env))
         postgres = self.datastore.engine is not None and self.datastore.engine.dialect.name == "postgresql"
         self.application_recorder_class: type[LedgerRecorder] = PostgresStore if postgres else SQLiteStore
-        if postgres:  # once per process and database: a WARNING when an acknowledged charge could be lost
+        if postgres:  # once per process and database: a WARNING when a charge could be lost, or rows not reclaimed
             warn_if_unsafe(self.datastore.engine)  # type: ignore[arg-type]
+            warn_if_unvacuumed(self.datastore.engine)  # type: ignore[arg-type]
 
     def close(self) -> None:
         if self.datastore.engine is not None:
