@@ -16,11 +16,10 @@ write path; a state that cannot be read is logged and the process carries on.
 from __future__ import annotations
 
 import logging
-import threading
 
 import sqlalchemy as sa
 
-from ledger.store.replication import shown_url
+from ledger.store.start_checks import OncePerDatabase
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +36,7 @@ _UNVACUUMED = sa.text(
     "WHERE current_setting('autovacuum') = 'off' OR 'autovacuum_enabled=false' = ANY (c.reloptions) ORDER BY 1"
 )
 
-_checked: set[str] = set()
-_checking = threading.Lock()
+_ONCE = OncePerDatabase("autovacuum settings", log)
 
 
 def unvacuumed(engine: sa.engine.Engine) -> list[str]:
@@ -51,19 +49,10 @@ def unvacuumed(engine: sa.engine.Engine) -> list[str]:
 
 def warn_if_unvacuumed(engine: sa.engine.Engine) -> list[str] | None:
     """Log one WARNING naming the tables autovacuum leaves alone; once per process and database, never raises."""
-    if engine.dialect.name != "postgresql":
+    read = _ONCE.read(engine, unvacuumed)
+    if read is None:
         return None
-    key = shown_url(engine.url)
-    with _checking:
-        if key in _checked:
-            return None
-        _checked.add(key)
-    try:
-        names = unvacuumed(engine)
-    except Exception as exc:  # noqa: BLE001 - a health check must never stop a writer
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("could not read the autovacuum settings of %s (%s); carrying on", key, first)
-        return None
+    key, names = read
     if names:
         log.warning("autovacuum will not reclaim the dead rows the ledger leaves in %s (%s): they grow and the "
                     "sequencer slows until VACUUM runs; turn autovacuum on or VACUUM them regularly; see %s",

@@ -22,12 +22,13 @@ fatal). SQLite is embedded, a single file: nothing to replicate, no warning.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
+
+from ledger.store.start_checks import OncePerDatabase
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +191,7 @@ def read_lag(engine: sa.engine.Engine) -> ReadLag:
 
 # -- the warning at start ----------------------------------------------------------------
 
-_checked: set[str] = set()
-_checking = threading.Lock()
-
-
-def shown_url(url: sa.engine.URL | str) -> str:
-    """A database URL fit for a log line: no password."""
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
+_ONCE = OncePerDatabase("replication state", log)
 
 
 def warn_if_unsafe(engine: sa.engine.Engine) -> Replication | None:
@@ -207,19 +202,10 @@ def warn_if_unsafe(engine: sa.engine.Engine) -> Replication | None:
     is logged and the caller carries on. Returns what was read, or None
     (SQLite, already checked, or unreadable).
     """
-    if engine.dialect.name != "postgresql":
+    read = _ONCE.read(engine, read_replication)
+    if read is None:
         return None
-    key = shown_url(engine.url)
-    with _checking:
-        if key in _checked:
-            return None
-        _checked.add(key)
-    try:
-        state = read_replication(engine)
-    except Exception as exc:  # noqa: BLE001 - a health check must never stop a writer
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("could not read the replication state of %s (%s); carrying on", key, first)
-        return None
+    key, state = read
     if not state.safe:
         log.warning("an acknowledged charge could be lost if the PostgreSQL primary is lost: %s (%s); see %s",
                     state.verdict, key, DOCS)

@@ -24,6 +24,7 @@ from conftest import PG_URL, replication_of, scalar, wait_until
 
 from ledger import Ledger, Settings
 from ledger.store.keys import reader_of
+from ledger.store.maintenance import warn_if_unvacuumed
 from ledger.store.replication import (
     Standby,
     read_replication,
@@ -188,13 +189,17 @@ def test_the_warning_names_synchronous_commit_off():
     assert len(lines) == 1 and "synchronous_commit is off" in lines[0]
 
 
-def test_a_replication_state_that_cannot_be_read_is_logged_and_never_fatal(caplog):
+@pytest.mark.parametrize("check, logger, said", [
+    (warn_if_unsafe, "ledger.store.replication", "could not read the replication state"),
+    (warn_if_unvacuumed, "ledger.store.maintenance", "could not read the autovacuum settings"),
+])
+def test_a_state_at_start_that_cannot_be_read_is_logged_and_never_fatal(caplog, check, logger, said):
     unreachable = sa.create_engine("postgresql+psycopg2://postgres@127.0.0.1:1/nowhere",
                                    connect_args={"connect_timeout": 2}, poolclass=sa.pool.NullPool)
-    with caplog.at_level(logging.WARNING, logger="ledger.store.replication"):
-        assert warn_if_unsafe(unreachable) is None
+    with caplog.at_level(logging.WARNING, logger=logger):
+        assert check(unreachable) is None
     assert [r.levelname for r in caplog.records] == ["WARNING"]
-    assert "could not read the replication state" in caplog.records[0].getMessage()
+    assert said in caplog.records[0].getMessage()
     assert "carrying on" in caplog.records[0].getMessage()
 
 

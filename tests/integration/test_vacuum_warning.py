@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -10,23 +9,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from conftest import PG_URL, scalar
+from test_replication_health import OPEN_TWICE
 
-from ledger.store.maintenance import CHURNED, unvacuumed, warn_if_unvacuumed
+from ledger.store.maintenance import CHURNED, unvacuumed
 
 pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = "autovacuum will not reclaim the dead rows the ledger leaves"
-
-OPEN_TWICE = """
-import logging, sys
-logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-from ledger import Ledger
-first = Ledger.from_url({url!r})
-first.record_charge(account_id="acme", charge_type="usage", prompt_tokens=1)
-second = Ledger.from_url({url!r})
-first.close(); second.close()
-"""
 
 
 def test_a_process_warns_once_exactly_when_autovacuum_is_off(postgres_url):
@@ -58,12 +48,3 @@ def test_a_table_that_turns_autovacuum_off_for_itself_is_named(postgres_url):
             assert names == ["ledger_intake"]
     finally:
         engine.dispose()
-
-
-def test_settings_that_cannot_be_read_are_logged_and_never_fatal(caplog):
-    unreachable = sa.create_engine("postgresql+psycopg2://postgres@127.0.0.1:1/nowhere",
-                                   connect_args={"connect_timeout": 2}, poolclass=sa.pool.NullPool)
-    with caplog.at_level(logging.WARNING, logger="ledger.store.maintenance"):
-        assert warn_if_unvacuumed(unreachable) is None
-    assert [r.levelname for r in caplog.records] == ["WARNING"]
-    assert "could not read the autovacuum settings" in caplog.records[0].getMessage()
