@@ -205,14 +205,19 @@ def _pair_process(url: str, items: list[dict[str, Any]], ready: Any, start: Any,
     ready.put(True)
     start.wait(writers.TIMEOUT)
     try:
-        used, began = writers.cpu_seconds(), time.monotonic()
-        for item in items:
-            reserve_and_capture(ledger, item)
-        results.put(("done", len(items), began, time.monotonic(), writers.cpu_seconds() - used))
+        results.put(writers.done(lambda: _pairs(ledger, items)))
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises
         results.put(("error", traceback.format_exc()))
     finally:
         ledger.close()
+
+
+def _pairs(ledger: Ledger, items: list[dict[str, Any]]) -> tuple[int, float, float]:
+    """(pairs, began, ended): a reservation and its capture per item."""
+    began = time.monotonic()
+    for item in items:
+        reserve_and_capture(ledger, item)
+    return len(items), began, time.monotonic()
 
 
 def pairs_in_processes(

@@ -68,6 +68,16 @@ def cpu_seconds() -> float:
     return use.ru_utime + use.ru_stime
 
 
+def done(write: Callable[[], tuple[int, float, float]]) -> tuple[Any, ...]:
+    """A finished share's message for ``results``: ``("done", items, began, ended, CPU seconds)``.
+
+    ``write()`` does the share and answers (items, began, ended); the CPU is this process's while it ran.
+    """
+    used = cpu_seconds()
+    count, began, ended = write()
+    return ("done", count, began, ended, cpu_seconds() - used)
+
+
 def machine_busy() -> float | None:
     """Seconds every CPU of the machine spent busy since boot (Linux ``/proc/stat``), None elsewhere."""
     try:
@@ -169,9 +179,7 @@ def _process_writer(
     ready.put(True)
     start.wait(TIMEOUT)
     try:
-        used = cpu_seconds()
-        done = writer.write(items)
-        results.put(("done", *done, cpu_seconds() - used))
+        results.put(done(lambda: writer.write(items)))
     except BaseException:
         results.put(("error", traceback.format_exc()))
     finally:
