@@ -347,7 +347,9 @@ def ensure_schema(
     from ledger.store.upgrades import upgrade
 
     names = tuple(sorted(table.name for table in library_tables))
-    if stamp.is_current(engine, names):  # a complete install by this code, untouched since
+    # Only the store's own call (the library's tables and the write path) installs all, so only it is stamped
+    # and only it can find its stamp current; a call for the ledger's tables alone installs as before.
+    if library_tables and stamp.is_current(engine, names):  # a complete install by this code, untouched since
         _ready.add(engine)
         return
     with schema_lock(engine) as connection:

@@ -8,7 +8,8 @@ writes a stamp: a digest of this release's schema code and a fingerprint
 of the catalogue as the install left it (``schema_fingerprint.sql``: every
 function's body and settings, every relation's columns, every trigger).
 
-A later open reads both, in one statement without the lock, and skips the
+A later open reads both (on one connection, without the lock: the stamp's
+table exists, its row, the catalogue's fingerprint now) and skips the
 install only when the code is the same and the catalogue has not changed
 since. Any DDL in between (a table dropped, a function replaced by another
 release's process, a column added) changes the fingerprint, so the next
@@ -60,7 +61,7 @@ def is_current(engine: sa.engine.Engine, library_tables: tuple[str, ...]) -> boo
 
 
 def write(connection: sa.engine.Connection, library_tables: tuple[str, ...]) -> None:
-    """Stamp a complete install, in its own schema-locked transaction (PostgreSQL only)."""
+    """Stamp a complete install, in the install's own schema-locked transaction (PostgreSQL only)."""
     if connection.dialect.name != "postgresql":
         return
     current = connection.exec_driver_sql(FINGERPRINT).scalar()
