@@ -6,6 +6,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from conftest import wait_until
 
 from ledger.budget_rules import current_period, utc_now
 from ledger.budgets import budget_uuid
@@ -397,12 +398,11 @@ def test_a_reservation_nobody_queues_behind_is_durable_in_one_call_and_a_queued_
             other.execute(sa.text("SELECT pg_advisory_xact_lock(:k, hashtext('cap'))"), {"k": int(LockKey.BUDGET)})
             waiting = threading.Thread(target=lambda: outcome.append(ledger.reserve("acme", estimate_tokens=200)))
             waiting.start()
-            deadline = time.monotonic() + 10
-            while not other.execute(sa.text(
+            wait_until(lambda: other.execute(sa.text(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = :k "
                 "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            ), {"k": int(LockKey.BUDGET)}).scalar() and time.monotonic() < deadline:
-                time.sleep(0.01)
+            ), {"k": int(LockKey.BUDGET)}).scalar(), "the reservation to wait for the budget's lock", timeout=10,
+                       poll=0.01)
             assert outcome == []  # still waiting for the budget's lock
             other.rollback()
         waiting.join(timeout=10)

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import wait_until
 
 from ledger import ChargeConflict, Ledger, Settings, Totals
 from projections import Projector, audit
@@ -229,13 +230,11 @@ def test_two_writers_racing_with_one_new_id_store_it_once(postgres_url):
         receipts: list[Any] = []
         racer = threading.Thread(target=lambda: receipts.append(second.record_charge(**item)))
         racer.start()
-        deadline = time.monotonic() + 30
-        with engine.connect() as watcher:  # the second writer waits on the first one's key
-            while not watcher.execute(sa.text(
+        with engine.connect() as watcher:
+            wait_until(lambda: watcher.execute(sa.text(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted "
                 "AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())"
-            )).scalar() and time.monotonic() < deadline:
-                time.sleep(0.01)
+            )).scalar(), "the second writer to wait on the first one's key", timeout=30, poll=0.01)
         assert receipts == []
         release.set()
         holder.join(30)
