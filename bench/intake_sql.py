@@ -30,6 +30,7 @@ from bench.recording import open_accounts
 from bench.rows import POSTGRESQL, Inconsistent, Row, at_least
 from bench.stores import engine_for
 from bench.workload import Tally, account_ids, charge
+from bench.writers import CpuUse
 from ledger import Ledger
 from ledger.domain import account_uuid
 
@@ -202,13 +203,19 @@ def pending(url: str) -> int:
         engine.dispose()
 
 
-def run_intake(ctx: Context, clients: int, per: int, name: str, prepared: Prepared | None = None) -> tuple[int, float, str]:
-    """(charges, seconds, note): the intake script through pgbench on an empty store, then checked."""
+def run_intake(
+    ctx: Context, clients: int, per: int, name: str, cpu: CpuUse | None = None
+) -> tuple[int, float, str]:
+    """(charges, seconds, note): the intake script through pgbench on an empty store, then checked.
+
+    The sequencer runs in this process, so its CPU falls in the machine's share, not pgbench's.
+    """
     accounts = account_ids(ctx.sizes.accounts)
     with ctx.fresh(name) as url:
         prepared = Prepared(url, accounts, name)
         with Sequencing(url) as sequencing:
             result = pgbench.run_script(url, prepared.script, clients=clients, per_client=per, name=name)
+        result.charge_cpu(cpu)
         left = pending(url)
         if left:
             raise Inconsistent(f"{left} charges still in the intake after the final drain")
@@ -227,18 +234,20 @@ def intake_sql(ctx: Context) -> list[Row]:
     orders = ctx.turns(kinds)
     done: dict[str, list[tuple[int, float]]] = {kind: [] for kind in kinds}
     notes: list[str] = []
+    cpu = {kind: CpuUse() for kind in kinds}
     for turn, order in enumerate(orders):
         for kind in order:
             ctx.log(f"pgbench {kind}: {n} clients x {per:,} (turn {turn + 1})")
             if kind == "raw":
-                done[kind].append(pgbench.pgbench_raw(ctx, n, per, f"intake-raw{turn}"))
+                done[kind].append(pgbench.pgbench_raw(ctx, n, per, f"intake-raw{turn}", cpu[kind]))
             else:
-                count, seconds, note = run_intake(ctx, n, per, f"intake{turn}")
+                count, seconds, note = run_intake(ctx, n, per, f"intake{turn}", cpu[kind])
                 done[kind].append((count, seconds))
                 notes.append(note)
     raw = Row(f"pgbench: raw INSERT script, {n} clients, paired with the intake", ctx.kind,
-              *pgbench._sum(done["raw"]), "rows", key=RAW_PAIRED)
+              *pgbench._sum(done["raw"]), "rows", key=RAW_PAIRED, note=cpu["raw"].note("row", "pgbench"))
     intake = Row(f"pgbench: ledger_intake_account_charges, one charge a call, {n} clients, sequencer running",
                  ctx.kind, *pgbench._sum(done["intake"]), target=INTAKE_TARGET, key=INTAKE_SQL,
-                 note="; ".join(notes) + "; then every charge checked in the accounts' totals and the index")
+                 note="; ".join([*notes, "then every charge checked in the accounts' totals and the index",
+                                 *filter(None, [cpu["intake"].note("charge", "pgbench")])]))
     return [raw, intake.against(raw)]

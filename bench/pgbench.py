@@ -5,7 +5,7 @@ slower than the database is. Here the same charge-sized row (the raw
 baseline's table, a ``ChargeRecorded``-shaped state of the same size) is
 inserted one row per transaction by ``pgbench`` itself (a custom script,
 ``bench/pgbench_raw_insert.sql``, prepared statements), and by the leanest
-Python client: psycopg2, one INSERT + COMMIT per row. Both at 1 client and
+Python client: psycopg2 in autocommit mode, one INSERT per transaction. Both at 1 client and
 at ``writers`` clients (8), taking turns in mirrored order (once with
 ``--quick`` or ``turns=1``), each on an empty store. The runner then gives every write row
 of the run its ratio against both (``bench.runner.compare_with_limits``).
@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -167,12 +168,23 @@ def raw_insert_script(accounts: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class Result:
-    """One pgbench run: transactions done, their seconds (tps excludes connecting), wall time."""
+    """One pgbench run: transactions done, their seconds (tps excludes connecting), wall time, and CPU.
+
+    ``client_cpu`` is pgbench's own CPU seconds, ``machine_cpu`` every CPU's
+    busy seconds over the run (None where the machine does not say).
+    """
 
     transactions: int
     seconds: float
     wall: float
     clients: int
+    client_cpu: float = 0.0
+    machine_cpu: float | None = None
+
+    def charge_cpu(self, cpu: writers.CpuUse | None) -> None:
+        """Add this run's CPU to ``cpu`` (pgbench in the writers' place)."""
+        if cpu is not None:
+            cpu.add(self.transactions, self.client_cpu, self.machine_cpu)
 
     @property
     def rate(self) -> float:
@@ -208,9 +220,13 @@ def run_script(url: str, script: str, *, clients: int, per_client: int, name: st
         path.write_text(script)
         command = [pgbench, "-n", "-M", "prepared", "-f", str(path), "-c", str(clients), "-j", str(threads),
                    "-t", str(per_client), *connection]
+        busy, children = writers.machine_busy(), _children_cpu()
         began = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
         wall = time.perf_counter() - began
+        busy_after = writers.machine_busy()
+        machine = None if busy is None or busy_after is None else busy_after - busy
+        client = _children_cpu() - children
     output = done.stdout + done.stderr
     if done.returncode != 0:
         last = [line for line in output.splitlines() if line.strip()][-3:]
@@ -223,7 +239,13 @@ def run_script(url: str, script: str, *, clients: int, per_client: int, name: st
     count = int(processed.group(1))
     if count != clients * per_client or (failed and int(failed.group(1))):
         raise Inconsistent(f"pgbench {name}: {count} of {clients * per_client} transactions done: {output[-300:]!r}")
-    return Result(count, count / float(tps.group(1)), wall, clients)
+    return Result(count, count / float(tps.group(1)), wall, clients, client, machine)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (pgbench, once it exits)."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
 
 
 # -- the scenario --------------------------------------------------------------
@@ -247,28 +269,34 @@ def pgbench_limit(ctx: Context) -> list[Row]:
             clients, per = plan[kind]
             ctx.log(f"{kind}: {clients} client(s) x {per:,} rows (turn {turn + 1})")
             if kind.startswith("pgbench"):
-                done[kind].append(pgbench_raw(ctx, clients, per, f"{kind}{turn}"))
+                done[kind].append(pgbench_raw(ctx, clients, per, f"{kind}{turn}", cpu[kind]))
             else:
                 done[kind].append(psycopg_raw(ctx, clients, per, f"{kind}{turn}", cpu[kind]))
     one = Row("pgbench: 1-row INSERT per transaction, 1 client", ctx.kind, *_sum(done["pgbench-1"]), "rows",
-              key=PGBENCH_ONE, note="the database's limit (custom script, prepared)")
+              key=PGBENCH_ONE, note=_limit_note(cpu["pgbench-1"]))
     many = Row(f"pgbench: 1-row INSERT per transaction, {n} clients", ctx.kind, *_sum(done["pgbench-n"]), "rows",
-               key=PGBENCH_MANY, note="the database's limit (custom script, prepared)")
+               key=PGBENCH_MANY, note=_limit_note(cpu["pgbench-n"]))
     return [
         one,
-        Row("psycopg2: INSERT + COMMIT per row, 1 process", ctx.kind, *_sum(done["psycopg-1"]), "rows",
+        Row("psycopg2: 1-row INSERT per transaction (autocommit), 1 process", ctx.kind, *_sum(done["psycopg-1"]), "rows",
             key=PSYCOPG_ONE, note=cpu["psycopg-1"].note("row")).against(one),
         many,
-        Row(f"psycopg2: INSERT + COMMIT per row, {n} processes", ctx.kind, *_sum(done["psycopg-n"]), "rows",
+        Row(f"psycopg2: 1-row INSERT per transaction (autocommit), {n} processes", ctx.kind, *_sum(done["psycopg-n"]), "rows",
             key=PSYCOPG_MANY, note=cpu["psycopg-n"].note("row")).against(many),
     ]
+
+
+def _limit_note(cpu: writers.CpuUse) -> str:
+    return "; ".join(filter(None, ["the database's limit (custom script, prepared)", cpu.note("row", "pgbench")]))
 
 
 def _sum(parts: Sequence[tuple[int, float]]) -> tuple[int, float]:
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
-def pgbench_raw(ctx: Context, clients: int, per: int, name: str) -> tuple[int, float]:
+def pgbench_raw(
+    ctx: Context, clients: int, per: int, name: str, cpu: writers.CpuUse | None = None
+) -> tuple[int, float]:
     """(rows, seconds): the raw-insert script through pgbench on an empty store; the rows are counted."""
     script = raw_insert_script(account_ids(ctx.sizes.accounts))
     with ctx.fresh(name) as url:
@@ -277,6 +305,7 @@ def pgbench_raw(ctx: Context, clients: int, per: int, name: str) -> tuple[int, f
             baselines.create_tables(engine)
             result = run_script(url, script, clients=clients, per_client=per, name=name)
             expect_rows(engine, result.transactions)
+            result.charge_cpu(cpu)
         finally:
             engine.dispose()
     return result.transactions, result.seconds
@@ -285,7 +314,7 @@ def pgbench_raw(ctx: Context, clients: int, per: int, name: str) -> tuple[int, f
 def psycopg_raw(
     ctx: Context, clients: int, per: int, name: str, cpu: writers.CpuUse | None = None
 ) -> tuple[int, float]:
-    """(rows, seconds): psycopg2 INSERT + COMMIT per row from ``clients`` processes, on an empty store."""
+    """(rows, seconds): psycopg2 1-row INSERT transactions (autocommit) from ``clients`` processes, on an empty store."""
     rows = raw_event_rows(list(charges(name, clients * per, account_ids(ctx.sizes.accounts))))
     with ctx.fresh(name) as url:
         engine = engine_for(url)

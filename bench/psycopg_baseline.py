@@ -1,11 +1,13 @@
-"""The bare psycopg2 loop: one INSERT and one COMMIT per row, nothing between the driver and the server.
+"""The bare psycopg2 loop: one INSERT per row, committed alone, nothing between the driver and the server.
 
 The same charge-sized raw event rows as the SQLAlchemy baseline
 (:func:`bench.workload.raw_event_rows`), into the same table
 (``bench_raw_events``), on a plain ``psycopg2.connect`` (no pool, no
 engine events, no statement cache): the leanest a Python writer gets.
-psycopg2 opens each transaction with the INSERT itself, so a row costs two
-round trips: the INSERT (with its BEGIN) and the COMMIT.
+The connection is in autocommit mode, so each INSERT is its own durable
+transaction in one round trip, as the ledger's own appends are. (In
+psycopg2's default mode a row costs three: BEGIN, the INSERT, COMMIT; the
+bench used that loop before 2026-12-05, which flattered every ratio to it.)
 """
 
 from __future__ import annotations
@@ -25,16 +27,16 @@ def dsn(url: str) -> str:
 
 
 def connect(url: str) -> Any:
-    """An open connection, its first round trip done before any clock starts."""
+    """An open autocommit connection, its first round trip done before any clock starts."""
     connection = psycopg2.connect(dsn(url))
+    connection.autocommit = True
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    connection.commit()
     return connection
 
 
 def insert_one_per_commit(connection: Any, rows: Sequence[Mapping[str, Any]]) -> float:
-    """Seconds to insert ``rows`` (:func:`bench.workload.raw_event_rows`), each committed alone."""
+    """Seconds to insert ``rows`` (:func:`bench.workload.raw_event_rows`), each its own transaction."""
     cursor = connection.cursor()
     began = time.perf_counter()
     for row in rows:
@@ -42,7 +44,6 @@ def insert_one_per_commit(connection: Any, rows: Sequence[Mapping[str, Any]]) ->
             INSERT,
             (str(row["originator_id"]), row["originator_version"], row["topic"], psycopg2.Binary(row["state"])),
         )
-        connection.commit()
     seconds = time.perf_counter() - began
     cursor.close()
     return seconds

@@ -233,7 +233,7 @@ Sizes: {sizes}. Wall time of the whole run: {elapsed:.0f} s.
 - **The database's limit** (PostgreSQL): `pgbench` itself runs a custom
   script (`bench/pgbench_raw_insert.sql`, prepared) inserting the same
   charge-sized row, one per transaction, at 1 client and at `writers`
-  clients; beside it a bare psycopg2 loop (one INSERT + COMMIT per row, 1 and
+  clients; beside it a bare psycopg2 loop (autocommit: one INSERT, one round trip, per row; 1 and
   `writers` processes). Every write row of one commit per charge gets its
   ratio to both (`vs pgbench`, `vs psycopg2`; the limit's clients in
   brackets); the SQLAlchemy raw baseline stays in `baseline`/`ratio`.

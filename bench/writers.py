@@ -52,13 +52,13 @@ class CpuUse:
         else:
             self.machine += machine
 
-    def note(self, unit: str = "item") -> str:
-        """CPU per item: the writer processes', and the rest of the machine's (the database and all else)."""
+    def note(self, unit: str = "item", writers: str = "writer processes") -> str:
+        """CPU per item: the writers' (``writers`` names them), and the rest of the machine's (the database and all else)."""
         if not self.items or not self.measured:
             return ""
         per = 1e6 / self.items
         rest = max(0.0, self.machine - self.writers)
-        return (f"CPU per {unit}: writer processes {self.writers * per:,.0f} µs, "
+        return (f"CPU per {unit}: {writers} {self.writers * per:,.0f} µs, "
                 f"the rest of the machine (PostgreSQL and all else) {rest * per:,.0f} µs")
 
 

@@ -66,6 +66,9 @@ def test_every_scenario_completes_consistently(store_url, tmp_path, monkeypatch)
         # the database's own limit ran in the same run, and every one-per-commit write row is compared with it
         assert {"pgbench-1", "pgbench-n", "psycopg-1", "psycopg-n", "intake-sql", "wal-raw"} <= set(by_key)
         assert by_key["intake-sql"].baseline and by_key["intake-sql"].extra["vs_pgbench"] > 0
+        # where the CPU goes: pgbench's own share beside the database's, for the limit and the intake alike
+        assert all("CPU per row: pgbench" in by_key[key].note for key in ("pgbench-1", "pgbench-n"))
+        assert "CPU per charge: pgbench" in by_key["intake-sql"].note
         scaled = next(row for row in rows if row.scenario.startswith(f"record_charge, {TINY.writers} processes"))
         assert scaled.extra["vs_pgbench"] > 0 and scaled.extra["vs_psycopg"] > 0
         assert scaled.extra["limit_clients"] == TINY.writers
