@@ -35,7 +35,7 @@ from bench.checks import check_recorded
 from bench.context import Context
 from bench.pairing import alternate, blocks_of
 from bench.recording import SINGLE_BLOCK, open_accounts
-from bench.rows import POSTGRESQL, Inconsistent, Row, at_least
+from bench.rows import POSTGRESQL, Inconsistent, Row, at_least, summed
 from bench.workload import Tally, account_ids, charges, tally_of
 from ledger import Ledger
 
@@ -128,19 +128,15 @@ def _many_processes(ctx: Context) -> list[Row]:
         for kind in order:
             ctx.log(f"{n} processes, {kind} (turn {turn + 1})")
             done[kind].append(_run(ctx, kind, n, per, hot, f"b{kind}{turn}", cpu[kind]))
-    plain = Row(f"record_charge, {n} processes, 1 account, no budget", ctx.kind, *_sum(done["plain"]),
+    plain = Row(f"record_charge, {n} processes, 1 account, no budget", ctx.kind, *summed(done["plain"]),
                 note=cpu["plain"].note("charge"))
     return [
         plain,
-        Row(f"reserve + capture, {n} processes, 1 hard budget on 1 account", ctx.kind, *_sum(done["pairs"]),
+        Row(f"reserve + capture, {n} processes, 1 hard budget on 1 account", ctx.kind, *summed(done["pairs"]),
             unit="pairs", target=HOT_PAIR_TARGET, note=cpu["pairs"].note("pair")).against(plain),
-        Row(f"record_charge, {n} processes, 1 account with 3 budgets", ctx.kind, *_sum(done["three-budgets"]),
+        Row(f"record_charge, {n} processes, 1 account with 3 budgets", ctx.kind, *summed(done["three-budgets"]),
             target=THREE_BUDGETS_TARGET, note=cpu["three-budgets"].note("charge")).against(plain),
     ]
-
-
-def _sum(parts: Sequence[tuple[int, float]]) -> tuple[int, float]:
-    return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
 def _run(

@@ -27,7 +27,7 @@ from bench import pgbench
 from bench.checks import check_recorded
 from bench.context import Context
 from bench.recording import open_accounts
-from bench.rows import POSTGRESQL, Inconsistent, Row, at_least
+from bench.rows import POSTGRESQL, Inconsistent, Row, at_least, summed
 from bench.stores import engine_for
 from bench.workload import Tally, account_ids, charge
 from bench.writers import CpuUse
@@ -245,9 +245,9 @@ def intake_sql(ctx: Context) -> list[Row]:
                 done[kind].append((count, seconds))
                 notes.append(note)
     raw = Row(f"pgbench: raw INSERT script, {n} clients, paired with the intake", ctx.kind,
-              *pgbench._sum(done["raw"]), "rows", key=RAW_PAIRED, note=cpu["raw"].note("row", "pgbench"))
+              *summed(done["raw"]), "rows", key=RAW_PAIRED, note=cpu["raw"].note("row", "pgbench"))
     intake = Row(f"pgbench: ledger_intake_account_charges, one charge a call, {n} clients, sequencer running",
-                 ctx.kind, *pgbench._sum(done["intake"]), target=INTAKE_TARGET, key=INTAKE_SQL,
+                 ctx.kind, *summed(done["intake"]), target=INTAKE_TARGET, key=INTAKE_SQL,
                  note="; ".join([*notes, "then every charge checked in the accounts' totals and the index",
                                  *filter(None, [cpu["intake"].note("charge", "pgbench")])]))
     return [raw, intake.against(raw)]

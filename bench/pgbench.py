@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from bench import baselines, writers
 from bench.context import Context
 from bench.limit import expect_rows
-from bench.rows import POSTGRESQL, Inconsistent, Row
+from bench.rows import POSTGRESQL, Inconsistent, Row, summed
 from bench.stores import engine_for
 from bench.workload import (
     CHARGE_TOPIC,
@@ -220,13 +220,12 @@ def run_script(url: str, script: str, *, clients: int, per_client: int, name: st
         path.write_text(script)
         command = [pgbench, "-n", "-M", "prepared", "-f", str(path), "-c", str(clients), "-j", str(threads),
                    "-t", str(per_client), *connection]
-        busy, children = writers.machine_busy(), _children_cpu()
+        busy, children = writers.machine_busy(), writers.cpu_seconds(resource.RUSAGE_CHILDREN)
         began = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
         wall = time.perf_counter() - began
-        busy_after = writers.machine_busy()
-        machine = None if busy is None or busy_after is None else busy_after - busy
-        client = _children_cpu() - children
+        machine = writers.machine_busy_since(busy)
+        client = writers.cpu_seconds(resource.RUSAGE_CHILDREN) - children  # pgbench, now it has exited
     output = done.stdout + done.stderr
     if done.returncode != 0:
         last = [line for line in output.splitlines() if line.strip()][-3:]
@@ -240,12 +239,6 @@ def run_script(url: str, script: str, *, clients: int, per_client: int, name: st
     if count != clients * per_client or (failed and int(failed.group(1))):
         raise Inconsistent(f"pgbench {name}: {count} of {clients * per_client} transactions done: {output[-300:]!r}")
     return Result(count, count / float(tps.group(1)), wall, clients, client, machine)
-
-
-def _children_cpu() -> float:
-    """CPU seconds of this process's finished children (pgbench, once it exits)."""
-    use = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return use.ru_utime + use.ru_stime
 
 
 # -- the scenario --------------------------------------------------------------
@@ -268,30 +261,24 @@ def pgbench_limit(ctx: Context) -> list[Row]:
         for kind in order:
             clients, per = plan[kind]
             ctx.log(f"{kind}: {clients} client(s) x {per:,} rows (turn {turn + 1})")
-            if kind.startswith("pgbench"):
-                done[kind].append(pgbench_raw(ctx, clients, per, f"{kind}{turn}", cpu[kind]))
-            else:
-                done[kind].append(psycopg_raw(ctx, clients, per, f"{kind}{turn}", cpu[kind]))
-    one = Row("pgbench: 1-row INSERT per transaction, 1 client", ctx.kind, *_sum(done["pgbench-1"]), "rows",
+            tool = pgbench_raw if kind.startswith("pgbench") else psycopg_raw
+            done[kind].append(tool(ctx, clients, per, f"{kind}{turn}", cpu[kind]))
+    one = Row("pgbench: 1-row INSERT per transaction, 1 client", ctx.kind, *summed(done["pgbench-1"]), "rows",
               key=PGBENCH_ONE, note=_limit_note(cpu["pgbench-1"]))
-    many = Row(f"pgbench: 1-row INSERT per transaction, {n} clients", ctx.kind, *_sum(done["pgbench-n"]), "rows",
+    many = Row(f"pgbench: 1-row INSERT per transaction, {n} clients", ctx.kind, *summed(done["pgbench-n"]), "rows",
                key=PGBENCH_MANY, note=_limit_note(cpu["pgbench-n"]))
     return [
         one,
-        Row("psycopg2: 1-row INSERT per transaction (autocommit), 1 process", ctx.kind, *_sum(done["psycopg-1"]), "rows",
+        Row("psycopg2: 1-row INSERT per transaction (autocommit), 1 process", ctx.kind, *summed(done["psycopg-1"]), "rows",
             key=PSYCOPG_ONE, note=cpu["psycopg-1"].note("row")).against(one),
         many,
-        Row(f"psycopg2: 1-row INSERT per transaction (autocommit), {n} processes", ctx.kind, *_sum(done["psycopg-n"]), "rows",
+        Row(f"psycopg2: 1-row INSERT per transaction (autocommit), {n} processes", ctx.kind, *summed(done["psycopg-n"]), "rows",
             key=PSYCOPG_MANY, note=cpu["psycopg-n"].note("row")).against(many),
     ]
 
 
 def _limit_note(cpu: writers.CpuUse) -> str:
     return "; ".join(filter(None, ["the database's limit (custom script, prepared)", cpu.note("row", "pgbench")]))
-
-
-def _sum(parts: Sequence[tuple[int, float]]) -> tuple[int, float]:
-    return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
 def pgbench_raw(

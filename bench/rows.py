@@ -7,8 +7,8 @@ Speed never fails a run; an inconsistent count does (see :class:`Inconsistent`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 POSTGRESQL = "postgresql"
 SQLITE = "sqlite"
@@ -88,3 +88,8 @@ def missing(scenario: str, store: str, module: str, key: str = "") -> Row:
 def at_least(ratio: float, text: str, stores: tuple[str, ...] = (POSTGRESQL,)) -> Target:
     """The row's ratio to its baseline must reach ``ratio``."""
     return Target(text, lambda row: row.ratio >= ratio, stores)  # type: ignore[operator]
+
+
+def summed(parts: Sequence[tuple[int, float]]) -> tuple[int, float]:
+    """(items, seconds) of a scenario's turns added up: a row's count and seconds."""
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)

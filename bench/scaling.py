@@ -26,7 +26,7 @@ from bench.checks import check_recorded
 from bench.limit import expect_rows
 from bench.recording import open_accounts
 from bench.context import Context
-from bench.rows import POSTGRESQL, Inconsistent, Row, Target, at_least
+from bench.rows import POSTGRESQL, Inconsistent, Row, Target, at_least, summed
 from bench.stores import engine_for
 from bench.workload import account_ids, charges, raw_event_rows, tally_of
 from ledger import Ledger
@@ -65,27 +65,23 @@ def scaling(ctx: Context) -> list[Row]:
                 writer = "locked" if kind.startswith("locked") else "ledger"
                 done[kind].append(_ledger(ctx, n, per, accounts, f"{kind}{turn}", writer, cpu[kind]))
     rejected = "rejected design, for comparison"
-    raw = Row(f"raw INSERT, 1 row/commit, {n} processes", ctx.kind, *_sum(done["raw"]), "rows", key=RAW_PROCESSES,
+    raw = Row(f"raw INSERT, 1 row/commit, {n} processes", ctx.kind, *summed(done["raw"]), "rows", key=RAW_PROCESSES,
               note=cpu["raw"].note("row"))
     rows = [
         raw,
-        Row(f"CRUD insert, 1 charge/commit, {n} processes", ctx.kind, *_sum(done["crud"]),
+        Row(f"CRUD insert, 1 charge/commit, {n} processes", ctx.kind, *summed(done["crud"]),
             note=cpu["crud"].note("charge")).against(raw),
-        Row(f"record_charge, {n} processes, {len(many)} accounts", ctx.kind, *_sum(done["many"]),
+        Row(f"record_charge, {n} processes, {len(many)} accounts", ctx.kind, *summed(done["many"]),
             target=MANY_TARGET, note=cpu["many"].note("charge")).against(raw),
-        Row(f"record_charge, {n} processes, 1 account", ctx.kind, *_sum(done["hot"]),
+        Row(f"record_charge, {n} processes, 1 account", ctx.kind, *summed(done["hot"]),
             target=HOT_TARGET, note=cpu["hot"].note("charge")).against(raw),
         Row(f"previous release (append under the log lock), {n} processes, {len(many)} accounts", ctx.kind,
-            *_sum(done["locked-many"]), note=f"{rejected}; {cpu['locked-many'].note('charge')}").against(raw),
+            *summed(done["locked-many"]), note=f"{rejected}; {cpu['locked-many'].note('charge')}").against(raw),
         Row(f"previous release (append under the log lock), {n} processes, 1 account", ctx.kind,
-            *_sum(done["locked-hot"]), note=f"{rejected}; {cpu['locked-hot'].note('charge')}").against(raw),
+            *summed(done["locked-hot"]), note=f"{rejected}; {cpu['locked-hot'].note('charge')}").against(raw),
     ]
     rows.append(_lag(ctx, n, per, many).against(raw))
     return rows
-
-
-def _sum(parts: Sequence[tuple[int, float]]) -> tuple[int, float]:
-    return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
 def _inserts(

@@ -47,18 +47,7 @@ WAL_TARGET = Target(
 
 T = TypeVar("T")
 
-#: This database's share of the WAL between two positions (records and bytes).
-OURS = """
-WITH r AS (
-    SELECT xid::text AS xid, record_length, fpi_length, coalesce(block_ref, '') AS block_ref
-    FROM pg_get_wal_records_info(%(start)s::pg_lsn, %(end)s::pg_lsn)
-), touching AS (
-    SELECT DISTINCT xid FROM r WHERE xid <> '0' AND block_ref LIKE %(pattern)s
-)
-SELECT count(*), coalesce(sum(record_length), 0), coalesce(sum(fpi_length), 0)
-FROM r WHERE block_ref LIKE %(pattern)s OR xid IN (SELECT xid FROM touching)
-"""
-#: The same WAL per table, its indexes with it (``wal_by_table.sql``).
+#: This database's WAL between two positions, per table (``wal_by_table.sql``): records, bytes, full-page images.
 BY_TABLE = Path(__file__).with_name("wal_by_table.sql").read_text()
 
 
@@ -115,10 +104,11 @@ class Meter:
             if self.inspect:
                 where = {"start": start, "end": end, "pattern": f"%/{self.database_oid}/%",
                          "node": f"/{self.database_oid}/(\\d+)"}
-                records, size, fpi = connection.exec_driver_sql(OURS, where).one()
-                tables = {name: int(size) for name, size in connection.exec_driver_sql(BY_TABLE, where)}
+                rows = [(name, int(n), int(b), int(f)) for name, n, b, f in connection.exec_driver_sql(BY_TABLE, where)]
+                records, size, fpi = (sum(row[k] for row in rows) for k in (1, 2, 3))
+                tables = {name: b - f for name, _, b, f in rows}
             connection.commit()
-        return Wal(records, None if size is None else int(size), None if fpi is None else int(fpi), cluster, tables)
+        return Wal(records, size, fpi, cluster, tables)
 
     def measure(self, work: Callable[[], T]) -> tuple[T, Wal, float]:
         """``work()``'s result, the WAL it wrote and its wall seconds."""

@@ -62,9 +62,9 @@ class CpuUse:
                 f"the rest of the machine (PostgreSQL and all else) {rest * per:,.0f} µs")
 
 
-def cpu_seconds() -> float:
-    """This process's CPU seconds (user + system, every thread)."""
-    use = resource.getrusage(resource.RUSAGE_SELF)
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    """This process's CPU seconds (user + system, every thread), or with ``RUSAGE_CHILDREN`` its finished children's."""
+    use = resource.getrusage(who)
     return use.ru_utime + use.ru_stime
 
 
@@ -86,6 +86,12 @@ def machine_busy() -> float | None:
         return None
     user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_since(before: float | None) -> float | None:
+    """Busy seconds of every CPU since :func:`machine_busy` read ``before`` (None if either is unknown)."""
+    now = machine_busy()
+    return None if before is None or now is None else now - before
 
 
 def _warm(ledger: Ledger, items: Sequence[Mapping[str, Any]]) -> None:
@@ -226,11 +232,10 @@ def run_together(
         busy = machine_busy()
         start.set()
         messages = [results.get(timeout=TIMEOUT) for _ in workers]
-        after = machine_busy()
+        machine = machine_busy_since(busy)
         outcomes = [_outcome(message) for message in messages]
         if cpu is not None:
-            cpu.add(sum(o[0] for o in outcomes), sum(float(m[4]) for m in messages),
-                    None if busy is None or after is None else after - busy)
+            cpu.add(sum(o[0] for o in outcomes), sum(float(m[4]) for m in messages), machine)
     finally:
         start.set()
         for worker in workers:
